@@ -1,0 +1,1 @@
+"""Entry point (placeholder while the core is written)."""

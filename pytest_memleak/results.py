@@ -1,0 +1,129 @@
+"""What a check found, as plain dataclasses that turn into JSON and back.
+
+Results travel on the test report (``report.memleak`` is ``result.to_dict()``), so they
+survive pytest-xdist's serialisation and reach the controller, which aggregates them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+# A checked test ends in one of these.
+CLEAN = "clean"  # measured; nothing grew beyond its budget
+LEAK = "leak"  # measured; growth persisted beyond a budget: the test fails
+NO_VERDICT = "no-verdict"  # the test failed, errored, skipped or xfailed: its own outcome stands
+INCONCLUSIVE = "inconclusive"  # the measurement could not be trusted (reason says why)
+
+
+@dataclass
+class SiteGrowth:
+    """One allocation site (file:line in user code) and what it retained."""
+
+    site: str
+    bytes_per_run: float
+    blocks_per_run: float
+    total_bytes: int
+    total_blocks: int
+    stack: list[str] = field(default_factory=list)  # innermost first, "file:line"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SiteGrowth:
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+
+
+@dataclass
+class Finding:
+    """One budget that was exceeded: kind is heap, site, native, fds, threads, processes, tasks, objects, watch."""
+
+    kind: str
+    per_run: float
+    budget: float
+    unit: str  # "B" or "" for counts
+    message: str
+    evidence: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Finding:
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+
+
+@dataclass
+class LeakResult:
+    nodeid: str
+    status: str
+    reason: str  # one line, for the summary
+    runs: int = 0  # runs made, the test's own run included
+    measured_runs: int = 0
+    retained_per_run: float = 0.0  # heap bytes per run attributed to user code (confirm phase)
+    findings: list[Finding] = field(default_factory=list)
+    sites: list[SiteGrowth] = field(default_factory=list)
+    grown_types: dict[str, float] = field(default_factory=dict)  # type name -> instances per run
+    series: dict[str, list[float]] = field(default_factory=dict)  # metric -> values after each run
+    retention: list[str] = field(default_factory=list)  # reference paths to leaked objects
+    details: list[str] = field(default_factory=list)  # extra lines for the detail section
+    problems: list[str] = field(default_factory=list)  # measurement problems worth reporting
+    flamegraph: str | None = None
+    capture: str | None = None
+    seconds: float = 0.0
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def leaked(self) -> bool:
+        return self.status == LEAK
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LeakResult:
+        kwargs = {f.name: data[f.name] for f in fields(cls) if f.name in data}
+        kwargs["findings"] = [Finding.from_dict(d) for d in data.get("findings", [])]
+        kwargs["sites"] = [SiteGrowth.from_dict(d) for d in data.get("sites", [])]
+        return cls(**kwargs)
+
+
+@dataclass
+class SoakResult:
+    """A soak run: its trend verdict and a summary of its samples (the full samples are on disk)."""
+
+    nodeid: str
+    status: str  # CLEAN or LEAK (or INCONCLUSIVE, NO_VERDICT)
+    reason: str
+    scenario: str = ""
+    variant: str = ""
+    expect_leak: bool | None = None
+    duration: float = 0.0
+    iterations: int = 0
+    samples_path: str | None = None
+    memory_limit: int | None = None
+    metric: str = "rss"
+    # trend over the post-warm-up window
+    slope_per_iteration: float = 0.0  # bytes per iteration (Theil-Sen)
+    slope_per_hour: float = 0.0  # bytes per hour
+    slope_lower: float = 0.0  # lower confidence bound, bytes per hour
+    slope_upper: float = 0.0
+    plateaued: bool = False
+    time_to_limit: float | None = None  # seconds until memory_limit at the fitted rate; None: never
+    throughput: float = 0.0  # iterations per second
+    # a downsampled view of the samples, for charts: seconds since start and values
+    t: list[float] = field(default_factory=list)
+    rss: list[float] = field(default_factory=list)
+    heap: list[float] = field(default_factory=list)
+    fit_intercept: float = 0.0  # bytes at t=0 of the fitted line, for drawing it
+    fit_slope_per_second: float = 0.0
+    details: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def matches_expectation(self) -> bool | None:
+        if self.expect_leak is None:
+            return None
+        return (self.status == LEAK) == self.expect_leak
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SoakResult:
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
