@@ -1,1 +1,45 @@
-"""Entry point (placeholder while the core is written)."""
+"""pytest-memleak entry point: options, ini keys and markers; the session object does the work.
+
+Kept thin and cheap to import: nothing heavy (memray, objgraph, psutil, HTML) is imported
+here, and nothing at all happens for a run that checks no test.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from . import options
+
+SESSION_KEY = pytest.StashKey["object"]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("memleak", "memory and resource leak checks (pytest-memleak)")
+    for setting in options.SETTINGS:
+        help_text = f"{setting.help} [{setting.form}; env {setting.env if setting.name != 'enabled' else options.ENABLE_ENV}]"
+        if setting.name == "enabled":
+            group.addoption(options.ENABLE_CLI, action="store_const", const="true", default=None, dest="memleak", help=help_text)
+            parser.addini(options.ENABLE_INI, help=help_text, type="string", default=None)
+            continue
+        if setting.flag:
+            group.addoption(setting.cli, action="store_const", const="true", default=None, dest=setting.dest, help=help_text)
+        else:
+            group.addoption(setting.cli, action="store", default=None, dest=setting.dest, metavar="VALUE", help=help_text)
+        parser.addini(setting.ini, help=help_text, type="string", default=None)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for marker in options.MARKERS:
+        config.addinivalue_line("markers", f"{marker.signature}: {marker.help}")
+    sources = options.resolve_session(config)
+    from .session import MemleakSession
+
+    session = MemleakSession(config, sources)
+    config.stash[SESSION_KEY] = session
+    config.pluginmanager.register(session, "memleak-session")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    session = config.stash.get(SESSION_KEY, None)
+    if session is not None:
+        config.pluginmanager.unregister(session)

@@ -55,6 +55,7 @@ class LeakResult:
     reason: str  # one line, for the summary
     runs: int = 0  # runs made, the test's own run included
     measured_runs: int = 0
+    runs_per_step: int = 0  # runs between two checkpoints of the confirmation window
     retained_per_run: float = 0.0  # heap bytes per run attributed to user code (confirm phase)
     findings: list[Finding] = field(default_factory=list)
     sites: list[SiteGrowth] = field(default_factory=list)
@@ -114,6 +115,23 @@ class SoakResult:
     fit_slope_per_second: float = 0.0
     details: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    # added by the soak runner (pytest_memleak.soak)
+    samples: int = 0  # samples taken (all of them are in samples_path)
+    sample_every: float = 0.0  # seconds, after scaling for a short (overridden) duration
+    warmup_seconds: float = 0.0  # the first seconds left out of the fit
+    max_growth: int = 0  # bytes per hour that still pass
+    horizon: float | None = None  # seconds: fail when memory_limit would be reached within it
+    duration_overridden: bool = False  # --memleak-soak-duration replaced the marker's duration
+    persistent: bool = False  # RSS growth persists over the window and its last half and third
+    leaked_metrics: list[str] = field(default_factory=list)  # "rss" and/or "heap": which series leaked
+    heap_unit: str = "blocks"  # "B" when tracemalloc was already tracing, else pymalloc blocks
+    heap_slope_per_hour: float = 0.0  # in heap_unit per hour
+    heap_slope_lower: float = 0.0
+    heap_slope_upper: float = 0.0
+    heap_plateaued: bool = False
+    tail_slope_per_hour: float = 0.0  # RSS bytes per hour over the last third of the window
+    fit_start: float = 0.0  # seconds: the fitted (post-warm-up) window, for drawing the line
+    fit_end: float = 0.0
 
     @property
     def matches_expectation(self) -> bool | None:

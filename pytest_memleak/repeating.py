@@ -1,0 +1,299 @@
+"""Run one test again and again and measure what each run leaves behind.
+
+One run is setup + call + teardown of the test's function-scoped fixtures (higher scopes stay
+set up), so state that teardown releases is not counted and state a fixture leaks is.
+The caller has already made the test's own run; this module adds warm-up, screening and
+confirmation runs, and returns the series that :mod:`pytest_memleak.deciding` judges.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+import tracemalloc
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from _pytest.runner import runtestprotocol
+
+from . import deciding, measuring, sites
+from .options import TestSettings
+from .results import CLEAN, INCONCLUSIVE, LEAK, Finding, LeakResult
+from .units import format_size
+
+STEPS = 6  # checkpoints of the confirmation window (plus its start)
+
+
+@dataclass
+class TracingOwner:
+    """Whether the plugin started tracemalloc for this test (and so may restart or stop it)."""
+
+    owned: bool = False
+
+    @classmethod
+    def start(cls, frames: int = 1) -> TracingOwner:
+        if tracemalloc.is_tracing():
+            return cls(False)
+        tracemalloc.start(frames)
+        return cls(True)
+
+    def stop(self) -> None:
+        if self.owned and tracemalloc.is_tracing():
+            tracemalloc.stop()
+        self.owned = False
+
+
+class NotRepeatable(Exception):
+    """A repeated run did not pass: the test cannot be measured by repetition."""
+
+
+@dataclass
+class Runner:
+    """Runs an item once more, as a whole function-scoped cycle, and discards the reports."""
+
+    item: pytest.Item
+    runs: int = 0
+    _sections: int = 0
+    _props: int = 0
+    _log: list[Any] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._sections = len(getattr(self.item, "_report_sections", ()))
+        self._props = len(getattr(self.item, "user_properties", ()))
+
+    def __call__(self) -> None:
+        item = self.item
+        # nextitem=parent: teardown pops the function-level node only; module and class
+        # fixtures stay set up across runs.
+        reports = runtestprotocol(item, log=False, nextitem=item.parent)  # type: ignore[arg-type]
+        self.runs += 1
+        failed = next((r for r in reports if not r.passed), None)
+        del reports
+        # Repeated runs must not pile up captured output, properties or warnings.
+        del item._report_sections[self._sections :]
+        del item.user_properties[self._props :]
+        self._log.clear()
+        if failed is not None:
+            outcome = "skipped" if failed.skipped else "failed"
+            raise NotRepeatable(f"run {self.runs + 1} {outcome} in {failed.when}: the test is not repeatable")
+
+
+def _type_counts(own_module: str = "pytest_memleak") -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for obj in gc.get_objects():  # the heap is frozen: only objects made since the freeze
+        cls = type(obj)
+        module = cls.__module__
+        if module.startswith(own_module):
+            continue
+        name = cls.__qualname__ if module in ("builtins", "__main__") else f"{module}.{cls.__qualname__}"
+        counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+@dataclass
+class Checkpoints:
+    """The confirmation window's measurements, one entry per checkpoint."""
+
+    totals: list[sites.SiteTotals] = field(default_factory=list)
+    types: list[dict[str, int]] = field(default_factory=list)
+    traced: list[float] = field(default_factory=list)
+    rss: list[float] = field(default_factory=list)
+    fds: list[float] = field(default_factory=list)
+    threads: list[float] = field(default_factory=list)
+
+    def take(self, classifier: sites.Classifier) -> None:
+        measuring.collect()
+        snapshot = tracemalloc.take_snapshot()
+        self.totals.append(sites.totals(snapshot, classifier))
+        del snapshot
+        self.types.append(_type_counts())
+        self.traced.append(float(tracemalloc.get_traced_memory()[0]))
+        self.fds.append(float(measuring.open_fds()))
+        self.threads.append(float(measuring.live_threads()))
+        self.rss.append(float(measuring.rss()))
+
+    def site_series(self) -> dict[tuple[str, int], list[float]]:
+        keys: set[tuple[str, int]] = set()
+        for t in self.totals:
+            keys.update(t.sizes)
+        return {k: [float(t.sizes.get(k, 0)) for t in self.totals] for k in keys}
+
+    def type_series(self) -> dict[str, list[float]]:
+        keys: set[str] = set()
+        for t in self.types:
+            keys.update(t)
+        return {k: [float(t.get(k, 0)) for t in self.types] for k in keys}
+
+
+def _still_suspect(counters: measuring.Counters, judged: tuple[str, ...], native_allowed: float) -> bool:
+    for metric in judged:
+        # RSS creeps by pages from fragmentation while the heap is flat: only growth beyond
+        # the native budget in every run makes it suspect.
+        allowed = native_allowed if metric == "rss" else 0
+        if deciding.screen_suspect(counters.values(metric), allowed_per_run=allowed):
+            return True
+    return any(counters.values(m)[-1] > counters.values(m)[0] for m in ("fds", "threads"))
+
+
+def screen(run: Runner, settings: TestSettings) -> tuple[bool, measuring.Counters]:
+    """Cheap counters after each run; stops as soon as no counter can still be suspect.
+
+    Everything the loop needs exists before the baseline, and nothing it makes survives a
+    measurement, so the loop itself adds no block per run.
+    """
+    counters = measuring.Counters(settings.runs + 1)
+    judged: tuple[str, ...] = ("blocks",)
+    if tracemalloc.is_tracing():
+        judged += ("traced",)
+    if settings.native is not None:
+        judged += ("rss",)
+    remaining = iter(range(settings.runs))
+    counters.measure()
+    for _ in remaining:
+        run()
+        counters.measure()
+        if not _still_suspect(counters, judged, max(settings.native or 0, deciding.RSS_NOISE)):
+            return False, counters
+    return True, counters
+
+
+def confirm(
+    run: Runner, settings: TestSettings, classifier: sites.Classifier, tracing_owner: TracingOwner
+) -> tuple[Checkpoints, int]:
+    """Traced runs with a checkpoint every few runs. Returns the checkpoints and runs per step."""
+    steps = min(STEPS, settings.confirm_runs)
+    per_step = max(1, settings.confirm_runs // steps)
+    started = tracing_owner.owned or not tracemalloc.is_tracing()
+    if started:  # deeper stacks than the screen's one frame
+        tracemalloc.stop()
+        tracemalloc.start(settings.trace_frames)
+    cps = Checkpoints()
+    try:
+        run()  # warm-up under tracing
+        cps.take(classifier)
+        for _ in range(steps):
+            for _ in range(per_step):
+                run()
+            cps.take(classifier)
+    finally:
+        if started:
+            tracemalloc.stop()
+            tracing_owner.owned = False
+    return cps, per_step
+
+
+def judge(
+    nodeid: str, settings: TestSettings, cps: Checkpoints, per_step: int, classifier: sites.Classifier
+) -> LeakResult:
+    """Turn the confirmation window into a verdict with its evidence."""
+    window_runs = per_step * (len(cps.totals) - 1)
+    site_series = cps.site_series()
+    labels = {k: f"{classifier.relpath(k[0])}:{k[1]}" for k in site_series}
+    heap = deciding.decide_heap(
+        {labels[k]: v for k, v in site_series.items()}, per_step, settings.retained, settings.per_site
+    )
+    findings: list[Finding] = []
+    grown = sites.growth(cps.totals[0], cps.totals[-1], window_runs, classifier)
+    persistent = [g for g in grown if g.site in heap.persistent_sites]
+    for g in persistent:  # the latest-half rate is the one judged
+        g.bytes_per_run = heap.persistent_sites[g.site]
+    top = persistent[: settings.top] or grown[: settings.top]
+    if heap.leaking:
+        where = f"; top site {top[0].site} {format_size(top[0].bytes_per_run, signed=True)}/run" if top else ""
+        if heap.retained_per_run > settings.retained:
+            findings.append(
+                Finding(
+                    "heap",
+                    heap.retained_per_run,
+                    settings.retained,
+                    "B",
+                    f"retained {format_size(heap.retained_per_run)}/run of Python heap "
+                    f"(budget {format_size(settings.retained)}/run){where}",
+                )
+            )
+        for site, rate in heap.over_site_budget.items():
+            findings.append(
+                Finding(
+                    "site",
+                    rate,
+                    float(settings.per_site or 0),
+                    "B",
+                    f"site {site} retained {format_size(rate)}/run (per-site budget {format_size(settings.per_site or 0)}/run)",
+                )
+            )
+    for kind, values, allowed in (("fds", cps.fds, settings.fds), ("threads", cps.threads, settings.threads)):
+        leaking, per_run = deciding.decide_count(values, window_runs, allowed)
+        if leaking:
+            noun = "open file descriptors" if kind == "fds" else "live threads"
+            findings.append(
+                Finding(kind, per_run, allowed, "", f"{noun} grew by {values[-1] - values[0]:.0f} over {window_runs} runs ({per_run:+.2f}/run, allowed {allowed}/run)")
+            )
+    native_leak, native_rate = deciding.decide_native(cps.rss, cps.traced, per_step, settings.native)
+    if native_leak:
+        findings.append(
+            Finding(
+                "native",
+                native_rate,
+                float(settings.native or 0),
+                "B",
+                f"native memory grew {format_size(native_rate)}/run outside Python's allocator "
+                f"(RSS minus traced heap; budget {format_size(settings.native or 0)}/run); tracemalloc cannot attribute it",
+            )
+        )
+    types = deciding.grown_types(cps.type_series(), per_step)
+    result = LeakResult(
+        nodeid=nodeid,
+        status=LEAK if findings else CLEAN,
+        reason=findings[0].message if findings else "no growth persisted over the confirmation runs",
+        retained_per_run=heap.retained_per_run,
+        findings=findings,
+        sites=top,
+        grown_types=dict(list(types.items())[:10]),
+        runs_per_step=per_step,
+    )
+    result.series.update(
+        {
+            "heap": [float(t.total_bytes) for t in cps.totals],
+            "traced": cps.traced,
+            "rss": cps.rss,
+            "fds": cps.fds,
+            "threads": cps.threads,
+        }
+    )
+    return result
+
+
+def measure_item(
+    item: pytest.Item,
+    settings: TestSettings,
+    classifier: sites.Classifier,
+    before_measuring: Callable[[], None],
+    tracing_owner: TracingOwner,
+) -> tuple[LeakResult, Runner]:
+    """The repeated-run check of one test whose own run has passed."""
+    started = time.perf_counter()
+    run = Runner(item)
+    with warnings.catch_warnings(record=True) as log:
+        run._log = log
+        try:
+            for _ in range(settings.warmup - 1):
+                run()
+            before_measuring()
+            suspect, counters = screen(run, settings)
+            series = {f"screen.{m}": [float(v) for v in counters.values(m)] for m in measuring.SCREEN_METRICS}
+            if not suspect:
+                result = LeakResult(item.nodeid, CLEAN, f"no growth over {counters.n - 1} measured run(s)")
+            else:
+                cps, per_step = confirm(run, settings, classifier, tracing_owner)
+                result = judge(item.nodeid, settings, cps, per_step, classifier)
+            result.series = {**series, **{f"confirm.{k}": v for k, v in result.series.items()}}
+        except NotRepeatable as exc:
+            result = LeakResult(item.nodeid, INCONCLUSIVE, str(exc))
+    result.runs = run.runs + 1
+    result.measured_runs = max(0, run.runs - (settings.warmup - 1))
+    result.seconds = time.perf_counter() - started
+    result.settings = settings.as_dict()
+    return result, run

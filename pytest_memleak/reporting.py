@@ -1,0 +1,100 @@
+"""Text for people: the failure section of a leaking test and the end-of-run summary."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from _pytest._code.code import ReprFileLocation, TerminalRepr
+from _pytest._io import TerminalWriter
+
+from .results import CLEAN, INCONCLUSIVE, LEAK, NO_VERDICT, LeakResult
+from .units import format_size
+
+
+def _deltas(values: Sequence[float], unit: str = "") -> str:
+    ds = [values[i] - values[i - 1] for i in range(1, len(values))]
+    if unit == "B":
+        return "[" + ", ".join(format_size(d, signed=True) for d in ds) + "]"
+    return "[" + ", ".join(f"{d:+.0f}" for d in ds) + "]"
+
+
+def detail_lines(result: LeakResult) -> list[str]:
+    """The detail section of a leaking (or inconclusive) test."""
+    s: dict[str, Any] = result.settings
+    lines = [f"memleak: {result.reason}"]
+    lines.append(
+        f"  runs: {result.runs} in all ({s.get('warmup', 1)} warm-up incl. the test's own, "
+        f"{result.measured_runs} measured), {result.seconds:.2f} s"
+    )
+    budget = f"retained {format_size(s.get('retained', 0))}/run"
+    if s.get("per_site") is not None:
+        budget += f", per site {format_size(s['per_site'])}/run"
+    if s.get("native") is not None:
+        budget += f", native {format_size(s['native'])}/run"
+    budget += f", fds {s.get('fds', 0)}/run, threads {s.get('threads', 0)}/run"
+    lines.append(f"  budgets: {budget}")
+    for f in result.findings[1:]:
+        lines.append(f"  also: {f.message}")
+    series = result.series
+    if "screen.blocks" in series:
+        lines.append(f"  screen, allocated blocks per run: {_deltas(series['screen.blocks'])}")
+    if "confirm.heap" in series:
+        per_step = result.runs_per_step
+        lines.append(f"  confirm, user heap every {per_step} runs: {_deltas(series['confirm.heap'], 'B')}")
+        lines.append(f"  confirm, RSS every {per_step} runs: {_deltas(series['confirm.rss'], 'B')}")
+        for key, noun in (("confirm.fds", "open descriptors"), ("confirm.threads", "live threads")):
+            if series.get(key) and series[key][-1] != series[key][0]:
+                lines.append(f"  confirm, {noun} every {per_step} runs: {_deltas(series[key])}")
+    lines.append(f"  retained per run (sites whose growth persists): {format_size(result.retained_per_run)}")
+    if result.sites:
+        lines.append("  top allocation sites by growth:")
+        for site in result.sites:
+            lines.append(
+                f"    {site.site}  {format_size(site.bytes_per_run, signed=True)}/run, "
+                f"{site.blocks_per_run:+.1f} blocks/run"
+            )
+            callers = [frame for frame in site.stack if frame != site.site][:3]
+            if callers:
+                lines.append(f"      via {' <- '.join(callers)}")
+    if result.grown_types:
+        grown = ", ".join(f"{name} {rate:+.1f}/run" for name, rate in list(result.grown_types.items())[:6])
+        lines.append(f"  object types that grew: {grown}")
+    for finding in result.findings:
+        for line in finding.evidence:
+            lines.append(f"  {line}")
+    if result.retention:
+        lines.append("  kept alive by:")
+        lines.extend(f"    {path}" for path in result.retention)
+    lines.extend(f"  {line}" for line in result.details)
+    if result.flamegraph:
+        lines.append(f"  flamegraph: {result.flamegraph}")
+    if result.capture:
+        lines.append(f"  memray capture: {result.capture}")
+    lines.extend(f"  note: {p}" for p in result.problems)
+    return lines
+
+
+class LeakRepr(TerminalRepr):
+    """The longrepr of a leaking test: a one-line crash message plus the detail section."""
+
+    def __init__(self, result: LeakResult, path: str, lineno: int) -> None:
+        self.lines = detail_lines(result)
+        self.reprcrash = ReprFileLocation(path, lineno, f"memleak: {result.reason}")
+
+    def toterminal(self, tw: TerminalWriter) -> None:
+        for i, line in enumerate(self.lines):
+            tw.line(line, red=(i == 0), bold=(i == 0))
+
+
+def summary_lines(results: Sequence[dict[str, Any]], counts: dict[str, int]) -> list[str]:
+    """The end-of-run section: counts, then one line per leaking or inconclusive test."""
+    checked = sum(counts.values())
+    lines = [
+        f"{checked} checked: {counts.get(LEAK, 0)} leaking, {counts.get(CLEAN, 0)} clean, "
+        f"{counts.get(INCONCLUSIVE, 0)} inconclusive, {counts.get(NO_VERDICT, 0)} without verdict (not passed)"
+    ]
+    for r in results:
+        label = "LEAK" if r["status"] == LEAK else "INCONCLUSIVE"
+        lines.append(f"{label} {r['nodeid']} - {r['reason']}")
+    return lines

@@ -1,0 +1,292 @@
+"""The per-run session object: decides which tests are checked, runs the check, reports."""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _pytest.runner import CallInfo, runtestprotocol
+
+from . import options, reporting, sites
+from .results import CLEAN, INCONCLUSIVE, LEAK, NO_VERDICT, LeakResult
+from .units import format_size
+
+SETTINGS_KEY = pytest.StashKey[options.TestSettings]()
+REFREEZE_EVERY = 250  # tests between full collections of the frozen heap
+
+
+class ResultStore:
+    """Streams every result to a temporary JSON-lines file; keeps in memory only what the summary lists."""
+
+    def __init__(self) -> None:
+        self._file: Any = None
+        self.counts: dict[str, int] = {}
+        self.notable: list[dict[str, Any]] = []  # leaking and inconclusive: listed at the end
+        self.soaks: list[dict[str, Any]] = []
+        self.problems: list[str] = []
+
+    def add(self, data: dict[str, Any], kind: str = "test") -> None:
+        if kind == "soak":
+            self.soaks.append(data)
+        else:
+            status = data.get("status", "")
+            self.counts[status] = self.counts.get(status, 0) + 1
+            if status in (LEAK, INCONCLUSIVE):
+                self.notable.append({"nodeid": data["nodeid"], "status": status, "reason": data["reason"]})
+        if self._file is None:
+            self._file = tempfile.TemporaryFile("w+", encoding="utf-8", prefix="memleak-results-")
+        self._file.write(json.dumps({"kind": kind, "data": data}) + "\n")
+
+    def iter(self, kind: str) -> Any:
+        if self._file is None:
+            return
+        self._file.flush()
+        self._file.seek(0)
+        for line in self._file:
+            record = json.loads(line)
+            if record["kind"] == kind:
+                yield record["data"]
+        self._file.seek(0, os.SEEK_END)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class MemleakSession:
+    def __init__(self, config: pytest.Config, sources: options.Sources) -> None:
+        self.config = config
+        self.sources = sources
+        self.enabled: bool = sources.get("enabled")
+        self.classifier = sites.Classifier(str(config.rootpath))
+        self.store = ResultStore()
+        self.is_worker = hasattr(config, "workerinput")
+        self.froze = False
+        self.measured = 0
+        self.problems: list[str] = []
+        report_dir = Path(sources.get("report_dir"))
+        self.report_dir = report_dir if report_dir.is_absolute() else Path(config.rootpath) / report_dir
+        self.skip_all = bool(
+            config.getoption("collectonly", False)
+            or config.getoption("setuponly", False)
+            or config.getoption("setupplan", False)
+        )
+
+    # -- which tests ----------------------------------------------------------------------
+    def is_checked(self, item: pytest.Item) -> bool:
+        if self.skip_all or item.get_closest_marker("no_memleak") or item.get_closest_marker("soak"):
+            return False
+        return self.enabled or item.get_closest_marker("memleak") is not None
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        """Validate every marker at collection, so a typo fails the run before any test runs."""
+        for item in items:
+            options.validate_simple_marker(item, "no_memleak")
+            options.validate_simple_marker(item, "soak")
+            if item.get_closest_marker("memleak") is not None or self.enabled:
+                item.stash[SETTINGS_KEY] = options.settings_for(item, self.sources)
+
+    # -- the protocol ---------------------------------------------------------------------
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None) -> bool | None:
+        if item.get_closest_marker("soak") is not None and not self.skip_all:
+            from . import soak
+
+            soak.run_soak_protocol(item, nextitem, self.sources, self.report_dir)
+            return True
+        if not self.is_checked(item):
+            return None
+        item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+        try:
+            self._run_checked(item, nextitem)
+        finally:
+            item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+        return True
+
+    def _run_checked(self, item: pytest.Item, nextitem: pytest.Item | None) -> None:
+        from .repeating import TracingOwner
+
+        settings = item.stash.get(SETTINGS_KEY, None) or options.settings_for(item, self.sources)
+        # Trace (one frame) from the test's own run on: it is the traced warm-up of the screen.
+        tracing = TracingOwner.start(1)
+        try:
+            self._run_traced(item, nextitem, settings, tracing)
+        finally:
+            tracing.stop()
+
+    def _run_traced(self, item: pytest.Item, nextitem: pytest.Item | None, settings: options.TestSettings, tracing: Any) -> None:
+        primary = runtestprotocol(item, log=False, nextitem=item.parent)  # type: ignore[arg-type]
+        setup, teardown = primary[0], primary[-1]
+        call = primary[1] if len(primary) == 3 else None
+        passed = call is not None and all(r.passed for r in primary) and not hasattr(call, "wasxfail")
+        session = item.session
+        if not passed:
+            result = LeakResult(item.nodeid, NO_VERDICT, "the test did not pass: its own outcome stands")
+        elif session.shouldfail or session.shouldstop:
+            result = LeakResult(item.nodeid, NO_VERDICT, "the session is stopping")
+        else:
+            result = self._measure(item, settings, tracing)
+        final = self._final_teardown(item, nextitem)
+        if final.failed or not teardown.failed:
+            teardown = final
+        if call is not None:
+            self._attach(item, call, teardown, result)
+        for report in (setup, call, teardown):
+            if report is not None:
+                item.ihook.pytest_runtest_logreport(report=report)
+
+    @staticmethod
+    def _final_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> pytest.TestReport:
+        """Tear down the scopes the next test does not need (the runs kept module and class scope up).
+
+        The teardown hooks already ran once for this item, so only the setup state is unwound
+        here; the report is made the ordinary way.
+        """
+        reraise = (pytest.exit.Exception,) if item.config.getoption("usepdb", False) else (pytest.exit.Exception, KeyboardInterrupt)
+        call = CallInfo.from_call(lambda: item.session._setupstate.teardown_exact(nextitem), when="teardown", reraise=reraise)
+        hasrequest = hasattr(item, "_request")
+        if hasrequest and not item._request:  # type: ignore[attr-defined]
+            item._initrequest()  # type: ignore[attr-defined]  # report hooks may read item.funcargs
+        try:
+            return item.ihook.pytest_runtest_makereport(item=item, call=call)
+        finally:
+            if hasrequest:
+                item._request = False  # type: ignore[attr-defined]
+                item.funcargs = None  # type: ignore[attr-defined]
+
+    def _measure(self, item: pytest.Item, settings: options.TestSettings, tracing: Any) -> LeakResult:
+        from . import repeating
+
+        try:
+            result, run = repeating.measure_item(item, settings, self.classifier, self._before_measuring, tracing)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except pytest.fail.Exception:
+            raise
+        except Exception as exc:  # the plugin must never break the suite
+            return LeakResult(item.nodeid, INCONCLUSIVE, f"measurement failed: {type(exc).__name__}: {exc}")
+        if result.leaked and settings.flamegraph != "none" or settings.flamegraph == "all" and result.status == CLEAN:
+            self._flamegraph(item, result, run, settings)
+        return result
+
+    def _before_measuring(self) -> None:
+        """Collect the session's garbage once, then freeze the heap so each run's collection is cheap."""
+        self.measured += 1
+        if self.froze and self.measured % REFREEZE_EVERY == 0:
+            gc.unfreeze()
+        gc.collect()
+        gc.freeze()
+        self.froze = True
+
+    def _flamegraph(self, item: pytest.Item, result: LeakResult, run: Any, settings: options.TestSettings) -> None:
+        try:
+            from . import flamegraph
+        except ImportError as exc:  # pragma: no cover - a partial install
+            result.problems.append(f"no flamegraph: {exc}")
+            return
+        base = self.report_dir / "flamegraphs" / flamegraph.safe_name(item.nodeid)
+        try:
+            base.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            result.problems.append(f"no flamegraph: cannot create {base.parent}: {exc.strerror or exc}")
+            return
+        outcome = flamegraph.capture_run(run, base, native=settings.native_stacks)
+        result.flamegraph = str(outcome.html) if outcome.html else None
+        result.capture = str(outcome.capture) if outcome.capture else None
+        if outcome.problem:
+            result.problems.append(outcome.problem)
+
+    def _attach(self, item: pytest.Item, call: pytest.TestReport, teardown: pytest.TestReport, result: LeakResult) -> None:
+        data = result.to_dict()
+        call.memleak = data  # type: ignore[attr-defined]
+        teardown.user_properties.extend(
+            [
+                ("memleak_status", result.status),
+                ("memleak_retained_per_run", f"{result.retained_per_run:.1f}"),
+                ("memleak_runs", str(result.runs)),
+            ]
+        )
+        if result.leaked:
+            path, lineno, _ = item.location
+            call.outcome = "failed"
+            call.longrepr = reporting.LeakRepr(result, path, (lineno or 0) + 1)
+
+    # -- reporting ------------------------------------------------------------------------
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        data = getattr(report, "memleak", None)
+        if report.when == "call" and isinstance(data, dict):
+            self.store.add(data)
+        soak_data = getattr(report, "memleak_soak", None)
+        if report.when == "call" and isinstance(soak_data, dict):
+            self.store.add(soak_data, kind="soak")
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_report_teststatus(self, report: pytest.TestReport) -> tuple[str, str, Any] | None:
+        data = getattr(report, "memleak", None)
+        if report.when == "call" and isinstance(data, dict) and data.get("status") == LEAK and report.failed:
+            return "failed", "L", ("LEAKED", {"red": True})
+        return None
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        store = self.store
+        if store.counts:
+            terminalreporter.write_sep("=", "memleak summary", yellow=True)
+            for line in reporting.summary_lines(store.notable, store.counts):
+                terminalreporter.write_line(line, red=line.startswith("LEAK"))
+        if store.soaks:
+            from . import soak
+            from .results import SoakResult
+
+            terminalreporter.write_sep("=", "memleak soak", yellow=True)
+            for line in soak.summary_lines([SoakResult.from_dict(d) for d in store.soaks]):
+                terminalreporter.write_line(line)
+        for problem in self.problems:
+            terminalreporter.write_line(f"memleak: {problem}", yellow=True)
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if self.froze:
+            gc.unfreeze()
+            self.froze = False
+        if self.is_worker or not (self.store.counts or self.store.soaks):
+            return
+        self._write_reports(session)
+
+    def _write_reports(self, session: pytest.Session) -> None:
+        try:
+            from . import report_files
+        except ImportError:
+            return
+        problem = report_files.ensure_dir(self.report_dir)
+        if problem:
+            self.problems.append(f"reports not written: {problem}")
+            return
+        meta = {
+            "rootdir": str(self.config.rootpath),
+            "exitstatus": int(session.exitstatus) if session.exitstatus is not None else None,
+            "settings": {k: v for k, v in self.sources.values.items()},
+            "origin": dict(self.sources.origin),
+        }
+        for name, writer in (("memleak.json", report_files.write_json), ("memleak.html", report_files.write_html)):
+            try:
+                writer(self.report_dir / name, self.store.iter("test"), list(self.store.soaks), meta)
+            except Exception as exc:  # never lose the run's verdicts over a report
+                self.problems.append(f"{name} not written: {type(exc).__name__}: {exc}")
+        if os.environ.get("GITHUB_STEP_SUMMARY"):
+            text = report_files.github_summary(list(self.store.iter("test")), list(self.store.soaks))
+            problem = report_files.append_github_summary(text)
+            if problem:
+                self.problems.append(problem)
+
+    def pytest_unconfigure(self) -> None:
+        self.store.close()
+
+
+def leak_line(result: LeakResult) -> str:
+    return f"{result.nodeid}: {result.reason} ({format_size(result.retained_per_run)}/run)"

@@ -1,0 +1,163 @@
+"""Where retained memory was allocated: tracemalloc traces grouped by the line in user code.
+
+A trace belongs to the *machinery* (and is ignored) when the nearest frame that is not the
+standard library belongs to pytest, pluggy, importlib, tracemalloc or this plugin: pytest's
+own call path grows for a while under some tests and that is not the test's leak.
+Everything else is grouped by its *site*: the innermost frame under the project's root
+directory if there is one, else the innermost frame outside the standard library, else the
+innermost frame.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import sysconfig
+import tracemalloc
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from .results import SiteGrowth
+
+RawFrames = Sequence[tuple[str, int]]  # innermost first, as tracemalloc stores them
+
+_PLUGIN_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _machinery_dirs() -> tuple[str, ...]:
+    dirs = [_PLUGIN_DIR + os.sep]
+    for name in ("_pytest", "pluggy", "pytest", "xdist", "execnet", "pytest_memray", "memray", "hypothesis"):
+        module = sys.modules.get(name)
+        path = getattr(module, "__file__", None)
+        if path:
+            dirs.append(os.path.dirname(os.path.abspath(path)) + os.sep)
+    return tuple(dirs)
+
+
+def _stdlib_dirs() -> tuple[str, ...]:
+    paths = {sysconfig.get_paths().get(k) for k in ("stdlib", "platstdlib")}
+    return tuple(os.path.abspath(p) + os.sep for p in paths if p)
+
+
+_MACHINERY_FILES = ("<frozen importlib._bootstrap>", "<frozen importlib._bootstrap_external>", tracemalloc.__file__)
+_SITE_PACKAGES = ("site-packages", "dist-packages")
+
+
+@dataclass
+class Classifier:
+    """Classifies filenames as machinery / stdlib / project, with a cache per filename."""
+
+    rootdir: str = ""
+    machinery: tuple[str, ...] = field(default_factory=_machinery_dirs)
+    stdlib: tuple[str, ...] = field(default_factory=_stdlib_dirs)
+
+    def __post_init__(self) -> None:
+        self.rootdir = os.path.abspath(self.rootdir) + os.sep if self.rootdir else ""
+        self.kind = lru_cache(maxsize=4096)(self._kind)
+
+    def _kind(self, filename: str) -> str:
+        if filename in _MACHINERY_FILES or filename.startswith("<frozen importlib"):
+            return "machinery"
+        if filename.startswith("<"):  # <string> (exec'd code such as dataclass methods), <frozen ...>
+            return "stdlib"
+        path = os.path.abspath(filename) if not filename.startswith("<") else filename
+        if path.startswith(self.machinery):
+            return "machinery"
+        in_site_packages = any(part in path for part in _SITE_PACKAGES)
+        if path.startswith(self.stdlib) and not in_site_packages:
+            return "stdlib"
+        if self.rootdir and path.startswith(self.rootdir) and not in_site_packages:
+            return "project"
+        return "other"
+
+    def site_of(self, frames: RawFrames) -> tuple[str, int] | None:
+        """The site a trace is charged to, or None when the trace is the machinery's."""
+        owner = None
+        for filename, _ in frames:
+            kind = self.kind(filename)
+            if kind != "stdlib":
+                owner = kind
+                break
+        if owner == "machinery":
+            return None
+        for frame in frames:
+            if self.kind(frame[0]) == "project":
+                return frame
+        for frame in frames:
+            if self.kind(frame[0]) == "other":
+                return frame
+        return frames[0] if frames else None
+
+    def relpath(self, filename: str) -> str:
+        if self.rootdir and filename.startswith(self.rootdir):
+            return filename[len(self.rootdir):]
+        return filename
+
+
+@dataclass
+class SiteTotals:
+    """Bytes and blocks per site at one moment, plus one example stack per site."""
+
+    sizes: dict[tuple[str, int], int] = field(default_factory=dict)
+    counts: dict[tuple[str, int], int] = field(default_factory=dict)
+    stacks: dict[tuple[str, int], RawFrames] = field(default_factory=dict)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(self.sizes.values())
+
+    @property
+    def total_blocks(self) -> int:
+        return sum(self.counts.values())
+
+
+def raw_traces(snapshot: tracemalloc.Snapshot) -> Iterable[tuple[int, RawFrames]]:
+    """(size, frames innermost first) for each trace of a snapshot."""
+    raw = getattr(snapshot.traces, "_traces", None)
+    if raw is not None:
+        for trace in raw:
+            yield trace[1], trace[2]
+        return
+    for trace in snapshot.traces:  # public API: frames oldest first
+        yield trace.size, tuple((f.filename, f.lineno) for f in reversed(trace.traceback))
+
+
+def totals(snapshot: tracemalloc.Snapshot, classifier: Classifier) -> SiteTotals:
+    out = SiteTotals()
+    sizes, counts, stacks = out.sizes, out.counts, out.stacks
+    for size, frames in raw_traces(snapshot):
+        site = classifier.site_of(frames)
+        if site is None:
+            continue
+        sizes[site] = sizes.get(site, 0) + size
+        counts[site] = counts.get(site, 0) + 1
+        if site not in stacks:
+            stacks[site] = frames
+    return out
+
+
+def growth(
+    before: SiteTotals, after: SiteTotals, runs: int, classifier: Classifier, limit: int | None = None
+) -> list[SiteGrowth]:
+    """Sites that grew from ``before`` to ``after``, largest growth first, as per-run figures."""
+    runs = max(1, runs)
+    grown: list[SiteGrowth] = []
+    for site, size in after.sizes.items():
+        delta = size - before.sizes.get(site, 0)
+        blocks = after.counts.get(site, 0) - before.counts.get(site, 0)
+        if delta <= 0 and blocks <= 0:
+            continue
+        stack = after.stacks.get(site, ())
+        grown.append(
+            SiteGrowth(
+                site=f"{classifier.relpath(site[0])}:{site[1]}",
+                bytes_per_run=delta / runs,
+                blocks_per_run=blocks / runs,
+                total_bytes=delta,
+                total_blocks=blocks,
+                stack=[f"{classifier.relpath(f)}:{n}" for f, n in stack if classifier.kind(f) != "machinery"][:8],
+            )
+        )
+    grown.sort(key=lambda g: (-g.total_bytes, -g.total_blocks, g.site))
+    return grown if limit is None else grown[:limit]
