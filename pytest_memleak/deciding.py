@@ -54,30 +54,43 @@ class HeapVerdict:
     retained_per_run: float  # bytes per run retained by sites whose growth persists
     persistent_sites: dict[str, float] = field(default_factory=dict)  # site -> bytes per run
     over_site_budget: dict[str, float] = field(default_factory=dict)
+    real_growth: bool = True  # the allocator's own block count rose in every step
 
 
 def decide_heap(
-    site_series: Mapping[str, Sequence[float]],
+    site_bytes: Mapping[str, Sequence[float]],
     runs_per_step: int,
     retained_budget: float,
     per_site_budget: float | None = None,
     noise: float = 0.0,
+    site_counts: Mapping[str, Sequence[float]] | None = None,
+    real_blocks: Sequence[float] | None = None,
 ) -> HeapVerdict:
-    """Heap verdict from bytes per site at each checkpoint.
+    """Heap verdict from traced bytes (and block counts) per site at each checkpoint.
 
-    A site counts as retaining when its bytes rise in every step; what those sites retain per
-    run (over the latest half) is the test's retained rate, judged against the budget.
+    A site retains when its bytes rise in every step. Tracing starts while the test's objects
+    are alive, and objects recycled through CPython's free lists never reach the allocator, so
+    a steady population becomes *traced* one allocation at a time: the traced count rises while
+    memory is flat. A site whose traced count rises therefore counts only when the
+    allocator's real block count (``real_blocks``) rises in every step too; a site whose bytes
+    rise at a steady count (a string or buffer that keeps growing) needs no such proof.
+    What the retaining sites keep per run (over the latest half) is judged against the budget.
     """
+    real = real_blocks is None or persists(real_blocks)
     persistent: dict[str, float] = {}
-    for site, values in site_series.items():
-        if persists(values, noise):
-            rate = latest_rate(values, runs_per_step)
-            if rate > 0:
-                persistent[site] = rate
+    for site, values in site_bytes.items():
+        if not persists(values, noise):
+            continue
+        counts = site_counts.get(site) if site_counts is not None else None
+        if counts is not None and counts[-1] > counts[0] and not real:
+            continue
+        rate = latest_rate(values, runs_per_step)
+        if rate > 0:
+            persistent[site] = rate
     retained = sum(persistent.values())
     over = {} if per_site_budget is None else {s: r for s, r in persistent.items() if r > per_site_budget}
     leaking = bool(persistent) and (retained > retained_budget or bool(over))
-    return HeapVerdict(leaking, retained, persistent, over)
+    return HeapVerdict(leaking, retained, persistent, over, real)
 
 
 def decide_count(values: Sequence[float], runs: int, allowed_per_run: float) -> tuple[bool, float]:

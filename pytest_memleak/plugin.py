@@ -37,6 +37,10 @@ def pytest_configure(config: pytest.Config) -> None:
     session = MemleakSession(config, sources)
     config.stash[SESSION_KEY] = session
     config.pluginmanager.register(session, "memleak-session")
+    from . import fixtures
+
+    if not config.pluginmanager.is_registered(fixtures):
+        config.pluginmanager.register(fixtures, "memleak-fixtures")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -9,6 +9,7 @@ confirmation runs, and returns the series that :mod:`pytest_memleak.deciding` ju
 from __future__ import annotations
 
 import gc
+import sys
 import time
 import tracemalloc
 import warnings
@@ -98,6 +99,8 @@ class Checkpoints:
     """The confirmation window's measurements, one entry per checkpoint."""
 
     totals: list[sites.SiteTotals] = field(default_factory=list)
+    blocks: list[float] = field(default_factory=list)  # the allocator's blocks, less our own bookkeeping
+    own_blocks: int = 0
     types: list[dict[str, int]] = field(default_factory=list)
     traced: list[float] = field(default_factory=list)
     rss: list[float] = field(default_factory=list)
@@ -106,19 +109,26 @@ class Checkpoints:
 
     def take(self, classifier: sites.Classifier) -> None:
         measuring.collect()
+        before = sys.getallocatedblocks()
+        self.blocks.append(float(before - self.own_blocks))
+        self.fds.append(float(measuring.open_fds()))
+        self.threads.append(float(measuring.live_threads()))
+        self.rss.append(float(measuring.rss()))
+        self.traced.append(float(tracemalloc.get_traced_memory()[0]))
         snapshot = tracemalloc.take_snapshot()
         self.totals.append(sites.totals(snapshot, classifier))
         del snapshot
         self.types.append(_type_counts())
-        self.traced.append(float(tracemalloc.get_traced_memory()[0]))
-        self.fds.append(float(measuring.open_fds()))
-        self.threads.append(float(measuring.live_threads()))
-        self.rss.append(float(measuring.rss()))
+        measuring.collect()
+        # What this checkpoint keeps is ours, not the test's: count it out of the next one.
+        self.own_blocks += sys.getallocatedblocks() - before
 
-    def site_series(self) -> dict[tuple[str, int], list[float]]:
+    def site_series(self, counts: bool = False) -> dict[tuple[str, int], list[float]]:
         keys: set[tuple[str, int]] = set()
         for t in self.totals:
             keys.update(t.sizes)
+        if counts:
+            return {k: [float(t.counts.get(k, 0)) for t in self.totals] for k in keys}
         return {k: [float(t.sizes.get(k, 0)) for t in self.totals] for k in keys}
 
     def type_series(self) -> dict[str, list[float]]:
@@ -191,9 +201,15 @@ def judge(
     """Turn the confirmation window into a verdict with its evidence."""
     window_runs = per_step * (len(cps.totals) - 1)
     site_series = cps.site_series()
+    site_counts = cps.site_series(counts=True)
     labels = {k: f"{classifier.relpath(k[0])}:{k[1]}" for k in site_series}
     heap = deciding.decide_heap(
-        {labels[k]: v for k, v in site_series.items()}, per_step, settings.retained, settings.per_site
+        {labels[k]: v for k, v in site_series.items()},
+        per_step,
+        settings.retained,
+        settings.per_site,
+        site_counts={labels[k]: v for k, v in site_counts.items()},
+        real_blocks=cps.blocks,
     )
     findings: list[Finding] = []
     grown = sites.growth(cps.totals[0], cps.totals[-1], window_runs, classifier)
@@ -257,6 +273,7 @@ def judge(
     result.series.update(
         {
             "heap": [float(t.total_bytes) for t in cps.totals],
+            "blocks": cps.blocks,
             "traced": cps.traced,
             "rss": cps.rss,
             "fds": cps.fds,

@@ -136,8 +136,7 @@ class MemleakSession:
         final = self._final_teardown(item, nextitem)
         if final.failed or not teardown.failed:
             teardown = final
-        if call is not None:
-            self._attach(item, call, teardown, result)
+        self._attach(item, call or setup, teardown, result)
         for report in (setup, call, teardown):
             if report is not None:
                 item.ihook.pytest_runtest_logreport(report=report)
@@ -221,7 +220,7 @@ class MemleakSession:
     # -- reporting ------------------------------------------------------------------------
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         data = getattr(report, "memleak", None)
-        if report.when == "call" and isinstance(data, dict):
+        if isinstance(data, dict):
             self.store.add(data)
         soak_data = getattr(report, "memleak_soak", None)
         if report.when == "call" and isinstance(soak_data, dict):
@@ -230,7 +229,7 @@ class MemleakSession:
     @pytest.hookimpl(tryfirst=True)
     def pytest_report_teststatus(self, report: pytest.TestReport) -> tuple[str, str, Any] | None:
         data = getattr(report, "memleak", None)
-        if report.when == "call" and isinstance(data, dict) and data.get("status") == LEAK and report.failed:
+        if isinstance(data, dict) and data.get("status") == LEAK and report.failed:
             return "failed", "L", ("LEAKED", {"red": True})
         return None
 

@@ -1,0 +1,105 @@
+"""The verdict rule as a pure function, property-tested: what must never leak, what always does."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pytest_memleak import deciding
+
+STEPS = 6
+
+noise = st.integers(min_value=-512, max_value=512)
+base = st.integers(min_value=0, max_value=10**9)
+
+
+@given(base, st.lists(noise, min_size=STEPS + 1, max_size=STEPS + 1), st.integers(1, 16))
+def test_flat_with_noise_never_leaks(b: int, jitter: list[int], per_step: int) -> None:
+    values = [b + j for j in jitter]
+    # the rule's noise allowance covers the generated jitter (|a - b| <= 1024 per step)
+    verdict = deciding.decide_heap({"site": values}, per_step, retained_budget=0, noise=1024)
+    assert not verdict.leaking
+
+
+@given(base, st.integers(1, 10**6), st.integers(1, STEPS - STEPS // 2), st.integers(1, 16))
+def test_fill_then_plateau_never_leaks(b: int, step_growth: int, fill_steps: int, per_step: int) -> None:
+    # grows during the first steps (a bounded cache filling), then flat through the latest half
+    values = [b + step_growth * min(i, fill_steps) for i in range(STEPS + 1)]
+    assert not deciding.decide_heap({"cache.py:3": values}, per_step, retained_budget=0).leaking
+
+
+@given(base, st.integers(1, 10**6), st.lists(st.integers(0, 10**6), min_size=STEPS, max_size=STEPS), st.integers(1, 16))
+def test_persistent_increase_always_leaks(b: int, floor: int, extra: list[int], per_step: int) -> None:
+    # every step rises by at least `floor` bytes (a leak with uneven, never-zero growth)
+    values = [b]
+    for e in extra:
+        values.append(values[-1] + floor + e)
+    verdict = deciding.decide_heap({"leak.py:7": values}, per_step, retained_budget=0)
+    assert verdict.leaking
+    latest = deciding.steps(values)[STEPS // 2 :]
+    assert verdict.retained_per_run == sum(latest) / (len(latest) * per_step)
+
+
+@given(st.integers(1, 4096), st.integers(1, 16))
+def test_budget_is_per_run(per_run: int, per_step: int) -> None:
+    values = [float(i * per_run * per_step) for i in range(STEPS + 1)]
+    assert deciding.decide_heap({"s": values}, per_step, retained_budget=per_run - 0.5).leaking
+    assert not deciding.decide_heap({"s": values}, per_step, retained_budget=per_run).leaking
+
+
+def test_one_object_per_run_is_caught_by_default() -> None:
+    values = [1000.0 + 16 * 4 * i for i in range(STEPS + 1)]  # object() is 16 bytes, 4 runs a step
+    verdict = deciding.decide_heap({"t.py:3": values}, 4, retained_budget=0)
+    assert verdict.leaking and verdict.retained_per_run == 16
+
+
+def test_traced_count_growth_without_real_growth_is_the_free_list_artifact() -> None:
+    traced_bytes = [184.0, 368, 552, 736, 920, 1104, 1288]
+    traced_counts = [2.0, 4, 6, 8, 10, 12, 14]
+    flat_real = [5000.0, 5001, 5000, 5000, 5001, 5000, 5000]
+    rising_real = [5000.0 + 2 * i for i in range(7)]
+    common = dict(runs_per_step=4, retained_budget=0, site_counts={"d.py:4": traced_counts})
+    assert not deciding.decide_heap({"d.py:4": traced_bytes}, real_blocks=flat_real, **common).leaking  # type: ignore[arg-type]
+    assert deciding.decide_heap({"d.py:4": traced_bytes}, real_blocks=rising_real, **common).leaking  # type: ignore[arg-type]
+
+
+def test_bytes_growing_at_a_steady_count_needs_no_block_growth() -> None:
+    growing_string = [100.0 + 16 * i for i in range(7)]
+    verdict = deciding.decide_heap(
+        {"s.py:2": growing_string}, 1, 0, site_counts={"s.py:2": [1.0] * 7}, real_blocks=[10.0] * 7
+    )
+    assert verdict.leaking
+
+
+def test_per_site_budget() -> None:
+    sites = {"a.py:1": [i * 1000.0 for i in range(7)], "b.py:2": [i * 10.0 for i in range(7)]}
+    verdict = deciding.decide_heap(sites, 1, retained_budget=10**6, per_site_budget=500)
+    assert verdict.leaking and set(verdict.over_site_budget) == {"a.py:1"}
+
+
+@given(st.lists(st.integers(-5, 5), min_size=2, max_size=10))
+def test_screen_rule_needs_every_delta_positive(values: list[int]) -> None:
+    deltas = deciding.steps(values)
+    assert deciding.screen_suspect(values) == all(d > 0 for d in deltas)
+
+
+def test_screen_any_growth_for_resources() -> None:
+    assert deciding.screen_suspect([3, 3, 4, 4], any_growth=True)
+    assert not deciding.screen_suspect([3, 3, 3, 3], any_growth=True)
+
+
+def test_counts_and_native() -> None:
+    assert deciding.decide_count([10, 11, 12, 13], runs=3, allowed_per_run=0) == (True, 1.0)
+    assert deciding.decide_count([10, 11, 10, 10], runs=3, allowed_per_run=0) == (False, 0.0)
+    mib = 1 << 20
+    rss = [100.0 * mib + i * 4 * mib for i in range(7)]
+    heap = [10.0 * mib] * 7
+    leaking, rate = deciding.decide_native(rss, heap, 4, budget=64 * 1024)
+    assert leaking and rate == mib
+    fragmentation = [100.0 * mib + i * 8192 for i in range(7)]
+    assert deciding.decide_native(fragmentation, heap, 4, budget=0) == (False, 0.0)
+
+
+def test_grown_types() -> None:
+    series = {"app.Conversation": [0.0, 4, 8, 12, 16, 20, 24], "dict": [10.0, 12, 10, 12, 10, 12, 10]}
+    assert deciding.grown_types(series, 4) == {"app.Conversation": 1.0}
