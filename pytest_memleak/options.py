@@ -101,6 +101,10 @@ def _choice(*choices: str) -> Callable[[Any], str]:
     return parse
 
 
+def _seconds(value: Any) -> float:
+    return parse_duration(value)
+
+
 def _path(value: Any) -> str:
     text = os.fspath(value) if isinstance(value, os.PathLike) else value
     if not isinstance(text, str) or not text.strip():
@@ -113,6 +117,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("warmup", _count(1, 1000), 1, "runs before the baseline, the test's own run included", "a whole number from 1 to 1000"),
     Setting("runs", _count(1, 1000), 3, "measured screening runs (the screen stops after the first run when nothing grew)", "a whole number from 1 to 1000"),
     Setting("confirm_runs", _count(4, 10000), 24, "runs of the confirmation phase, traced with tracemalloc, when the screen shows growth", "a whole number from 4 to 10000"),
+    Setting("confirm_seconds", _seconds, 10.0, "time a still-growing confirmation may take to extend its window (doubling the runs) so a slow fill can plateau", DURATION_FORM),
     Setting("retained", parse_size, 0, "memory budget: Python heap retained per run, in total, that still passes", SIZE_FORM),
     Setting("per_site", _optional(parse_size), None, "memory budget: heap retained per run by any single allocation site (default: no per-site budget)", SIZE_FORM + ", or none"),
     Setting("native", _optional(parse_size), "64 KiB", "native memory budget: growth per run of memory outside Python's allocator (RSS minus heap); none turns the native check off", SIZE_FORM + ", or none"),
@@ -120,7 +125,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("threads", _count(0, 1_000_000), 0, "live threads a test may leave behind per run", "a whole number from 0"),
     Setting("processes", _count(0, 1_000_000), 0, "live child processes a test may leave behind per run", "a whole number from 0"),
     Setting("tasks", _count(0, 1_000_000), 0, "pending asyncio tasks a test may leave behind per run", "a whole number from 0"),
-    Setting("trace_frames", _count(1, 100), 16, "frames kept per allocation by tracemalloc while confirming", "a whole number from 1 to 100"),
+    Setting("trace_frames", _count(1, 100), 8, "frames kept per allocation by tracemalloc while confirming", "a whole number from 1 to 100"),
     Setting("top", _count(1, 100), 5, "allocation sites listed in a failure report", "a whole number from 1 to 100"),
     Setting("report_dir", _path, "reports", "directory for flamegraphs and the HTML and JSON reports", "a directory path", marker=False),
     Setting("flamegraph", _choice("failed", "all", "none"), "failed", "write memray leak flamegraphs for: failed (leaking) tests, all checked tests, or none", "failed, all or none"),
@@ -268,6 +273,7 @@ class TestSettings:
     warmup: int
     runs: int
     confirm_runs: int
+    confirm_seconds: float
     retained: int
     per_site: int | None
     native: int | None

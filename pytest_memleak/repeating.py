@@ -8,6 +8,7 @@ confirmation runs, and returns the series that :mod:`pytest_memleak.deciding` ju
 
 from __future__ import annotations
 
+import functools
 import gc
 import sys
 import time
@@ -73,6 +74,7 @@ class Runner:
         self.runs += 1
         failed = next((r for r in reports if not r.passed), None)
         del reports
+        _drop_finished_dependants(item)
         # Repeated runs must not pile up captured output, properties or warnings.
         del item._report_sections[self._sections :]
         del item.user_properties[self._props :]
@@ -80,6 +82,39 @@ class Runner:
         if failed is not None:
             outcome = "skipped" if failed.skipped else "failed"
             raise NotRepeatable(f"run {self.runs + 1} {outcome} in {failed.when}: the test is not repeatable")
+
+
+def _drop_finished_dependants(item: pytest.Item) -> None:
+    """Forget the finalizers a finished run left on higher-scoped fixtures.
+
+    When a function fixture uses a session or module fixture, pytest appends
+    ``partial(FixtureDef.finish, request=...)`` to the higher fixture's finalizers at every
+    setup, and that keeps every run's request (and all it holds) alive until the session ends.
+    For a function fixture that has already finished, calling it again would do nothing, so
+    after a repeated run those entries are pytest's bookkeeping, not the test's retention.
+    """
+    info = getattr(item, "_fixtureinfo", None)
+    for defs in getattr(info, "name2fixturedefs", {}).values():
+        for fixturedef in defs:
+            finalizers = getattr(fixturedef, "_finalizers", None)
+            if getattr(fixturedef, "scope", "function") == "function" or not finalizers:
+                continue
+            keep = [f for f in finalizers if not _is_finished_dependant(f, item)]
+            if len(keep) != len(finalizers):
+                finalizers[:] = keep
+
+
+def _is_finished_dependant(finalizer: object, item: pytest.Item) -> bool:
+    if not isinstance(finalizer, functools.partial):
+        return False
+    dependant = getattr(finalizer.func, "__self__", None)
+    request = finalizer.keywords.get("request")
+    return (
+        getattr(finalizer.func, "__name__", "") == "finish"
+        and getattr(dependant, "scope", None) == "function"
+        and getattr(dependant, "cached_result", True) is None
+        and getattr(request, "node", None) is item
+    )
 
 
 def _type_counts(own_module: str = "pytest_memleak") -> dict[str, int]:
@@ -170,29 +205,60 @@ def screen(run: Runner, settings: TestSettings) -> tuple[bool, measuring.Counter
     return True, counters
 
 
-def confirm(
-    run: Runner, settings: TestSettings, classifier: sites.Classifier, tracing_owner: TracingOwner
-) -> tuple[Checkpoints, int]:
-    """Traced runs with a checkpoint every few runs. Returns the checkpoints and runs per step."""
+def confirm_window(run: Runner, classifier: sites.Classifier, steps: int, per_step: int) -> Checkpoints:
+    """One confirmation window: a checkpoint, then `steps` times `per_step` runs and a checkpoint."""
+    cps = Checkpoints()
+    cps.take(classifier)
+    for _ in range(steps):
+        for _ in range(per_step):
+            run()
+        cps.take(classifier)
+    return cps
+
+
+def judged_windows(
+    run: Runner,
+    settings: TestSettings,
+    classifier: sites.Classifier,
+    tracing_owner: TracingOwner,
+    nodeid: str,
+) -> LeakResult:
+    """Traced confirmation, judged per window.
+
+    While a window still says "leak", a new window with twice the runs per step is judged on
+    its own, within ``memleak_confirm_seconds``: a cache that is still filling after the
+    first window gets the runs to plateau, while a leak grows in every window. The newest
+    window's verdict stands, and the result says how many windows and runs it took.
+    """
     steps = min(STEPS, settings.confirm_runs)
     per_step = max(1, settings.confirm_runs // steps)
     started = tracing_owner.owned or not tracemalloc.is_tracing()
     if started:  # deeper stacks than the screen's one frame
         tracemalloc.stop()
         tracemalloc.start(settings.trace_frames)
-    cps = Checkpoints()
+    began = time.perf_counter()
+    windows = 0
     try:
         run()  # warm-up under tracing
-        cps.take(classifier)
-        for _ in range(steps):
-            for _ in range(per_step):
-                run()
-            cps.take(classifier)
+        while True:
+            windows += 1
+            cps = confirm_window(run, classifier, steps, per_step)
+            result = judge(nodeid, settings, cps, per_step, classifier)
+            spent = time.perf_counter() - began
+            # the next window costs about twice this one: start it only if it fits
+            if not result.leaked or spent * 3 > settings.confirm_seconds:
+                break
+            per_step *= 2
     finally:
         if started:
             tracemalloc.stop()
             tracing_owner.owned = False
-    return cps, per_step
+    if windows > 1:
+        result.details.append(
+            f"confirmation: {windows} windows, the last of {steps} x {per_step} runs "
+            f"({'growth persisted in every window' if result.leaked else 'the growth stopped: a fill, not a leak'})"
+        )
+    return result
 
 
 def judge(
@@ -304,8 +370,7 @@ def measure_item(
             if not suspect:
                 result = LeakResult(item.nodeid, CLEAN, f"no growth over {counters.n - 1} measured run(s)")
             else:
-                cps, per_step = confirm(run, settings, classifier, tracing_owner)
-                result = judge(item.nodeid, settings, cps, per_step, classifier)
+                result = judged_windows(run, settings, classifier, tracing_owner, item.nodeid)
             result.series = {**series, **{f"confirm.{k}": v for k, v in result.series.items()}}
         except NotRepeatable as exc:
             result = LeakResult(item.nodeid, INCONCLUSIVE, str(exc))
