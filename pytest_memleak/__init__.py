@@ -1,5 +1,59 @@
-"""pytest-memleak: turn memory and resource leaks into failing tests."""
+"""pytest-memleak: turn memory and resource leaks into failing tests.
+
+The explicit-check API is importable from here and loaded on first use, so
+``import pytest_memleak`` stays cheap::
+
+    from pytest_memleak import allocate, cleanup, compare, snapshot
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from .snapshots import Diff, Holder, Recovered, Snapshot, allocate, cleanup, compare, snapshot
+    from .units import format_size, parse_size
+
+_LAZY = {
+    "snapshot": "snapshots",
+    "compare": "snapshots",
+    "allocate": "snapshots",
+    "cleanup": "snapshots",
+    "Snapshot": "snapshots",
+    "Diff": "snapshots",
+    "Holder": "snapshots",
+    "Recovered": "snapshots",
+    "parse_size": "units",
+    "format_size": "units",
+}
+
+__all__ = [
+    "Diff",
+    "Holder",
+    "Recovered",
+    "Snapshot",
+    "__version__",
+    "allocate",
+    "cleanup",
+    "compare",
+    "format_size",
+    "parse_size",
+    "snapshot",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _LAZY.get(name)
+    if module_name is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(f".{module_name}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

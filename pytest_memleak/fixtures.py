@@ -50,6 +50,7 @@ class _State:
         if not self.trace_decided or trace:
             self.trace_decided = True
             if trace is not False and not tracemalloc.is_tracing():
+                snapshots.prepare()  # imports and first calls outside the traced window
                 tracemalloc.start(TRACE_FRAMES)
                 self.owns_tracing = True
         return snapshots.snapshot(label)
@@ -57,9 +58,6 @@ class _State:
     def compare(self, baseline: Snapshot, current: Snapshot | None) -> Diff:
         from . import snapshots
 
-        if current is None:
-            snapshots._check_pair(baseline, baseline)  # a TypeError before the slow snapshot
-            current = snapshots.snapshot()
         return snapshots.compare(baseline, current, rootdir=self.rootdir)
 
     def allocate(self, size: Any, holder: Holder | None, kind: Any) -> Holder:
@@ -145,7 +143,9 @@ def mem_allocate(_memleak_fixture_state: _State) -> Callable[..., Holder]:
     it at once. Kept in holder (a new one when None) until mem_cleanup or teardown.
     """
 
-    def allocate(size: int | float | str, holder: Holder | None = None, kind: str = "python") -> Holder:
+    def allocate(
+        size: int | float | str, holder: Holder | None = None, kind: str = "python"
+    ) -> Holder:
         return _memleak_fixture_state.allocate(size, holder, kind)
 
     return allocate

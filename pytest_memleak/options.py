@@ -114,7 +114,7 @@ def _path(value: Any) -> str:
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("enabled", _bool, False, "check every test for leaks by running it repeatedly", "true or false", marker=False, flag=True),
-    Setting("warmup", _count(1, 1000), 1, "runs before the baseline, the test's own run included", "a whole number from 1 to 1000"),
+    Setting("warmup", _count(1, 1000), 2, "runs before the baseline, the test's own run included", "a whole number from 1 to 1000"),
     Setting("runs", _count(1, 1000), 3, "measured screening runs (the screen stops after the first run when nothing grew)", "a whole number from 1 to 1000"),
     Setting("confirm_runs", _count(4, 10000), 24, "runs of the confirmation phase, traced with tracemalloc, when the screen shows growth", "a whole number from 4 to 10000"),
     Setting("confirm_seconds", _seconds, 10.0, "time a still-growing confirmation may take to extend its window (doubling the runs) so a slow fill can plateau", DURATION_FORM),

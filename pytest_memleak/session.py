@@ -114,8 +114,7 @@ class MemleakSession:
         from .repeating import TracingOwner
 
         settings = item.stash.get(SETTINGS_KEY, None) or options.settings_for(item, self.sources)
-        # Trace (one frame) from the test's own run on: it is the traced warm-up of the screen.
-        tracing = TracingOwner.start(1)
+        tracing = TracingOwner()  # started for the screen, after the test's own (untraced) run
         try:
             self._run_traced(item, nextitem, settings, tracing)
         finally:

@@ -1,0 +1,212 @@
+"""memray leak flamegraphs for one test, and safe file names for any test id.
+
+This module is imported by the plugin at start-up, so it must stay cheap: memray is
+imported only inside :func:`capture_run`, and :func:`safe_name` is pure.
+
+Nothing here raises for a capture that cannot be made: memray missing, another tracker
+already active, an unwritable directory, a render that fails. The problem is returned as
+text in :class:`FlamegraphOutcome` so that a test suite never breaks because of a report.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+CAPTURE_SUFFIX = ".bin"
+HTML_SUFFIX = ".html"
+RENDER_TIMEOUT = 600.0  # seconds for `memray flamegraph` on one capture
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_DOTS = re.compile(r"\.{2,}")
+_HASH_LEN = 12  # hex digits of sha256: 48 bits, collisions are not a practical concern
+_MIN_LEN = 32  # max_len below this is raised to it: room for a hash and a suffix
+
+
+def safe_name(nodeid: str, suffix: str = "", max_len: int = 120) -> str:
+    """A file name for a test id: ``[A-Za-z0-9._-]`` only, at most ``max_len`` characters.
+
+    The name is a readable slug of the id followed by ``-`` and a hash of the *full* id, so
+    distinct ids get distinct names even when their slugs are equal or truncated. The name
+    never starts with a dot or a dash, never contains ``..`` and has no separator, so
+    ``directory / safe_name(anything)`` stays inside ``directory``. ``suffix`` (such as
+    ``".html"``) is sanitised the same way and kept at the end.
+    """
+    max_len = max(int(max_len), _MIN_LEN)
+    digest = hashlib.sha256(str(nodeid).encode("utf-8", "surrogatepass")).hexdigest()[:_HASH_LEN]
+    suffix = _DOTS.sub(".", _UNSAFE.sub("_", str(suffix)))[: max_len // 4].rstrip(".")
+    if suffix and not suffix.startswith((".", "-", "_")):
+        suffix = "." + suffix
+    slug = _DOTS.sub(".", _UNSAFE.sub("_", str(nodeid)[: 4 * max_len])).strip("._-")
+    room = max_len - len(digest) - len(suffix) - 1  # the dash between slug and hash
+    slug = slug[: max(0, room)].rstrip("._-")
+    return f"{slug}-{digest}{suffix}" if slug else f"{digest}{suffix}"
+
+
+@dataclass
+class FlamegraphOutcome:
+    """What :func:`capture_run` produced: paths that exist, and a problem when something failed."""
+
+    html: pathlib.Path | None = None  # memray's leaks flamegraph, a standalone HTML file
+    capture: pathlib.Path | None = None  # the memray capture (.bin): `memray stats/tree/...` work on it
+    problem: str | None = None  # one line saying what went wrong; None when all went well
+    capture_seconds: float = 0.0  # time spent running under the tracker
+    render_seconds: float = 0.0  # time spent rendering the flamegraph
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None and self.html is not None
+
+
+def _with_suffix(base: pathlib.Path, suffix: str) -> pathlib.Path:
+    # base names made by safe_name contain dots: never use Path.with_suffix here.
+    return base.parent / (base.name + suffix)
+
+
+def _tail(text: str | None, limit: int = 400) -> str:
+    text = " ".join((text or "").split())
+    return text if len(text) <= limit else "..." + text[-limit:]
+
+
+def _memray_command() -> list[str] | None:
+    if sys.executable:
+        return [sys.executable, "-m", "memray"]
+    found = shutil.which("memray")
+    return [found] if found else None
+
+
+def _render(capture: pathlib.Path, html: pathlib.Path, timeout: float, offline: bool = True) -> str | None:
+    """Render memray's leaks flamegraph; return a problem or None."""
+    command = _memray_command()
+    if command is None:
+        return "memray flamegraph could not be rendered: no Python executable or memray command found"
+    # --no-web embeds memray's JS/CSS (about 4.5 MB a file) so the flamegraph opens offline;
+    # without it the file is about 120 KB and loads its assets from a CDN.
+    for extra in (["--no-web"], []) if offline else ([],):
+        args = [*command, "flamegraph", "--leaks", "-f", *extra, "-o", str(html), str(capture)]
+        try:
+            done = subprocess.run(
+                args, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+            )
+        except subprocess.TimeoutExpired:
+            return f"memray flamegraph timed out after {timeout:.0f} s"
+        except OSError as exc:
+            return f"memray flamegraph could not be started: {exc}"
+        if done.returncode == 0 and html.is_file():
+            return None
+        output = (done.stderr or "") + (done.stdout or "")
+        if extra and "--no-web" in output and ("unrecognized" in output or "no such option" in output):
+            continue  # an older memray without --no-web: render with CDN assets instead
+        return f"memray flamegraph failed (exit {done.returncode}): {_tail(output) or 'no output'}"
+    return "memray flamegraph failed"
+
+
+def capture_run(
+    run: Callable[[], object],
+    base: pathlib.Path,
+    *,
+    native: bool = False,
+    render: bool = True,
+    offline: bool = True,
+    timeout: float = RENDER_TIMEOUT,
+) -> FlamegraphOutcome:
+    """Run ``run()`` once under memray and render its leaks flamegraph beside the capture.
+
+    Writes ``<base>.bin`` (the capture, kept so that ``memray stats``, ``memray tree`` and
+    friends work on it) and ``<base>.html`` (``memray flamegraph --leaks``). Never raises for
+    a capture problem: the outcome's ``problem`` says what went wrong. An exception raised by
+    ``run()`` itself is swallowed and reported as a problem too (the capture is still
+    rendered); KeyboardInterrupt and SystemExit propagate.
+
+    ``native`` records native (C) stacks too. ``offline`` embeds memray's assets in the HTML
+    (about 4.5 MB a file, opens without network) instead of loading them from a CDN (about
+    120 KB). ``render=False`` keeps only the capture. ``timeout`` bounds the render, seconds.
+    """
+    base = pathlib.Path(base)
+    capture = _with_suffix(base, CAPTURE_SUFFIX)
+    html = _with_suffix(base, HTML_SUFFIX)
+    outcome = FlamegraphOutcome()
+    try:
+        capture.parent.mkdir(parents=True, exist_ok=True)
+        capture.unlink(missing_ok=True)  # memray refuses to overwrite a capture
+        html.unlink(missing_ok=True)  # never leave last session's flamegraph looking current
+    except OSError as exc:
+        outcome.problem = f"no flamegraph: cannot write to {capture.parent}: {exc}"
+        return outcome
+    try:
+        import memray  # lazily: the plugin must stay cheap to import
+    except Exception as exc:  # ImportError, or a broken native extension
+        outcome.problem = f"no flamegraph: memray is not available ({type(exc).__name__}: {exc})"
+        return outcome
+
+    try:
+        tracker = memray.Tracker(
+            str(capture),
+            native_traces=native,
+            follow_fork=False,
+            trace_python_allocators=True,
+        )
+    except Exception as exc:
+        outcome.problem = f"no flamegraph: memray could not set up a tracker: {type(exc).__name__}: {exc}"
+        return outcome
+
+    raised: str | None = None
+    started = time.perf_counter()
+    try:
+        tracker.__enter__()
+    except Exception as exc:  # another tracker active, unwritable file, unsupported platform
+        outcome.problem = f"no flamegraph: memray could not attach: {type(exc).__name__}: {exc}"
+        _unlink_quietly(capture)
+        return outcome
+    try:
+        run()
+    except (KeyboardInterrupt, SystemExit):
+        raise  # the finally clause below still stops the tracker
+    except BaseException as exc:  # pytest's outcomes (skip, fail) are BaseExceptions
+        raised = f"the run under memray raised {type(exc).__name__}: {_tail(str(exc), 200)}"
+    finally:
+        exit_problem = _exit_tracker(tracker)
+        outcome.capture_seconds = time.perf_counter() - started
+    if exit_problem:
+        outcome.problem = f"no flamegraph: memray failed to finish the capture: {exit_problem}"
+        _unlink_quietly(capture)
+        return outcome
+    if not capture.is_file():
+        outcome.problem = f"no flamegraph: memray wrote no capture at {capture}"
+        return outcome
+    outcome.capture = capture
+
+    problems = [raised] if raised else []
+    if render:
+        started = time.perf_counter()
+        render_problem = _render(capture, html, timeout, offline)
+        outcome.render_seconds = time.perf_counter() - started
+        if render_problem:
+            problems.append(render_problem)
+            _unlink_quietly(html)
+        else:
+            outcome.html = html
+    outcome.problem = "; ".join(problems) or None
+    return outcome
+
+
+def _exit_tracker(tracker: object) -> str | None:
+    try:
+        tracker.__exit__(None, None, None)  # type: ignore[attr-defined]
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def _unlink_quietly(path: pathlib.Path) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)

@@ -1,0 +1,968 @@
+"""Soak tests: run a test body over and over for a duration, sample memory, judge the trend.
+
+``@pytest.mark.soak(duration='30s', sample_every='0.5s', memory_limit='700 MiB',
+max_growth='0 B', horizon='24h', warmup='10%', expect_leak=None)``
+
+The protocol of a soak test (:func:`run_soak_protocol`): setup once, then the body
+(``item.runtest()``) repeatedly inside the *call* phase until the duration has elapsed, then
+teardown once. After each iteration the clock is checked; when a sample is due, the runner
+calls ``gc.collect()`` and records elapsed seconds, iterations, RSS, the Python heap, open
+descriptors, threads and throughput, streamed as JSON lines to
+``<report_dir>/soak/<safe name>.jsonl`` (one ``os.write`` per line, so an interrupted or killed
+soak keeps every sample written so far).
+
+Lines of the JSONL file, each an object with a ``kind``:
+
+* ``meta`` -- first line: nodeid, pid, start time, the soak settings;
+* ``sample`` -- ``i, t`` (seconds since the loop started), ``iterations``, ``rss`` (bytes),
+  ``heap_blocks`` (``sys.getallocatedblocks()``), ``traced`` (tracemalloc's current bytes
+  when it was already tracing, else null), ``objects`` (``len(gc.get_objects())``, only every
+  Nth sample, else null), ``fds``, ``threads`` (Python), ``os_threads``, ``throughput``
+  (iterations per second since the previous sample), ``gc_ms`` (time of the collection);
+* ``end`` -- the body stopped the soak: ``outcome`` is failed, skipped or interrupted;
+* ``verdict`` -- last line of a completed soak: status, reason, rates.
+
+The verdict fits :func:`pytest_memleak.trend.fit_trend` to RSS and to the Python heap (traced
+bytes when tracemalloc was already tracing, else allocated blocks; a block counts as at least
+:data:`MIN_BLOCK_BYTES` bytes when compared with ``max_growth``). A leak on either series
+counts, and ``SoakResult.leaked_metrics`` says which.
+
+Scenario and variant (for the summary table) come from the test's name: the callspec id of a
+parametrized test is the variant and its function name without ``test_`` the scenario;
+otherwise ``test_<scenario>_<variant>`` is split at the last underscore
+(``test_http_client_keepalive`` -> ``http_client`` / ``keepalive``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import hashlib
+import json
+import math
+import os
+import re
+import sys
+import threading
+import time
+import tracemalloc
+import warnings
+from array import array
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _pytest.runner import call_and_report, show_test_item
+
+from . import options
+from .results import CLEAN, INCONCLUSIVE, LEAK, NO_VERDICT, SoakResult
+from .trend import Trend, fit_trend, judge
+from .units import (
+    DURATION_FORM,
+    SIZE_FORM,
+    format_duration,
+    format_size,
+    parse_duration,
+    parse_size,
+)
+
+DEFAULTS: dict[str, Any] = {
+    "duration": "30s",
+    "sample_every": "0.5s",
+    "memory_limit": "700 MiB",
+    "max_growth": "0 B",
+    "horizon": "24h",
+    "warmup": "10%",
+    "expect_leak": None,
+}
+MIN_SAMPLES = 20  # below this many samples, a default or overridden sample_every scales down
+TARGET_SAMPLES = 30  # ...to give this many
+MAX_KEPT_SAMPLES = 16384  # in memory for the fit (all samples go to the file); halved when full
+CHART_POINTS = 300  # points in SoakResult.t/rss/heap
+MIN_BLOCK_BYTES = 32  # a pymalloc block holding an object is at least this big
+MAX_WARMUP_FRACTION = 0.9
+CONFIDENCE = 0.95
+PROGRESS_MIN_SECONDS = 5.0  # non-verbose runs show progress for soaks at least this long
+PROGRESS_TTY_EVERY = 0.5
+PROGRESS_PIPE_EVERY = 5.0
+SAFE_NAME_LENGTH = 80
+
+_FORMS = {
+    "duration": DURATION_FORM,
+    "sample_every": DURATION_FORM + ", shorter than the duration",
+    "memory_limit": SIZE_FORM + ", or None for no limit",
+    "max_growth": "a growth per hour such as '0 B', '512 KiB' or '2 MiB/h'",
+    "horizon": DURATION_FORM + ", or None for no projection",
+    "warmup": "a fraction of the duration such as '10%', or a duration such as '5s', shorter than the duration",
+    "expect_leak": "True, False or None",
+}
+
+
+# -- settings ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SoakConfig:
+    """The settings of one soak test, validated, after --memleak-soak-duration had its say."""
+
+    duration: float  # seconds the body loops
+    sample_every: float  # seconds between samples
+    memory_limit: int | None  # bytes
+    max_growth: int  # bytes per hour
+    horizon: float | None  # seconds
+    warmup_fraction: float  # of the duration, left out of the fit
+    expect_leak: bool | None
+    marker_duration: float
+    overridden: bool  # the duration came from --memleak-soak-duration
+    sample_scaled: bool  # sample_every was scaled down to give enough samples
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def soak_config(item: pytest.Item, sources: options.Sources | None = None) -> SoakConfig:
+    """Validate the soak marker(s) of ``item`` and resolve its settings.
+
+    Raises :class:`pytest.UsageError` naming the keyword, ``@pytest.mark.soak on <nodeid>`` and
+    the accepted form. Call it at collection time to fail early; :func:`run_soak_protocol`
+    calls it again before the test starts.
+    """
+    where = f"@pytest.mark.soak on {item.nodeid}"
+    signature = options.MARKERS_BY_NAME["soak"].signature
+    given: dict[str, Any] = {}
+    for mark in item.iter_markers("soak"):  # closest first: function > class > module
+        if mark.args:
+            raise pytest.UsageError(
+                f"pytest-memleak: {where} takes keywords only, got positional {mark.args!r}; "
+                f"accepted form: @pytest.mark.{signature}"
+            )
+        for key, value in mark.kwargs.items():
+            if key not in DEFAULTS:
+                raise pytest.UsageError(
+                    f"pytest-memleak: unknown keyword {key!r} in {where}; accepted form: @pytest.mark.{signature}"
+                )
+            given.setdefault(key, value)
+    raw = {**DEFAULTS, **given}
+
+    def parsed(key: str, parse: Callable[[Any], Any]) -> Any:
+        try:
+            return parse(raw[key])
+        except (ValueError, TypeError) as exc:
+            raise options.usage_error(f"soak({key}=...)", where, raw[key], _FORMS[key], str(exc)) from None
+
+    def bad(key: str, why: str) -> pytest.UsageError:
+        return options.usage_error(f"soak({key}=...)", where, raw[key], _FORMS[key], why)
+
+    marker_duration = parsed("duration", parse_duration)
+    sample_every = parsed("sample_every", parse_duration)
+    if sample_every >= marker_duration:
+        raise bad("sample_every", f"not shorter than the duration {format_duration(marker_duration)}")
+    memory_limit = parsed("memory_limit", _optional(parse_size))
+    if memory_limit == 0:
+        raise bad("memory_limit", "a limit of 0 B is always exceeded")
+    max_growth = parsed("max_growth", _parse_rate)
+    horizon = parsed("horizon", _optional(parse_duration))
+    warmup_fraction = parsed("warmup", lambda v: _parse_warmup(v, marker_duration))
+    expect_leak = raw["expect_leak"]
+    if expect_leak is not None and not isinstance(expect_leak, bool):
+        raise bad("expect_leak", "not a bool")
+
+    override = sources.values.get("soak_duration") if sources is not None else None
+    duration = float(override) if override else marker_duration
+    scaled = False
+    if (override or "sample_every" not in given) and duration / sample_every < MIN_SAMPLES:
+        sample_every = duration / TARGET_SAMPLES
+        scaled = True
+    return SoakConfig(
+        duration=duration,
+        sample_every=sample_every,
+        memory_limit=memory_limit,
+        max_growth=max_growth,
+        horizon=horizon,
+        warmup_fraction=warmup_fraction,
+        expect_leak=expect_leak,
+        marker_duration=marker_duration,
+        overridden=bool(override),
+        sample_scaled=scaled,
+    )
+
+
+def _optional(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def wrapped(value: Any) -> Any:
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "off")):
+            return None
+        return parse(value)
+
+    return wrapped
+
+
+_PER_HOUR = re.compile(r"\s*(/\s*(h|hr|hour)|per\s+hour)\s*$", re.IGNORECASE)
+
+
+def _parse_rate(value: Any) -> int:
+    if isinstance(value, str):
+        value = _PER_HOUR.sub("", value)
+    return parse_size(value)
+
+
+def _parse_warmup(value: Any, duration: float) -> float:
+    """A fraction of the duration: '10%' is 0.1; a duration ('5s', 5) is divided by it."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a warm-up")
+    if isinstance(value, str) and value.strip().endswith("%"):
+        text = value.strip()[:-1].strip()
+        try:
+            fraction = float(text) / 100.0
+        except ValueError:
+            raise ValueError(f"{value!r} is not a percentage") from None
+        if not 0.0 <= fraction <= MAX_WARMUP_FRACTION:
+            raise ValueError(f"{value!r} is outside 0%..{MAX_WARMUP_FRACTION:.0%}")
+        return fraction
+    if isinstance(value, (int, float)) and value == 0:
+        return 0.0
+    seconds = parse_duration(value)
+    if seconds >= duration:
+        raise ValueError(f"not shorter than the duration {format_duration(duration)}")
+    return min(seconds / duration, MAX_WARMUP_FRACTION)
+
+
+# -- names -------------------------------------------------------------------------------
+
+
+def safe_name(nodeid: str, max_length: int = SAFE_NAME_LENGTH) -> str:
+    """A file name for a nodeid: only ``[A-Za-z0-9._-]``, bounded, with a short hash suffix."""
+    digest = hashlib.sha1(nodeid.encode("utf-8", "surrogatepass")).hexdigest()[:10]
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", nodeid).strip("._-")[:max_length].rstrip("._-")
+    return f"{stem or 'soak'}-{digest}"
+
+
+def samples_path(report_dir: Path, nodeid: str) -> Path:
+    return Path(report_dir) / "soak" / (safe_name(nodeid) + ".jsonl")
+
+
+def scenario_variant(item: pytest.Item) -> tuple[str, str]:
+    """``(scenario, variant)`` from the test's name (see the module docstring)."""
+    name = getattr(item, "originalname", None) or item.name.split("[", 1)[0]
+    base = name[5:] if name.startswith("test_") else name
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None:
+        return base, callspec.id
+    if "_" in base.strip("_"):
+        scenario, variant = base.rsplit("_", 1)
+        return scenario, variant
+    return base, ""
+
+
+# -- the protocol ------------------------------------------------------------------------
+
+
+def run_soak_protocol(
+    item: pytest.Item,
+    nextitem: pytest.Item | None,
+    sources: options.Sources | None,
+    report_dir: Path,
+) -> SoakResult | None:
+    """Run a soak test's whole protocol, like ``_pytest.runner.pytest_runtest_protocol``.
+
+    logstart, setup, call (the body loops inside it), teardown, logfinish; the reports are
+    logged. The call report gets ``memleak_soak`` (``SoakResult.to_dict()``); a failed
+    verdict fails it. Returns the result, or None when the item has no soak marker or the
+    call phase did not run (setup failed or was skipped, --setup-only). A bad marker raises
+    :class:`pytest.UsageError` before anything runs.
+    """
+    if item.get_closest_marker("soak") is None:
+        return None
+    config = soak_config(item, sources)
+    path = samples_path(report_dir, item.nodeid)
+    ihook = item.ihook
+    ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+    hasrequest = hasattr(item, "_request")
+    if hasrequest and not item._request:  # type: ignore[attr-defined]
+        item._initrequest()  # type: ignore[attr-defined]
+    result: SoakResult | None = None
+    rep = call_and_report(item, "setup", True)
+    if rep.passed:
+        if item.config.getoption("setupshow", False):
+            show_test_item(item)
+        if not item.config.getoption("setuponly", False):
+            result = _call_phase(item, config, path)
+    if item.session.shouldfail or item.session.shouldstop:
+        nextitem = None
+    call_and_report(item, "teardown", True, nextitem=nextitem)
+    if hasrequest:
+        item._request = False  # type: ignore[attr-defined]
+        item.funcargs = None  # type: ignore[attr-defined]
+    ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+    return result
+
+
+class _AttachResult:
+    """A plugin registered for one call phase: puts the result on the call report before it is logged."""
+
+    def __init__(self, item: pytest.Item, runner: _Runner) -> None:
+        self.item = item
+        self.runner = runner
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+        report = yield
+        if item is self.item and call.when == "call" and self.runner.result is not None:
+            report.memleak_soak = self.runner.result.to_dict()
+        return report
+
+
+_MISSING = object()
+
+
+def _call_phase(item: pytest.Item, config: SoakConfig, path: Path) -> SoakResult | None:
+    runner = _Runner(item, config, path, item.runtest)
+    attach = _AttachResult(item, runner)
+    manager = item.config.pluginmanager
+    manager.register(attach, f"memleak-soak-{id(attach)}")
+    previous = item.__dict__.get("runtest", _MISSING)
+    item.runtest = runner.loop  # type: ignore[method-assign]
+    try:
+        call_and_report(item, "call", True)
+    finally:
+        if previous is _MISSING:
+            item.__dict__.pop("runtest", None)
+        else:
+            item.runtest = previous  # type: ignore[method-assign]
+        manager.unregister(attach)
+    return runner.result
+
+
+# -- measuring ---------------------------------------------------------------------------
+
+
+class _JsonLines:
+    """Append-only JSON lines, one write(2) per line: a kill leaves only whole lines."""
+
+    def __init__(self, path: Path) -> None:
+        self.fd: int | None = None
+        self.error: str | None = None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+        except OSError as exc:  # the soak still runs and judges; it just keeps nothing on disk
+            self.error = str(exc)
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.fd is None:
+            return
+        data = (json.dumps(_json_safe(record), separators=(",", ":")) + "\n").encode()
+        try:
+            while data:
+                written = os.write(self.fd, data)
+                data = data[written:]
+        except OSError as exc:  # disk full...: stop writing, keep soaking
+            self.error = str(exc)
+            self.close()
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+class _Probe:
+    """Cheap readings of the process: RSS, descriptors, OS threads."""
+
+    def __init__(self) -> None:
+        self.process: Any = None
+        try:
+            import psutil
+
+            self.process = psutil.Process()
+            self.process.memory_info()
+        except Exception:  # psutil missing or unusable here
+            self.process = None
+        self.page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+    def rss(self) -> float:
+        if self.process is not None:
+            with contextlib.suppress(Exception):
+                return float(self.process.memory_info().rss)
+        with contextlib.suppress(OSError, ValueError, IndexError), open("/proc/self/statm") as f:
+            return float(int(f.read().split()[1]) * self.page)
+        return math.nan
+
+    def fds(self) -> int | None:
+        if self.process is not None and hasattr(self.process, "num_fds"):
+            with contextlib.suppress(Exception):
+                return int(self.process.num_fds())
+        with contextlib.suppress(OSError):
+            return len(os.listdir("/proc/self/fd"))
+        return None
+
+    def os_threads(self) -> int | None:
+        if self.process is not None:
+            with contextlib.suppress(Exception):
+                return int(self.process.num_threads())
+        return None
+
+
+class _Series:
+    """Fixed-capacity columns for the fit: allocated once, so keeping them leaks nothing.
+
+    When full, every other sample is dropped and only every 2nd (4th, ...) later sample is
+    kept; the file keeps them all.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = max(64, capacity + capacity % 2)
+        zeros = bytes(8 * self.capacity)
+        self.t = array("d", zeros)
+        self.iterations = array("d", zeros)
+        self.rss = array("d", zeros)
+        self.heap = array("d", zeros)
+        self.count = 0
+        self.stride = 1
+        self.seen = 0
+
+    def add(self, t: float, iterations: float, rss: float, heap: float, force: bool = False) -> None:
+        index = self.seen
+        self.seen += 1
+        if index % self.stride and not force:
+            return
+        if self.count == self.capacity:
+            for column in (self.t, self.iterations, self.rss, self.heap):
+                column[: self.capacity // 2] = column[::2]
+            self.count = self.capacity // 2
+            self.stride *= 2
+        n = self.count
+        self.t[n], self.iterations[n], self.rss[n], self.heap[n] = t, iterations, rss, heap
+        self.count = n + 1
+
+    def columns(self) -> tuple[list[float], list[float], list[float], list[float]]:
+        n = self.count
+        return self.t[:n].tolist(), self.iterations[:n].tolist(), self.rss[:n].tolist(), self.heap[:n].tolist()
+
+
+class _Progress:
+    """One line of progress on the terminal: rewritten on a TTY, a line every ~5 s otherwise."""
+
+    def __init__(self, item: pytest.Item, duration: float) -> None:
+        manager = item.config.pluginmanager
+        self.reporter: Any = manager.get_plugin("terminalreporter")
+        self.capture: Any = manager.get_plugin("capturemanager")
+        self.nodeid = item.nodeid
+        verbose = self.reporter is not None and self.reporter.verbosity > 0
+        self.enabled = self.reporter is not None and (verbose or duration >= PROGRESS_MIN_SECONDS)
+        self.tty = bool(self.reporter is not None and self.reporter.isatty)
+        self.every = PROGRESS_TTY_EVERY if self.tty else PROGRESS_PIPE_EVERY
+        self.last = time.monotonic()
+        self.shown = False
+
+    @contextlib.contextmanager
+    def _uncaptured(self) -> Iterator[None]:
+        if self.capture is not None:
+            with self.capture.global_and_fixture_disabled():
+                yield
+        else:
+            yield
+
+    def update(self, now: float, text: Callable[[], str], final: bool = False) -> None:
+        if not self.enabled or (not final and now - self.last < self.every):
+            return
+        self.last = now
+        reporter = self.reporter
+        with self._uncaptured():
+            if not self.shown:
+                reporter.ensure_newline()  # a line of our own; pytest resumes on the next one
+            if self.tty:
+                reporter.rewrite(text(), erase=True)
+            else:
+                reporter.write(("\n" if self.shown else "") + text())
+            reporter.flush()
+        self.shown = True
+
+    def close(self) -> None:
+        """Leave the terminal where pytest expects it: the result letter or word comes next."""
+        if not self.shown:
+            return
+        reporter = self.reporter
+        with self._uncaptured():
+            if reporter.verbosity <= 0 and reporter.showfspath:
+                reporter.write_fspath_result(self.nodeid, "")  # starts a fresh "path " line
+            elif reporter.verbosity <= 0:
+                reporter.write("\n")
+            reporter.flush()
+
+
+class _Runner:
+    """The loop that replaces ``item.runtest`` for the call phase, and its verdict."""
+
+    def __init__(self, item: pytest.Item, config: SoakConfig, path: Path, body: Callable[[], Any]) -> None:
+        self.item = item
+        self.config = config
+        self.path = path
+        self.body = body
+        self.result: SoakResult | None = None
+
+    # The measuring loop. Everything it keeps is allocated before the first iteration.
+    def loop(self) -> None:
+        config = self.config
+        item = self.item
+        probe = _Probe()
+        expected = int(math.ceil(config.duration / config.sample_every)) + 16
+        series = _Series(min(expected, MAX_KEPT_SAMPLES))
+        self.series = series
+        self.traced = tracemalloc.is_tracing()
+        self.heap_unit = "B" if self.traced else "blocks"
+        self.problems: list[str] = []
+        progress = _Progress(item, config.duration)
+        out = _JsonLines(self.path)
+        if out.error:
+            self.problems.append(f"cannot write the samples to {self.path}: {out.error}")
+        self.samples = 0
+        self.iterations = 0
+        self.objects_every = 1
+        self.first_rss = self.first_heap_blocks = math.nan
+        self.last_rss = math.nan
+        self.last_heap_blocks = 0
+        self.slow_iteration = 0.0
+        last_sample_t, last_sample_iterations = 0.0, 0
+
+        log_handlers = _log_capture_handlers(item)
+        self.dropped_log_records = 0
+
+        def take(force_objects: bool = False, force_keep: bool = False) -> None:
+            nonlocal last_sample_t, last_sample_iterations
+            self.dropped_log_records += _clear_captured_logs(log_handlers)
+            gc_start = time.perf_counter()
+            gc.collect()
+            gc_ms = (time.perf_counter() - gc_start) * 1000.0
+            t = time.monotonic() - start
+            rss = probe.rss()
+            blocks = sys.getallocatedblocks()
+            traced = tracemalloc.get_traced_memory()[0] if tracemalloc.is_tracing() else None
+            objects = None
+            if force_objects or self.samples % self.objects_every == 0:
+                o_start = time.perf_counter()
+                objects = len(gc.get_objects())
+                cost = time.perf_counter() - o_start
+                # keep the object census under ~2% of the sampling interval
+                self.objects_every = max(1, int(math.ceil(cost / (0.02 * config.sample_every))))
+            dt = t - last_sample_t
+            throughput = (self.iterations - last_sample_iterations) / dt if dt > 0 else 0.0
+            out.write(
+                {
+                    "kind": "sample",
+                    "i": self.samples,
+                    "t": round(t, 6),
+                    "iterations": self.iterations,
+                    "rss": rss,
+                    "heap_blocks": blocks,
+                    "traced": traced,
+                    "objects": objects,
+                    "fds": probe.fds(),
+                    "threads": threading.active_count(),
+                    "os_threads": probe.os_threads(),
+                    "throughput": round(throughput, 3),
+                    "gc_ms": round(gc_ms, 3),
+                }
+            )
+            heap = float(traced) if self.traced and traced is not None else (math.nan if self.traced else float(blocks))
+            series.add(t, float(self.iterations), rss, heap, force=force_keep)
+            if self.samples == 0:
+                self.first_rss, self.first_heap_blocks = rss, blocks
+            self.last_rss, self.last_heap_blocks = rss, blocks
+            self.samples += 1
+            last_sample_t, last_sample_iterations = t, self.iterations
+            progress.update(time.monotonic(), lambda: self._progress_text(t, rss), final=False)
+
+        out.write(
+            {
+                "kind": "meta",
+                "nodeid": item.nodeid,
+                "pid": os.getpid(),
+                "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "python": sys.version.split()[0],
+                "heap_unit": self.heap_unit,
+                "settings": config.as_dict(),
+            }
+        )
+        start = time.monotonic()
+        self.start = start
+        outcome = "interrupted"
+        try:
+            take(force_objects=True, force_keep=True)
+            end = start + config.duration
+            next_sample = start + config.sample_every
+            while True:
+                before = time.monotonic()
+                self.body()
+                self.iterations += 1
+                now = time.monotonic()
+                self.slow_iteration = max(self.slow_iteration, now - before)
+                if now >= end:
+                    break
+                if now >= next_sample:
+                    take()
+                    next_sample += config.sample_every
+                    after = time.monotonic()
+                    if next_sample <= after:  # fell behind: the next slot on the grid
+                        next_sample = start + (math.floor((after - start) / config.sample_every) + 1) * config.sample_every
+            take(force_objects=True, force_keep=True)
+            self.elapsed = time.monotonic() - start
+            outcome = "completed"
+            if out.error and not any(p.startswith("cannot write the samples") for p in self.problems):
+                self.problems.append(f"cannot write the samples to {self.path}: {out.error}")
+        except BaseException as exc:
+            self.elapsed = time.monotonic() - start
+            if isinstance(exc, pytest.skip.Exception):
+                outcome = "skipped"
+            elif isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                outcome = "interrupted"
+            else:
+                outcome = "failed"
+            self.result = self._no_verdict(outcome, exc)
+            out.write({"kind": "end", "outcome": outcome, "iterations": self.iterations, "t": self.elapsed})
+            raise
+        finally:
+            if outcome != "completed":
+                out.close()
+                progress.close()
+        try:
+            result = self._verdict()
+            self.result = result
+            out.write(
+                {
+                    "kind": "verdict",
+                    **{
+                        k: v
+                        for k, v in result.to_dict().items()
+                        if k not in ("t", "rss", "heap")
+                    },
+                }
+            )
+        finally:
+            out.close()
+            progress.update(time.monotonic(), lambda: self._progress_text(self.elapsed, self.last_rss), final=True)
+            progress.close()
+        failure = self._failure(result)
+        if failure:
+            pytest.fail(failure, pytrace=False)
+        if result.status == INCONCLUSIVE:
+            lineno = item.location[1]
+            warnings.warn_explicit(
+                pytest.PytestWarning(f"soak {item.name} is inconclusive: {result.reason}"),
+                category=None,
+                filename=str(item.path),
+                lineno=lineno + 1 if lineno is not None else 0,
+            )
+
+    def _progress_text(self, t: float, rss: float) -> str:
+        name = self.item.name
+        delta = rss - self.first_rss
+        delta_text = format_size(delta, signed=True) if math.isfinite(delta) else "?"
+        rss_text = format_size(rss) if math.isfinite(rss) else "?"
+        return (
+            f"soak {name}: {t:.1f}/{self.config.duration:g} s, {self.iterations:,} iterations, "
+            f"RSS {rss_text} ({delta_text})"
+        )
+
+    # -- results ---------------------------------------------------------------------------
+
+    def _base_result(self, status: str, reason: str) -> SoakResult:
+        config = self.config
+        scenario, variant = scenario_variant(self.item)
+        elapsed = getattr(self, "elapsed", 0.0)
+        return SoakResult(
+            nodeid=self.item.nodeid,
+            status=status,
+            reason=reason,
+            scenario=scenario,
+            variant=variant,
+            expect_leak=config.expect_leak,
+            duration=elapsed,
+            iterations=self.iterations,
+            samples_path=str(self.path),
+            memory_limit=config.memory_limit,
+            throughput=self.iterations / elapsed if elapsed > 0 else 0.0,
+            samples=self.samples,
+            sample_every=config.sample_every,
+            warmup_seconds=config.warmup_fraction * elapsed,
+            max_growth=config.max_growth,
+            horizon=config.horizon,
+            duration_overridden=config.overridden,
+            heap_unit=self.heap_unit,
+            problems=list(self.problems),
+        )
+
+    def _no_verdict(self, outcome: str, exc: BaseException) -> SoakResult:
+        reason = f"the test body {outcome} after {self.iterations:,} iterations: no verdict"
+        result = self._base_result(NO_VERDICT, reason)
+        result.details = [f"{type(exc).__name__}: {exc}".strip(), f"samples: {self.path}"]
+        return result
+
+    def _verdict(self) -> SoakResult:
+        config = self.config
+        t, iterations, rss, heap = self.series.columns()
+        rss_trend = fit_trend(t, rss, warmup_fraction=config.warmup_fraction, confidence=CONFIDENCE)
+        heap_trend = fit_trend(t, heap, warmup_fraction=config.warmup_fraction, confidence=CONFIDENCE)
+        current_rss = rss[-1] if rss else math.nan
+        rss_leak, rss_reason = judge(
+            rss_trend,
+            max_growth_per_hour=config.max_growth,
+            memory_limit=config.memory_limit,
+            horizon_seconds=config.horizon,
+            current=current_rss,
+        )
+        heap_budget = config.max_growth if self.heap_unit == "B" else config.max_growth / MIN_BLOCK_BYTES
+        finite_heap = [v for v in heap if math.isfinite(v)]
+        heap_leak, heap_reason = judge(
+            heap_trend,
+            max_growth_per_hour=heap_budget,
+            memory_limit=None,
+            horizon_seconds=None,
+            current=finite_heap[-1] if finite_heap else 0.0,
+            unit=self.heap_unit,
+        )
+        if self.dropped_log_records:
+            self.problems.append(
+                f"{self.dropped_log_records:,} captured log records were dropped at the samples (pytest keeps "
+                "them in memory for the whole call phase); the report shows those since the last sample"
+            )
+        if self.traced and not tracemalloc.is_tracing():
+            self.problems.append("tracemalloc stopped tracing during the soak; the heap series is cut short")
+        if self.slow_iteration > config.sample_every:
+            self.problems.append(
+                f"an iteration took {format_duration(self.slow_iteration)}, longer than sample_every "
+                f"{format_duration(config.sample_every)}: samples are one per iteration"
+            )
+        if config.memory_limit is not None and current_rss >= config.memory_limit:
+            self.problems.append(
+                f"RSS {format_size(current_rss)} is above memory_limit {format_size(config.memory_limit)}"
+            )
+
+        leaked = [name for name, flag in (("rss", rss_leak), ("heap", heap_leak)) if flag]
+        if not rss_trend.sufficient:
+            status = INCONCLUSIVE
+            reason = f"RSS: {rss_reason} (sample_every {format_duration(config.sample_every)}, {self.samples} samples)"
+        elif leaked:
+            status = LEAK
+            parts = []
+            if rss_leak:
+                parts.append(f"RSS {rss_reason}")
+            if heap_leak:
+                parts.append(f"Python heap {heap_reason}")
+            reason = "; ".join(parts)
+        else:
+            status = CLEAN
+            reason = f"RSS {rss_reason}"
+
+        result = self._base_result(status, reason)
+        result.metric = "+".join(leaked) if leaked else "rss"
+        result.leaked_metrics = leaked
+        result.persistent = rss_trend.persistent
+        result.plateaued = rss_trend.plateaued
+        result.slope_per_hour = _finite(rss_trend.slope * 3600.0)
+        result.slope_lower = _finite(rss_trend.lower * 3600.0)
+        result.slope_upper = _finite(rss_trend.upper * 3600.0)
+        window_rate = _window_throughput(t, iterations, rss_trend)
+        result.slope_per_iteration = _finite(rss_trend.slope / window_rate) if window_rate > 0 else 0.0
+        if config.memory_limit is not None and rss_trend.sufficient:
+            result.time_to_limit = rss_trend.time_to(config.memory_limit, current_rss)
+        tail = rss_trend.tail
+        result.tail_slope_per_hour = _finite(tail.slope * 3600.0) if tail is not None else 0.0
+        result.heap_slope_per_hour = _finite(heap_trend.slope * 3600.0)
+        result.heap_slope_lower = _finite(heap_trend.lower * 3600.0)
+        result.heap_slope_upper = _finite(heap_trend.upper * 3600.0)
+        result.heap_plateaued = heap_trend.plateaued
+        result.fit_intercept = _finite(rss_trend.intercept)
+        result.fit_slope_per_second = _finite(rss_trend.slope)
+        result.fit_start = rss_trend.window_start
+        result.fit_end = rss_trend.window_end
+        pick = _chart_indices(len(t))
+        result.t = [round(t[i], 4) for i in pick]
+        result.rss = [rss[i] for i in pick]
+        result.heap = [heap[i] if math.isfinite(heap[i]) else 0.0 for i in pick]
+        result.problems = list(self.problems)
+        result.details = self._details(result, rss_trend, heap_trend, window_rate)
+        return result
+
+    def _details(self, result: SoakResult, rss_trend: Trend, heap_trend: Trend, window_rate: float) -> list[str]:
+        config = self.config
+        pct = f"{CONFIDENCE:.0%}"
+        lines = []
+        per_iteration = format_size(result.slope_per_iteration, signed=True)
+        lines.append(
+            f"RSS: {_rate(rss_trend.slope * 3600, 'B', True)} ({pct} CI {_rate(rss_trend.lower * 3600, 'B')} .. "
+            f"{_rate(rss_trend.upper * 3600, 'B')}), {per_iteration} per iteration; {_state(rss_trend, 'B')}"
+        )
+        heap_name = "Python heap (tracemalloc)" if self.heap_unit == "B" else "Python heap (allocated blocks)"
+        heap_per_iteration = (
+            heap_trend.slope / window_rate if window_rate > 0 and math.isfinite(heap_trend.slope) else 0.0
+        )
+        heap_step = (
+            format_size(heap_per_iteration, signed=True)
+            if self.heap_unit == "B"
+            else f"{heap_per_iteration:+,.2f} {self.heap_unit}"
+        )
+        lines.append(
+            f"{heap_name}: {_rate(heap_trend.slope * 3600, self.heap_unit, True)} ({pct} CI "
+            f"{_rate(heap_trend.lower * 3600, self.heap_unit)} .. {_rate(heap_trend.upper * 3600, self.heap_unit)}), "
+            f"{heap_step} per iteration; {_state(heap_trend, self.heap_unit)}"
+        )
+        if config.memory_limit is None:
+            lines.append("memory_limit: none")
+        elif not rss_trend.sufficient:
+            lines.append(f"memory_limit {format_size(config.memory_limit)}: no projection (too few samples)")
+        elif result.time_to_limit is None:
+            lines.append(f"memory_limit {format_size(config.memory_limit)}: not reached at this rate (no persistent growth)")
+        else:
+            horizon = f" (horizon {format_duration(config.horizon)})" if config.horizon is not None else ""
+            lines.append(
+                f"memory_limit {format_size(config.memory_limit)}: reaches it in "
+                f"{format_duration(result.time_to_limit)} at this rate{horizon}"
+            )
+        overridden = " (duration from --memleak-soak-duration)" if config.overridden else ""
+        lines.append(
+            f"{result.iterations:,} iterations in {result.duration:.1f} s ({result.throughput:,.1f}/s), "
+            f"{result.samples} samples every {format_duration(config.sample_every)}; the first "
+            f"{format_duration(result.warmup_seconds)} left out as warm-up{overridden}"
+        )
+        if result.rss:
+            lines.append(
+                f"RSS {format_size(self.first_rss)} -> {format_size(self.last_rss)} "
+                f"({format_size(self.last_rss - self.first_rss, signed=True)}); Python heap "
+                f"{self.first_heap_blocks:,} -> {self.last_heap_blocks:,} blocks"
+            )
+        lines.append(f"samples: {self.path}")
+        return lines
+
+    def _failure(self, result: SoakResult) -> str | None:
+        """The failure message for a verdict that fails the test, or None."""
+        expect = self.config.expect_leak
+        body = "\n".join(["  " + line for line in result.details + result.problems])
+        name = self.item.name
+        if result.status == LEAK and expect is not True:
+            return f"memory leak in soak {name}: {result.reason}\n{body}"
+        if expect is True and result.status == CLEAN:
+            word = "plateaued" if result.plateaued else "did not grow persistently"
+            return f"soak {name} expected a leak but memory {word}: {result.reason}\n{body}"
+        if expect is True and result.status == INCONCLUSIVE:
+            return f"soak {name} expected a leak but the soak could not tell: {result.reason}\n{body}"
+        return None
+
+
+def _log_capture_handlers(item: pytest.Item) -> list[Any]:
+    """pytest's in-memory log capture for the running phase: records pile up over a soak."""
+    plugin = item.config.pluginmanager.get_plugin("logging-plugin")
+    handlers = [getattr(plugin, name, None) for name in ("caplog_handler", "report_handler")]
+    return [h for h in handlers if isinstance(getattr(h, "records", None), list) and hasattr(h, "clear")]
+
+
+def _clear_captured_logs(handlers: list[Any]) -> int:
+    """Empty the capture handlers in place (caplog.clear() does the same); how many records went."""
+    dropped = 0
+    for handler in handlers:  # the caplog and the report handler hold the same records
+        with contextlib.suppress(Exception):
+            count = len(handler.records)
+            if count:
+                handler.clear()
+                dropped = max(dropped, count)
+    return dropped
+
+
+def _finite(value: float) -> float:
+    return value if math.isfinite(value) else 0.0
+
+
+def _rate(per_hour: float, unit: str, signed: bool = False) -> str:
+    if not math.isfinite(per_hour):
+        return "unbounded"
+    if unit == "B":
+        return format_size(per_hour, signed=signed) + "/h"
+    return (f"{per_hour:+,.0f}" if signed else f"{per_hour:,.0f}") + f" {unit}/h"
+
+
+def _state(trend: Trend, unit: str) -> str:
+    if not trend.sufficient:
+        return "too few samples"
+    if trend.persistent:
+        return "growth persists in the last half and the last third"
+    tail = trend.tail
+    tail_rate = _rate(tail.slope * 3600, unit, True) if tail is not None else "?"
+    if trend.plateaued:
+        return f"plateaued (last third {tail_rate})"
+    return f"no persistent growth (last third {tail_rate})"
+
+
+def _window_throughput(t: list[float], iterations: list[float], trend: Trend) -> float:
+    """Iterations per second over the fitted window."""
+    pairs = [(a, b) for a, b in zip(t, iterations, strict=True) if a >= trend.window_start]
+    if len(pairs) < 2 or pairs[-1][0] <= pairs[0][0]:
+        return 0.0
+    return (pairs[-1][1] - pairs[0][1]) / (pairs[-1][0] - pairs[0][0])
+
+
+def _chart_indices(n: int, points: int = CHART_POINTS) -> list[int]:
+    if n <= points:
+        return list(range(n))
+    return sorted({round(i * (n - 1) / (points - 1)) for i in range(points)})
+
+
+# -- summary -----------------------------------------------------------------------------
+
+
+def _verdict_word(result: SoakResult) -> str:
+    expect = result.expect_leak
+    if result.status == LEAK:
+        return {True: "LEAK (expected)", False: "LEAK (expected ok)", None: "LEAK"}[expect]
+    if result.status == CLEAN:
+        return {True: "ok (expected LEAK)", False: "ok (expected)", None: "ok"}[expect]
+    if result.status == INCONCLUSIVE:
+        return "inconclusive (expected LEAK)" if expect else "inconclusive"
+    return "no verdict"
+
+
+def summary_lines(results: list[SoakResult]) -> list[str]:
+    """A table for the terminal summary: one row per soak test, header first; [] for none.
+
+    Columns: scenario, variant, verdict (LEAK/ok and whether it matched its expectation),
+    growth per hour of RSS over the window (", then <rate>" over the last third when it
+    plateaued; the Python heap's rate when only the heap leaked), projected time to the
+    memory limit, iterations.
+    """
+    if not results:
+        return []
+    header = ("scenario", "variant", "verdict", "growth", "to memory limit", "iterations")
+    rows = [header]
+    for r in results:
+        judged = r.status in (LEAK, CLEAN)
+        growth = format_size(r.slope_per_hour, signed=True) + "/h" if judged else "-"
+        if judged and r.plateaued and r.slope_per_hour > 0:
+            growth += f", then {format_size(r.tail_slope_per_hour, signed=True)}/h"
+        if r.leaked_metrics == ["heap"]:
+            growth = "heap " + _rate(r.heap_slope_per_hour, r.heap_unit, True)
+        if not judged or r.memory_limit is None:
+            to_limit = "-"
+        elif r.time_to_limit is None:
+            to_limit = "never"
+        else:
+            to_limit = f"{format_duration(r.time_to_limit)} ({format_size(r.memory_limit)})"
+        rows.append((r.scenario or r.nodeid, r.variant or "-", _verdict_word(r), growth, to_limit, f"{r.iterations:,}"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+
+    def line(row: tuple[str, ...]) -> str:
+        cells = [cell.ljust(w) for cell, w in zip(row[:-1], widths[:-1], strict=True)]
+        cells.append(row[-1].rjust(widths[-1]))
+        return "  ".join(cells).rstrip()
+
+    return [line(rows[0]), line(tuple("-" * w for w in widths)), *(line(row) for row in rows[1:])]

@@ -1,0 +1,136 @@
+"""memray leak flamegraphs: capture_run writes a capture and memray's HTML, or says why not."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+import pytest
+
+from pytest_memleak.flamegraph import FlamegraphOutcome, capture_run, safe_name
+
+memray = pytest.importorskip("memray", reason="memray is not installed (not available on Windows)")
+
+KEPT: list[bytearray] = []
+
+
+def keep_ten_mebibytes_forever() -> None:
+    KEPT.append(bytearray(10 * 1024 * 1024))
+
+
+@pytest.fixture(autouse=True)
+def _forget() -> None:
+    yield
+    KEPT.clear()
+
+
+def test_capture_run_writes_a_flamegraph_and_a_readable_capture(tmp_path: pathlib.Path) -> None:
+    base = tmp_path / "flamegraphs" / safe_name("tests/test_x.py::test_keeps[10MiB]")
+    started = time.perf_counter()
+    outcome = capture_run(keep_ten_mebibytes_forever, base)
+    took = time.perf_counter() - started
+    print(f"capture {outcome.capture_seconds:.2f} s, render {outcome.render_seconds:.2f} s, total {took:.2f} s")
+
+    assert outcome.problem is None, outcome.problem
+    assert outcome.ok
+    assert outcome.html == base.parent / (base.name + ".html") and outcome.html.is_file()
+    assert outcome.capture == base.parent / (base.name + ".bin") and outcome.capture.is_file()
+    assert "keep_ten_mebibytes_forever" in outcome.html.read_text(encoding="utf-8", errors="replace")
+
+    # the capture is a real memray file: the Python API and the CLI both read it
+    reader = memray.FileReader(str(outcome.capture))
+    leaked = sum(r.size for r in reader.get_leaked_allocation_records(merge_threads=True))
+    assert leaked >= 10 * 1024 * 1024
+    stats = subprocess.run(
+        [sys.executable, "-m", "memray", "stats", str(outcome.capture)], capture_output=True, text=True, timeout=120
+    )
+    assert stats.returncode == 0, stats.stderr
+    assert "Total memory allocated" in stats.stdout
+
+
+def test_a_stale_capture_is_replaced(tmp_path: pathlib.Path) -> None:
+    base = tmp_path / "stale"
+    (tmp_path / "stale.bin").write_bytes(b"old capture")
+    (tmp_path / "stale.html").write_text("old flamegraph")
+    outcome = capture_run(keep_ten_mebibytes_forever, base)
+    assert outcome.problem is None, outcome.problem
+    assert outcome.capture.read_bytes() != b"old capture"
+    assert "old flamegraph" not in outcome.html.read_text(encoding="utf-8", errors="replace")
+
+
+def test_an_unwritable_directory_is_a_problem_not_an_exception(tmp_path: pathlib.Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the report directory should be")
+    calls = []
+    outcome = capture_run(lambda: calls.append(1), blocker / "flamegraphs" / "x")
+    assert isinstance(outcome, FlamegraphOutcome)
+    assert outcome.problem and "cannot write" in outcome.problem
+    assert outcome.html is None and outcome.capture is None
+    assert calls == []  # nothing ran: no point running without a capture
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root can write to read-only directories")
+def test_a_read_only_directory_is_a_problem(tmp_path: pathlib.Path) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        outcome = capture_run(keep_ten_mebibytes_forever, locked / "x")
+    finally:
+        locked.chmod(0o700)
+    assert outcome.problem and outcome.html is None and outcome.capture is None
+
+
+def test_a_second_tracker_is_a_problem(tmp_path: pathlib.Path) -> None:
+    with memray.Tracker(str(tmp_path / "outer.bin")):
+        outcome = capture_run(keep_ten_mebibytes_forever, tmp_path / "inner")
+    assert outcome.problem and "could not attach" in outcome.problem
+    assert outcome.html is None and outcome.capture is None
+
+
+def test_an_exception_in_the_run_is_reported_and_still_rendered(tmp_path: pathlib.Path) -> None:
+    def fails() -> None:
+        keep_ten_mebibytes_forever()
+        raise ValueError("the test failed this time")
+
+    outcome = capture_run(fails, tmp_path / "fails")
+    assert outcome.problem and "ValueError: the test failed this time" in outcome.problem
+    assert outcome.capture is not None and outcome.html is not None and outcome.html.is_file()
+
+
+def test_pytest_outcomes_in_the_run_are_reported(tmp_path: pathlib.Path) -> None:
+    def skips() -> None:
+        pytest.skip("not here")
+
+    outcome = capture_run(skips, tmp_path / "skips", render=False)
+    assert outcome.problem and "Skipped" in outcome.problem
+    assert outcome.capture is not None and outcome.html is None
+
+
+def test_keyboard_interrupt_propagates_and_the_tracker_is_stopped(tmp_path: pathlib.Path) -> None:
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        capture_run(interrupted, tmp_path / "ki", render=False)
+    # the tracker was stopped: a new one can attach
+    assert capture_run(keep_ten_mebibytes_forever, tmp_path / "after", render=False).problem is None
+
+
+def test_a_failed_render_keeps_the_capture(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pytest_memleak.flamegraph as fg
+
+    monkeypatch.setattr(fg, "_memray_command", lambda: [sys.executable, "-c", "import sys; sys.exit('no render')"])
+    outcome = capture_run(keep_ten_mebibytes_forever, tmp_path / "norender")
+    assert outcome.problem and "memray flamegraph failed" in outcome.problem and "no render" in outcome.problem
+    assert outcome.capture is not None and outcome.capture.is_file()
+    assert outcome.html is None and not (tmp_path / "norender.html").exists()
+
+
+def test_memray_missing_is_a_problem(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "memray", None)  # import memray -> ImportError
+    outcome = capture_run(keep_ten_mebibytes_forever, tmp_path / "x")
+    assert outcome.problem and "memray is not available" in outcome.problem

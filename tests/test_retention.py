@@ -1,0 +1,259 @@
+"""Retention paths: who holds a leaked object, from a module global, class attribute or frame."""
+
+from __future__ import annotations
+
+import gc
+import re
+import subprocess
+import sys
+import time
+import types
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pytest_memleak import diagnose, retention
+from pytest_memleak.results import Finding, LeakResult
+
+APP_SOURCE = """
+class Conversation:
+    def __init__(self, n):
+        self.messages = [Message() for _ in range(n)]
+
+class Message:
+    pass
+
+class Slotted:
+    __slots__ = ("held",)
+
+class Cache:
+    items = []
+
+REGISTRY = {}
+"""
+
+
+@pytest.fixture
+def app() -> Iterator[types.ModuleType]:
+    """A module ``myapp.registry`` registered in sys.modules, as an application's would be."""
+    module = types.ModuleType("myapp.registry")
+    sys.modules[module.__name__] = module
+    exec(compile(APP_SOURCE, "myapp/registry.py", "exec"), module.__dict__)
+    try:
+        yield module
+    finally:
+        del sys.modules[module.__name__]
+        module.__dict__.clear()
+        gc.collect()
+
+
+@pytest.fixture
+def frozen() -> Iterator[None]:
+    """The heap frozen, as the plugin freezes it while measuring."""
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+def test_a_module_global_is_named_with_keys_and_attributes(app: types.ModuleType, frozen: None):
+    for i in range(5):
+        app.REGISTRY[f"3f2a{i:02d}deadbeef"] = app.Conversation(2)
+    found = retention.search(["myapp.registry.Conversation", "list"])
+    conv = [g for g in found.groups if g.type == "myapp.registry.Conversation"]
+    assert len(conv) == 1
+    assert conv[0].count == 5
+    assert conv[0].shape == "myapp.registry.REGISTRY[…] -> Conversation"
+    assert re.fullmatch(r"myapp\.registry\.REGISTRY\['3f2a0\d…'\] -> Conversation", conv[0].example)
+    assert conv[0].size == 5 * sys.getsizeof(app.REGISTRY["3f2a00deadbeef"])
+    lists = [g for g in found.groups if g.shape == "myapp.registry.REGISTRY[…] -> Conversation.messages -> list"]
+    assert lists and lists[0].count == 5
+
+
+def test_paths_to_lines_group_and_count(app: types.ModuleType):
+    for i in range(3):
+        app.REGISTRY[i] = app.Conversation(1)
+    lines = retention.paths_to(["myapp.registry.Message"])
+    assert lines[0].startswith("myapp.registry.Message: 3 instance(s), ")
+    assert re.fullmatch(
+        r"  3 × myapp\.registry\.Message \(\d+ B\): myapp\.registry\.REGISTRY\[…\] -> Conversation\.messages\[…\] -> Message; "
+        r"e\.g\. myapp\.registry\.REGISTRY\[0\] -> Conversation\.messages\[0\] -> Message",
+        lines[1],
+    ), lines
+
+
+def test_paths_are_found_in_a_frozen_heap(app: types.ModuleType, frozen: None):
+    for i in range(4):
+        app.REGISTRY[i] = app.Conversation(1)  # REGISTRY itself is frozen: invisible to get_referrers
+    count = gc.get_freeze_count()
+    assert len(retention.find_instances(["myapp.registry.Conversation"])["myapp.registry.Conversation"]) == 4
+    lines = retention.paths_to(["myapp.registry.Conversation"])
+    assert "myapp.registry.REGISTRY[…] -> Conversation" in "\n".join(lines), lines
+    # frozen again afterwards, the new objects included: they are no longer "new"
+    assert gc.get_freeze_count() > count
+    assert retention.find_instances(["myapp.registry.Conversation"])["myapp.registry.Conversation"] == []
+
+
+def test_a_class_attribute_and_a_slot_are_named(app: types.ModuleType):
+    holder = app.Slotted()
+    holder.held = app.Message()
+    app.Cache.items.append(holder)
+    app.Cache.items.append(app.Message())
+    shapes = {g.example for g in retention.search(["myapp.registry.Message"]).groups}
+    assert "myapp.registry.Cache.items[0] -> Slotted.held -> Message" in shapes
+    assert "myapp.registry.Cache.items[1] -> Message" in shapes
+
+
+def test_a_live_frame_local_is_a_root(app: types.ModuleType):
+    local_message = app.Message()
+    (path,) = retention.paths_for([local_message])
+    assert path is not None
+    assert re.fullmatch(
+        r"\[frame test_a_live_frame_local_is_a_root at \S*test_retention\.py:\d+\] local_message -> Message", path
+    ), path
+
+
+def test_a_global_beats_a_frame_local(app: types.ModuleType):
+    message = app.Message()
+    app.REGISTRY["m"] = message
+    assert retention.paths_for([message]) == ["myapp.registry.REGISTRY['m'] -> Message"]
+
+
+def test_a_closure_and_a_default_argument_are_followed(app: types.ModuleType):
+    def make() -> types.FunctionType:
+        captured = app.Message()
+
+        def use() -> object:
+            return captured
+
+        return use  # type: ignore[return-value]
+
+    app.handler = make()
+    exec("def f(x=[]): return x", app.__dict__)
+    app.f().append(app.Message())
+    paths = retention.paths_for([app.handler.__closure__[0].cell_contents, app.f()[0]])
+    assert paths[0] == "myapp.registry.handler -> function.__closure__[0] -> cell.cell_contents -> Message"
+    assert paths[1] == "myapp.registry.f -> function.__defaults__[0][0] -> Message"
+
+
+def test_the_plugins_own_references_are_left_out(app: types.ModuleType):
+    kept = [app.Message() for _ in range(3)]
+    result = LeakResult("x::y", "leak", "r", details=kept)  # type: ignore[arg-type]  # only the plugin holds them
+    del kept
+    found = retention.search(["myapp.registry.Message"])
+    assert found.groups == []
+    assert found.plugin_held == {"myapp.registry.Message": 3}
+    assert found.lines() == ["myapp.registry.Message: the 3 instance(s) sampled are pytest-memleak's own records"]
+    assert len(result.details) == 3
+
+
+def test_an_instance_held_only_by_c_code_says_so(app: types.ModuleType):
+    import ctypes
+    import weakref
+
+    orphan = app.Message()
+    ref = weakref.ref(orphan)
+    ctypes.pythonapi.Py_IncRef(ctypes.py_object(orphan))  # a reference no Python object holds
+    del orphan
+    try:
+        found = retention.search(["myapp.registry.Message"])
+        (group,) = found.groups
+        assert group.shape == "" and group.count == 1
+        assert group.example.startswith("no path from a module global, class attribute or live frame within 12")
+        assert group.line().startswith("1 × myapp.registry.Message (")
+    finally:
+        ctypes.pythonapi.Py_DecRef(ctypes.py_object(ref()))
+    gc.collect()
+    assert ref() is None
+
+
+def test_long_keys_are_shortened_and_non_string_keys_named():
+    assert retention._short_key("3f2a9b1c0d") == "'3f2a9b…'"
+    assert retention._short_key("short") == "'short'"
+    assert retention._short_key(12) == "12"
+    assert retention._short_key((1, 2)) == "<tuple>"
+
+
+def test_sampling_and_time_are_capped(app: types.ModuleType):
+    ballast = [[i] for i in range(200_000)]  # a big heap: each get_referrers pass scans it
+    for i in range(400):
+        app.REGISTRY[i] = app.Message()
+    started = time.perf_counter()
+    found = retention.search(["myapp.registry.Message"], max_objects=50, budget=1.0)
+    elapsed = time.perf_counter() - started
+    assert found.found["myapp.registry.Message"] == 400
+    assert found.sampled["myapp.registry.Message"] == 50
+    assert sum(g.count for g in found.groups) == 50
+    assert found.groups[0].shape == "myapp.registry.REGISTRY[…] -> Message"
+    assert elapsed < 3.0
+    assert len(ballast) == 200_000
+
+
+def test_unknown_types_give_nothing():
+    assert retention.paths_to(["no.such.Type"]) == []
+
+
+def test_explain_fills_retention_from_grown_types(app: types.ModuleType, tmp_path: Path, frozen: None):
+    for i in range(6):
+        app.REGISTRY[f"k{i}"] = app.Conversation(1)
+    result = LeakResult(
+        "t::x",
+        "leak",
+        "r",
+        findings=[Finding("heap", 100.0, 0.0, "B", "retained")],
+        grown_types={"list": 1.0, "myapp.registry.Conversation": 1.0, "cell": 3.0},
+    )
+    diagnose.explain(result, None, tmp_path, None, None)
+    text = "\n".join(result.retention)
+    assert result.retention[0].startswith("myapp.registry.Conversation: 6 instance(s)")
+    assert "myapp.registry.REGISTRY[…] -> Conversation; e.g. myapp.registry.REGISTRY['k" in text
+    assert "cell" not in text  # plumbing types are not searched when better ones grew
+    assert result.problems == []
+
+
+def test_retention_types_prefer_the_test_s_classes_and_the_resource_owner():
+    result = LeakResult(
+        "t::x",
+        "leak",
+        "r",
+        findings=[Finding("threads", 1.0, 0.0, "", "threads")],
+        grown_types={"cell": 5.0, "method": 3.0, "dict": 2.0, "app.Conversation": 1.0, "threading.Thread": 1.0},
+    )
+    names = diagnose.retention_types(result)
+    assert names[0] == "threading.Thread"
+    assert names.index("app.Conversation") < names.index("dict")
+    assert "cell" not in names and "method" not in names
+
+
+# -- end to end with --memleak -----------------------------------------------------------
+
+E2E_SOURCE = '''
+import os
+
+class Conversation:
+    def __init__(self):
+        self.messages = [object()]
+
+REGISTRY = {}
+
+def test_registry_leak():
+    REGISTRY[os.urandom(8).hex()] = Conversation()
+'''
+
+
+@pytest.mark.xfail(strict=False, reason="waiting for wiring: diagnose.explain in repeating")
+def test_a_retention_path_names_the_global(tmp_path: Path):
+    (tmp_path / "test_e2e.py").write_text(E2E_SOURCE)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--memleak", "--memleak-flamegraph=none",
+         "--memleak-confirm-runs=12", "--memleak-confirm-seconds=0.01", "test_e2e.py"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )
+    out = done.stdout
+    assert "LEAK test_e2e.py::test_registry_leak" in out, out
+    assert "kept alive by:" in out
+    assert re.search(r"\d+ × test_e2e\.Conversation \([^)]*\): test_e2e\.REGISTRY\[…\] -> Conversation; "
+                     r"e\.g\. test_e2e\.REGISTRY\['[0-9a-f]{6}…'\] -> Conversation", out), out

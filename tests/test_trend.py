@@ -1,0 +1,359 @@
+"""Properties of the robust trend fit: leaks are found, everything that only looks like growth is not."""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pytest_memleak.trend import MIN_POINTS, Trend, fit_trend, judge
+
+KiB = 1024
+MiB = 1024**2
+HOUR = 3600.0
+
+# Derandomized: the same examples on every run, so CI never flakes.
+PROPERTY = settings(
+    derandomize=True,
+    max_examples=40,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+seeds = st.integers(0, 2**32 - 1)
+counts = st.integers(40, 3000)
+steps = st.sampled_from([0.05, 0.1, 0.5, 1.0, 5.0])  # seconds between samples
+bases = st.floats(50 * MiB, 2048 * MiB)
+noises = st.floats(0, 4 * MiB)
+
+
+def series(n: int, dt: float) -> np.ndarray:
+    return np.arange(n) * dt
+
+
+def verdict(t, y, max_growth: float = 0.0) -> tuple[bool, str, Trend]:
+    trend = fit_trend(list(t), list(y))
+    leak, reason = judge(
+        trend, max_growth_per_hour=max_growth, memory_limit=None, horizon_seconds=None, current=float(y[-1])
+    )
+    return leak, reason, trend
+
+
+# -- nothing leaks -----------------------------------------------------------------------
+
+
+@PROPERTY
+@given(n=counts, dt=steps, base=bases, sigma=noises, seed=seeds)
+def test_flat_noise_is_not_a_leak(n, dt, base, sigma, seed):
+    rng = np.random.default_rng(seed)
+    t = series(n, dt)
+    y = base + rng.normal(0, sigma, n)
+    leak, reason, trend = verdict(t, y)
+    assert not leak, reason
+    assert not trend.persistent
+    assert trend.time_to(base + 100 * MiB, y[-1]) is None
+
+
+@PROPERTY
+@given(n=counts, dt=steps, base=bases, sigma=st.floats(0, 64 * KiB), seed=seeds, q=st.integers(0, 1000))
+def test_quantised_flat_rss_is_not_a_leak(n, dt, base, sigma, seed, q):
+    """RSS moves in whole pages, so a flat series is mostly exact ties."""
+    rng = np.random.default_rng(seed)
+    y = np.round((base + rng.normal(0, sigma, n)) / 4096) * 4096
+    leak, reason, _ = verdict(series(n, dt), y)
+    assert not leak, reason
+
+
+@PROPERTY
+@given(
+    n=counts,
+    dt=steps,
+    base=bases,
+    amplitude=st.floats(100 * KiB, 64 * MiB),
+    periods=st.floats(12, 80),
+    phase=st.floats(0, 1),
+    seed=seeds,
+)
+def test_gc_sawtooth_is_not_a_leak(n, dt, base, amplitude, periods, phase, seed):
+    """Memory climbs until a collection drops it back: periodic, not a trend."""
+    rng = np.random.default_rng(seed)
+    t = series(n, dt)
+    period = t[-1] / periods
+    y = base + amplitude * (((t / period) + phase) % 1.0) + rng.normal(0, amplitude / 50, n)
+    leak, reason, trend = verdict(t, y)
+    assert not leak, reason
+    assert not trend.persistent
+
+
+@PROPERTY
+@given(
+    n=counts,
+    dt=steps,
+    base=bases,
+    height=st.floats(1 * MiB, 512 * MiB),
+    ramp_end=st.floats(0.05, 0.4),
+    sigma=noises,
+    seed=seeds,
+)
+def test_warmup_ramp_then_flat_is_not_a_leak(n, dt, base, height, ramp_end, sigma, seed):
+    rng = np.random.default_rng(seed)
+    t = series(n, dt)
+    end = ramp_end * t[-1]
+    y = base + height * np.minimum(t / end, 1.0) + rng.normal(0, sigma, n)
+    leak, reason, trend = verdict(t, y)
+    assert not leak, reason
+    assert trend.plateaued
+
+
+@PROPERTY
+@given(
+    n=counts,
+    dt=steps,
+    base=bases,
+    steps_at=st.lists(st.floats(0.0, 0.6), min_size=1, max_size=3),
+    heights=st.lists(st.floats(256 * KiB, 256 * MiB), min_size=3, max_size=3),
+    sigma=noises,
+    seed=seeds,
+)
+def test_one_time_steps_are_not_a_leak(n, dt, base, steps_at, heights, sigma, seed):
+    """A pool allocated once (or a few times) early, then memory stays flat."""
+    rng = np.random.default_rng(seed)
+    t = series(n, dt)
+    y = base + rng.normal(0, sigma, n)
+    for at, height in zip(steps_at, heights, strict=False):
+        y = y + height * (t >= at * t[-1])
+    leak, reason, trend = verdict(t, y)
+    assert not leak, reason
+    assert not trend.persistent
+
+
+@PROPERTY
+@given(
+    n=counts,
+    dt=steps,
+    base=bases,
+    height=st.floats(1 * MiB, 512 * MiB),
+    middle=st.floats(0.1, 0.35),
+    sharpness=st.floats(1.0, 4.0),
+    sigma=noises,
+    seed=seeds,
+)
+def test_logistic_plateau_is_not_a_leak(n, dt, base, height, middle, sharpness, seed, sigma):
+    """A cache that fills (logistic), then stays full."""
+    rng = np.random.default_rng(seed)
+    t = series(n, dt)
+    span = t[-1]
+    k = sharpness * math.log(99) / (0.2 * span)  # 99% full by middle + 0.2 of the span at the latest
+    y = base + height / (1 + np.exp(-k * (t - middle * span))) + rng.normal(0, sigma, n)
+    leak, reason, trend = verdict(t, y)
+    assert not leak, reason
+    assert trend.plateaued
+    assert trend.time_to(base + 2 * height, y[-1]) is None
+
+
+@PROPERTY
+@given(
+    n=counts,
+    dt=steps,
+    base=bases,
+    height=st.floats(1 * MiB, 512 * MiB),
+    full_at=st.floats(0.1, 0.5),
+    sigma=noises,
+    seed=seeds,
+)
+def test_fill_then_flat_is_not_a_leak(n, dt, base, height, full_at, sigma, seed):
+    """A bounded buffer fills linearly, then its size is constant."""
+    rng = np.random.default_rng(seed)
+    t = series(n, dt)
+    y = base + height * np.minimum(t / (full_at * t[-1]), 1.0) + rng.normal(0, sigma, n)
+    leak, reason, _ = verdict(t, y)
+    assert not leak, reason
+
+
+# -- leaks -------------------------------------------------------------------------------
+
+
+def leak_strategy():
+    return st.fixed_dictionaries(
+        {
+            "n": counts,
+            "dt": steps,
+            "base": bases,
+            "rise": st.floats(1 * MiB, 1024 * MiB),  # growth over the whole series
+            "snr": st.floats(30, 1000),  # rise / noise sd
+            "seed": seeds,
+        }
+    )
+
+
+def linear_leak(p):
+    rng = np.random.default_rng(p["seed"])
+    t = series(p["n"], p["dt"])
+    slope = p["rise"] / t[-1]
+    sigma = p["rise"] / p["snr"]
+    y = p["base"] + slope * t + rng.normal(0, sigma, p["n"])
+    return t, y, slope, sigma
+
+
+@PROPERTY
+@given(p=leak_strategy(), below=st.floats(0, 0.5))
+def test_persistent_linear_growth_above_max_growth_is_a_leak(p, below):
+    t, y, slope, _ = linear_leak(p)
+    max_growth = below * slope * HOUR
+    leak, reason, trend = verdict(t, y, max_growth)
+    assert leak, reason
+    assert trend.persistent and not trend.plateaued
+    assert reason.startswith("grows ") and "persists in the last third" in reason
+
+
+@PROPERTY
+@given(p=leak_strategy())
+def test_slope_estimate_is_close_to_the_true_slope(p):
+    t, y, slope, sigma = linear_leak(p)
+    trend = fit_trend(list(t), list(y))
+    # Theil-Sen's standard error is about 1.05 x least squares': sigma * sqrt(12 / n) / span.
+    window = t[-1] * 0.9
+    stderr = 1.05 * sigma * math.sqrt(12 / (0.9 * p["n"])) / window
+    assert abs(trend.slope - slope) <= 0.01 * slope + 6 * stderr
+    assert trend.lower <= trend.slope <= trend.upper
+    assert trend.lower <= slope * 1.05 and trend.upper >= slope * 0.95
+
+
+@PROPERTY
+@given(
+    p=leak_strategy(),
+    amplitude_fraction=st.floats(0.01, 0.1),
+    periods=st.floats(15, 60),
+)
+def test_growth_under_a_gc_sawtooth_is_a_leak(p, amplitude_fraction, periods):
+    t, y, slope, _ = linear_leak(p)
+    amplitude = amplitude_fraction * p["rise"]
+    y = y + amplitude * ((t / (t[-1] / periods)) % 1.0)
+    leak, reason, trend = verdict(t, y)
+    assert leak, reason
+    assert abs(trend.slope - slope) <= 0.1 * slope
+
+
+@PROPERTY
+@given(p=leak_strategy(), headroom=st.floats(1 * MiB, 4096 * MiB), horizon=st.floats(60, 48 * HOUR))
+def test_projection_is_consistent_with_the_slope(p, headroom, horizon):
+    t, y, _, _ = linear_leak(p)
+    trend = fit_trend(list(t), list(y))
+    now = float(y[-1])
+    limit = now + headroom
+    ttl = trend.time_to(limit, now)
+    assert ttl is not None
+    assert math.isclose(now + trend.slope * ttl, limit, rel_tol=1e-9)
+    assert trend.time_to(now - 1, now) == 0.0
+    # Growth within an (enormous) max_growth still fails when the limit is inside the horizon.
+    leak, reason = judge(
+        trend, max_growth_per_hour=1e18, memory_limit=limit, horizon_seconds=horizon, current=now
+    )
+    assert leak == (ttl <= horizon), reason
+    assert "within max_growth" in reason and "reaches" in reason
+    if not leak:
+        assert "beyond the" in reason
+
+
+@PROPERTY
+@given(p=leak_strategy())
+def test_growth_below_max_growth_is_not_a_leak(p):
+    t, y, slope, _ = linear_leak(p)
+    leak, reason, trend = verdict(t, y, max_growth=3 * slope * HOUR)
+    assert trend.persistent
+    assert not leak, reason
+    assert "within max_growth" in reason
+
+
+def test_iterations_as_t_give_bytes_per_iteration():
+    iterations = np.arange(0, 5000, 10)
+    y = 80 * MiB + 1000.0 * iterations + np.random.default_rng(1).normal(0, 20 * KiB, len(iterations))
+    trend = fit_trend(list(iterations), list(y))
+    assert trend.persistent
+    assert abs(trend.slope - 1000.0) < 20
+
+
+# -- the reason reads well ---------------------------------------------------------------
+
+
+def test_reason_names_rate_bound_persistence_and_time_to_limit():
+    slope = 2.3 * MiB / HOUR  # noise-free, so the lower bound equals the slope
+    t = np.arange(0, 600, 0.5)
+    y = 100 * MiB + slope * t
+    trend = fit_trend(list(t), list(y))
+    now = float(y[-1])
+    ttl = 5 * HOUR + 12 * 60 + 30
+    limit = now + slope * ttl
+    leak, reason = judge(trend, max_growth_per_hour=0, memory_limit=limit, horizon_seconds=24 * HOUR, current=now)
+    assert leak
+    assert re.fullmatch(
+        r"grows 2\.3 MiB/h \(95% lower bound 2\.3 MiB/h\), persists in the last third; "
+        r"reaches [0-9.]+ MiB in 5 h 12 min",
+        reason,
+    ), reason
+
+
+def test_reason_for_a_plateau_and_for_flat_memory():
+    t = np.arange(0, 300, 0.5)
+    y = 100 * MiB + 50 * MiB * np.minimum(t / 180, 1.0)
+    leak, reason, trend = verdict(t, y)
+    assert not leak and trend.plateaued
+    assert reason.startswith("plateaued: +"), reason
+    assert "in the last third" in reason
+    leak, reason, _ = verdict(t, np.full_like(t, 100 * MiB))
+    assert not leak and reason.startswith("flat: +0 B/h"), reason
+
+
+def test_count_units_are_formatted_as_counts():
+    t = np.arange(200.0)
+    trend = fit_trend(list(t), list(1000 + 3.0 * t))
+    leak, reason = judge(
+        trend, max_growth_per_hour=0, memory_limit=None, horizon_seconds=None, current=1600, unit="blocks"
+    )
+    assert leak and reason.startswith("grows 10,800 blocks/h"), reason
+
+
+# -- edges -------------------------------------------------------------------------------
+
+
+def test_too_few_points_give_no_verdict():
+    trend = fit_trend([0, 1, 2, 3], [0, 10, 20, 30])
+    assert not trend.sufficient and not trend.persistent
+    leak, reason = judge(trend, max_growth_per_hour=0, memory_limit=100, horizon_seconds=1e9, current=30)
+    assert not leak and reason.startswith("too few samples")
+    assert fit_trend([], []).n == 0
+    assert MIN_POINTS >= 3
+
+
+def test_bad_input_is_rejected_or_cleaned():
+    with pytest.raises(ValueError, match="length"):
+        fit_trend([1, 2], [1])
+    with pytest.raises(ValueError, match="warmup_fraction"):
+        fit_trend([1, 2], [1, 2], warmup_fraction=1.0)
+    with pytest.raises(ValueError, match="confidence"):
+        fit_trend([1, 2], [1, 2], confidence=1.0)
+    t = list(range(100))
+    y = [float(v) * 10 for v in t]
+    y[50] = math.nan
+    shuffled = list(zip(t, y, strict=False))[::-1]
+    trend = fit_trend([a for a, _ in shuffled], [b for _, b in shuffled])
+    assert trend.n == 89  # 99 finite points minus the first 10% of the span
+    assert math.isclose(trend.slope, 10.0)
+
+
+def test_fit_of_20000_points_is_fast():
+    rng = np.random.default_rng(7)
+    t = list(np.arange(20000) * 0.1)
+    y = list(100 * MiB + 500.0 * np.arange(20000) + rng.normal(0, 1 * MiB, 20000))
+    best = math.inf
+    for _ in range(3):
+        start = time.perf_counter()
+        fit_trend(t, y)
+        best = min(best, time.perf_counter() - start)
+    assert best < 0.1, f"fit took {best * 1000:.1f} ms"
