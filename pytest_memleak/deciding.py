@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+SMALL_BLOCK = 512  # pymalloc serves requests up to this size; larger ones go to malloc
 RSS_NOISE = 64 * 1024  # RSS steps below this per run are fragmentation and page noise, not leaks
 
 
@@ -95,7 +96,11 @@ def decide_heap(
             continue
         counts = site_counts.get(site) if site_counts is not None else None
         if counts is not None and counts[-1] > counts[0] and not real:
-            continue
+            # The free-list artifact concerns small objects only; big buffers (numpy arrays,
+            # anything malloc'd past pymalloc's 512-byte limit) never raise the block count.
+            grown_bytes, grown_blocks = values[-1] - values[0], counts[-1] - counts[0]
+            if grown_bytes <= SMALL_BLOCK * grown_blocks:
+                continue
         rate = latest_rate(values, runs_per_step)
         if rate > 0:
             persistent[site] = rate
@@ -120,7 +125,7 @@ def decide_native(
     """Native memory (RSS growth not explained by the Python heap) must persist and exceed its budget."""
     if budget is None or len(rss_values) != len(heap_values) or len(rss_values) < 3:
         return False, 0.0
-    native = [r - h for r, h in zip(rss_values, heap_values)]
+    native = [r - h for r, h in zip(rss_values, heap_values, strict=True)]
     # RSS moves in pages and creeps from fragmentation: a step must exceed the noise floor.
     if not persists(native, noise=RSS_NOISE * runs_per_step):
         return False, 0.0

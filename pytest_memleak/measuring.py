@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import gc
 import os
-import sys
 import re
+import sys
 import tempfile
 import threading
 from array import array
+from typing import Any
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 _HAVE_PROC = os.path.exists("/proc/self/statm")
 _process = None
 
 
-def _psutil_process():  # type: ignore[no-untyped-def]
+def _psutil_process() -> Any:
     global _process
     if _process is None:
         import psutil
@@ -82,7 +83,8 @@ class HeapMeter:
     _PATTERN = re.compile(rb"# bytes in allocated blocks\s*=\s*([\d,]+)")
 
     def __init__(self) -> None:
-        self._scratch = tempfile.TemporaryFile() if hasattr(sys, "_debugmallocstats") else None
+        # kept open for the session (one constant descriptor), closed by close()
+        self._scratch = tempfile.TemporaryFile() if hasattr(sys, "_debugmallocstats") else None  # noqa: SIM115
         self._mallinfo = _mallinfo2()
 
     def __call__(self) -> int:
@@ -97,7 +99,7 @@ class HeapMeter:
         saved = os.dup(2)
         try:
             os.dup2(scratch.fileno(), 2)
-            sys._debugmallocstats()  # type: ignore[attr-defined]
+            sys._debugmallocstats()
         finally:
             os.dup2(saved, 2)
             os.close(saved)
@@ -117,7 +119,7 @@ class HeapMeter:
             self._scratch = None
 
 
-def _mallinfo2():  # type: ignore[no-untyped-def]
+def _mallinfo2() -> Any:
     try:
         import ctypes
 

@@ -219,7 +219,7 @@ def resolve_session(config: pytest.Config, environ: Mapping[str, str] | None = N
         candidates: Iterable[tuple[Any, str, str]] = (
             (cli_value, "the command line", labels[0]),
             (env.get(labels[1]), "the environment", labels[1]),
-            (_ini_raw(config, labels[2]), f"the ini file {config.inifile or ''}".rstrip(), labels[2]),
+            (_ini_raw(config, labels[2]), f"the ini file {config.inipath or ''}".rstrip(), labels[2]),
         )
         for raw, source, label in candidates:
             if raw is not None:

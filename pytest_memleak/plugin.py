@@ -37,10 +37,11 @@ def pytest_configure(config: pytest.Config) -> None:
     session = MemleakSession(config, sources)
     config.stash[SESSION_KEY] = session
     config.pluginmanager.register(session, "memleak-session")
-    from . import fixtures
+    from . import fixtures, watch
 
-    if not config.pluginmanager.is_registered(fixtures):
-        config.pluginmanager.register(fixtures, "memleak-fixtures")
+    for module, name in ((fixtures, "memleak-fixtures"), (watch, "memleak-watch")):
+        if not config.pluginmanager.is_registered(module):
+            config.pluginmanager.register(module, name)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

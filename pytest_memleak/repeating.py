@@ -27,6 +27,7 @@ from .results import CLEAN, INCONCLUSIVE, LEAK, Finding, LeakResult
 from .units import format_size
 
 STEPS = 6  # checkpoints of the confirmation window (plus its start)
+MAX_WINDOW_GROWTH = 64 * 1024 * 1024  # no longer window when it would retain more than this
 MAX_WINDOW_RUNS = 1024  # the longest untraced window: about 2,000 runs in all, enough for fills seen in the wild
 
 
@@ -60,6 +61,7 @@ class Runner:
     _sections: int = 0
     _props: int = 0
     _log: list[Any] = field(default_factory=list)
+    resources_before: Any = None  # what was alive when the last confirmation window began
 
     def __post_init__(self) -> None:
         self._sections = len(getattr(self.item, "_report_sections", ()))
@@ -140,19 +142,29 @@ class Checkpoints:
     rss: list[float] = field(default_factory=list)
     fds: list[float] = field(default_factory=list)
     threads: list[float] = field(default_factory=list)
+    processes: list[float] = field(default_factory=list)
+    tasks: list[float] = field(default_factory=list)
+    resources: Any = None  # what was alive at the first checkpoint (a resources.ResourceSnapshot)
 
     def take(self, classifier: sites.Classifier) -> None:
+        from . import native, resources
+
         measuring.collect()
         before = sys.getallocatedblocks()
         self.blocks.append(float(before - self.own_blocks))
         self.fds.append(float(measuring.open_fds()))
         self.threads.append(float(measuring.live_threads()))
+        self.processes.append(float(resources.count_children()))
+        self.tasks.append(float(resources.count_pending_tasks()))
+        native.trim()  # give freed memory back to the OS, so RSS shows what is held
         self.rss.append(float(measuring.rss()))
         self.traced.append(float(tracemalloc.get_traced_memory()[0]))
         snapshot = tracemalloc.take_snapshot()
         self.totals.append(sites.totals(snapshot, classifier))
         del snapshot
         self.types.append(_type_counts())
+        if self.resources is None:
+            self.resources = resources.ResourceSnapshot.take()
         measuring.collect()
         # What this checkpoint keeps is ours, not the test's: count it out of the next one.
         self.own_blocks += sys.getallocatedblocks() - before
@@ -213,12 +225,17 @@ def screen(run: Runner, settings: TestSettings) -> tuple[bool, measuring.Counter
 
 def confirm_window(run: Runner, classifier: sites.Classifier, steps: int, per_step: int) -> Checkpoints:
     """One confirmation window: a checkpoint, then `steps` times `per_step` runs and a checkpoint."""
+    from . import resources
+
     cps = Checkpoints()
     cps.take(classifier)
-    for _ in range(steps):
+    for step in range(steps):
         for _ in range(per_step):
             run()
+        if step == steps - 1:  # a thread or process that is finishing is not a leak
+            resources.settle(cps.resources, resources.GRACE)
         cps.take(classifier)
+    run.resources_before = cps.resources
     return cps
 
 
@@ -257,9 +274,12 @@ def judged_windows(
     if started:  # deeper stacks than the screen's one frame
         tracemalloc.stop()
         tracemalloc.start(settings.trace_frames)
+    from . import resources
+
     try:
-        run()  # warm-up under tracing
-        result = judge(nodeid, settings, confirm_window(run, classifier, steps, per_step), per_step, classifier)
+        with resources.track_task_origins():
+            run()  # warm-up under tracing
+            result = judge(nodeid, settings, confirm_window(run, classifier, steps, per_step), per_step, classifier)
     finally:
         if started:
             tracemalloc.stop()
@@ -275,6 +295,9 @@ def judged_windows(
             "and dropped are still alive, so no longer window was given for them to plateau"
         )
         return result
+    big_blocks = sum(g.total_bytes for g in result.sites) > deciding.SMALL_BLOCK * max(
+        1, sum(g.total_blocks for g in result.sites)
+    )
     began = time.perf_counter()
     window_runs = steps * per_step
     last = 0.0
@@ -283,6 +306,8 @@ def judged_windows(
         per_step *= 2
         if steps * per_step > MAX_WINDOW_RUNS or time.perf_counter() - began + 2 * last > settings.confirm_seconds:
             break
+        if result.retained_per_run * steps * per_step > MAX_WINDOW_GROWTH:
+            break  # waiting longer for a plateau would itself cost too much memory
         window_began = time.perf_counter()
         counters = measuring.Counters(steps + 1)
         counters.measure()
@@ -294,20 +319,25 @@ def judged_windows(
         windows += 1
         window_runs = steps * per_step
         block_values = counters.values("blocks")
-        if not deciding.persists(block_values):
+        # malloc'd buffers (numpy arrays, anything past 512 bytes) never move pymalloc's block
+        # count: where the retaining sites allocate big blocks, heap bytes (mallinfo) answer.
+        signal = counters.values("heap") if big_blocks else block_values
+        if not deciding.persists(signal):
             result.status = CLEAN
             result.reason = (
                 f"growth stopped after {run.runs} runs: a fill that plateaus, not a leak "
-                f"(allocated blocks every {per_step} runs: {[int(d) for d in deciding.steps(block_values)]})"
+                f"({'heap bytes' if big_blocks else 'allocated blocks'} every {per_step} runs: "
+                f"{[int(d) for d in deciding.steps(signal)]})"
             )
             result.findings = [f for f in result.findings if f.kind not in ("heap", "site")]
             if result.findings:
                 result.status = LEAK
                 result.reason = result.findings[0].message
             return result
-    result.details.append(
-        f"confirmation: {windows} windows; growth persisted in every one, the last of {window_runs} runs"
-    )
+    if windows > 1:
+        result.details.append(
+            f"confirmation: {windows} windows; growth persisted in every one, the last of {window_runs} runs"
+        )
     return result
 
 
@@ -356,10 +386,16 @@ def judge(
                     f"site {site} retained {format_size(rate)}/run (per-site budget {format_size(settings.per_site or 0)}/run)",
                 )
             )
-    for kind, values, allowed in (("fds", cps.fds, settings.fds), ("threads", cps.threads, settings.threads)):
+    nouns = {"fds": "open file descriptors", "threads": "live threads", "processes": "child processes", "tasks": "pending asyncio tasks"}
+    for kind, values, allowed in (
+        ("fds", cps.fds, settings.fds),
+        ("threads", cps.threads, settings.threads),
+        ("processes", cps.processes, settings.processes),
+        ("tasks", cps.tasks, settings.tasks),
+    ):
         leaking, per_run = deciding.decide_count(values, window_runs, allowed)
         if leaking:
-            noun = "open file descriptors" if kind == "fds" else "live threads"
+            noun = nouns[kind]
             findings.append(
                 Finding(kind, per_run, allowed, "", f"{noun} grew by {values[-1] - values[0]:.0f} over {window_runs} runs ({per_run:+.2f}/run, allowed {allowed}/run)")
             )
@@ -394,6 +430,8 @@ def judge(
             "rss": cps.rss,
             "fds": cps.fds,
             "threads": cps.threads,
+            "processes": cps.processes,
+            "tasks": cps.tasks,
         }
     )
     return result

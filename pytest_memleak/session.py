@@ -39,7 +39,8 @@ class ResultStore:
             if status in (LEAK, INCONCLUSIVE):
                 self.notable.append({"nodeid": data["nodeid"], "status": status, "reason": data["reason"]})
         if self._file is None:
-            self._file = tempfile.TemporaryFile("w+", encoding="utf-8", prefix="memleak-results-")
+            # open for the whole session: results stream here, closed in pytest_unconfigure
+            self._file = tempfile.TemporaryFile("w+", encoding="utf-8", prefix="memleak-results-")  # noqa: SIM115
         self._file.write(json.dumps({"kind": kind, "data": data}) + "\n")
 
     def iter(self, kind: str) -> Any:
@@ -89,7 +90,10 @@ class MemleakSession:
         """Validate every marker at collection, so a typo fails the run before any test runs."""
         for item in items:
             options.validate_simple_marker(item, "no_memleak")
-            options.validate_simple_marker(item, "soak")
+            if item.get_closest_marker("soak") is not None:
+                from . import soak
+
+                soak.soak_config(item, self.sources)
             if item.get_closest_marker("memleak") is not None or self.enabled:
                 item.stash[SETTINGS_KEY] = options.settings_for(item, self.sources)
 
@@ -170,6 +174,10 @@ class MemleakSession:
             raise
         except Exception as exc:  # the plugin must never break the suite
             return LeakResult(item.nodeid, INCONCLUSIVE, f"measurement failed: {type(exc).__name__}: {exc}")
+        if result.leaked:
+            from . import diagnose
+
+            diagnose.explain(result, run, self.report_dir, run.resources_before, None)
         if result.leaked and settings.flamegraph != "none" or settings.flamegraph == "all" and result.status == CLEAN:
             self._flamegraph(item, result, run, settings)
         return result
@@ -177,6 +185,10 @@ class MemleakSession:
     def _before_measuring(self) -> None:
         """Collect the session's garbage once, then freeze the heap so each run's collection is cheap."""
         self.measured += 1
+        if self.measured == 1:
+            from . import resources
+
+            resources.prepare()  # psutil imported now, not inside a measured window
         if self.froze and self.measured % REFREEZE_EVERY == 0:
             gc.unfreeze()
         gc.collect()

@@ -14,7 +14,7 @@ import os
 import sys
 import sysconfig
 import tracemalloc
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -123,15 +123,35 @@ def raw_traces(snapshot: tracemalloc.Snapshot) -> Iterable[tuple[int, RawFrames]
         yield trace.size, tuple((f.filename, f.lineno) for f in reversed(trace.traceback))
 
 
-def totals(snapshot: tracemalloc.Snapshot, classifier: Classifier) -> SiteTotals:
+def totals(
+    snapshot: tracemalloc.Snapshot,
+    classifier: Classifier,
+    adjust: Callable[[RawFrames], RawFrames] | None = None,
+) -> SiteTotals:
+    """Bytes and blocks per site. Traces are grouped by their traceback first.
+
+    The snapshots are taken while tracing, and under tracemalloc every int a loop creates is a
+    traced allocation: charging each trace to its site one by one ran 50 to 100 times slower
+    than untraced. Grouping costs a tuple hash and a list append per trace and makes no ints;
+    the site is then found once per distinct traceback. ``adjust`` may rewrite a traceback
+    before attribution (the fixtures charge their own buffers to the caller).
+    """
+    groups: dict[RawFrames, list[int]] = {}
+    for size, frames in raw_traces(snapshot):
+        try:
+            groups[frames].append(size)
+        except KeyError:
+            groups[frames] = [size]
     out = SiteTotals()
     sizes, counts, stacks = out.sizes, out.counts, out.stacks
-    for size, frames in raw_traces(snapshot):
+    for frames, group in groups.items():
+        if adjust is not None:
+            frames = adjust(frames)
         site = classifier.site_of(frames)
         if site is None:
             continue
-        sizes[site] = sizes.get(site, 0) + size
-        counts[site] = counts.get(site, 0) + 1
+        sizes[site] = sizes.get(site, 0) + sum(group)
+        counts[site] = counts.get(site, 0) + len(group)
         if site not in stacks:
             stacks[site] = frames
     return out

@@ -63,6 +63,16 @@ def test_traced_count_growth_without_real_growth_is_the_free_list_artifact() -> 
     assert deciding.decide_heap({"d.py:4": traced_bytes}, real_blocks=rising_real, **common).leaking  # type: ignore[arg-type]
 
 
+def test_big_buffers_need_no_block_growth() -> None:
+    # numpy arrays and other buffers past 512 bytes are malloc'd: pymalloc's block count is flat
+    mib = 1 << 20
+    buffers = [float(i * 4 * mib) for i in range(7)]
+    verdict = deciding.decide_heap(
+        {"np.py:5": buffers}, 4, 0, site_counts={"np.py:5": [float(i * 4) for i in range(7)]}, real_blocks=[10.0] * 7
+    )
+    assert verdict.leaking and verdict.retained_per_run == mib
+
+
 def test_bytes_growing_at_a_steady_count_needs_no_block_growth() -> None:
     growing_string = [100.0 + 16 * i for i in range(7)]
     verdict = deciding.decide_heap(

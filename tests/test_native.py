@@ -237,12 +237,6 @@ def test_ctypes_malloc_leak_is_caught_with_rss_evidence(e2e: str):
     assert "LEAK test_e2e.py::test_malloc_leak - native memory grew" in e2e
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="core: deciding.decide_heap drops a site whose traced count rises unless the pymalloc "
-    "block count rises in every step; numpy buffers are malloc'd (traced via PyTraceMalloc_Track), "
-    "not pymalloc blocks, so a 2 MiB/run leak passes whenever one step shows no new block",
-)
 def test_numpy_buffer_leak_is_caught_with_rss_evidence(e2e: str):
     out = section(e2e, "test_numpy_leak")
     # numpy reports its buffers to tracemalloc: the leak is on the Python heap, with its site
@@ -252,12 +246,10 @@ def test_numpy_buffer_leak_is_caught_with_rss_evidence(e2e: str):
     assert growth and float(growth.group(1)) >= 2.0, out
 
 
-@pytest.mark.xfail(strict=False, reason="waiting for wiring: diagnose.explain in repeating")
 def test_ctypes_malloc_leak_says_memray_cannot_see_it(e2e: str):
     assert "memray could not see this allocation" in section(e2e, "test_malloc_leak")
 
 
-@pytest.mark.xfail(strict=False, reason="waiting for wiring: diagnose.explain in repeating")
 def test_c_library_leak_is_attributed_to_its_function(e2e: str, leaky_library: Path):
     out = section(e2e, "test_library_leak")
     assert "memray native stacks still alive" in out

@@ -350,19 +350,16 @@ def test_joined_threads_and_closed_files_pass(e2e: str):
     assert "3 failed, 2 passed" in e2e
 
 
-@pytest.mark.xfail(strict=False, reason="waiting for wiring: diagnose.explain in repeating")
 def test_a_leaked_thread_is_described(e2e: str):
     out = section(e2e, "test_thread_leak")
     assert re.search(r"\d+ × thread 'poller' \(daemon\) running threading\.Event\.wait, now at threading\.py:\d+ in wait", out), out
 
 
-@pytest.mark.xfail(strict=False, reason="waiting for wiring: diagnose.explain in repeating")
 def test_a_leaked_descriptor_is_described(e2e: str):
     out = section(e2e, "test_fd_leak")
     assert re.search(r"\d+ × fd [\d, .]+.* -> \S+test_e2e\.py \(read\), held by <_io\.TextIOWrapper", out), out
 
 
-@pytest.mark.xfail(strict=False, reason="waiting for wiring: tasks counts in Checkpoints/judge and diagnose.explain")
 def test_a_pending_task_is_caught_and_described(e2e: str):
     out = section(e2e, "test_task_leak")
     assert re.search(r"tasks? .*grew by \d+", out), out

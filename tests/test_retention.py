@@ -244,7 +244,6 @@ def test_registry_leak():
 '''
 
 
-@pytest.mark.xfail(strict=False, reason="waiting for wiring: diagnose.explain in repeating")
 def test_a_retention_path_names_the_global(tmp_path: Path):
     (tmp_path / "test_e2e.py").write_text(E2E_SOURCE)
     done = subprocess.run(

@@ -20,55 +20,7 @@ from pytest_memleak import soak
 from pytest_memleak.options import Sources
 from pytest_memleak.results import CLEAN, LEAK, NO_VERDICT, SoakResult
 
-# Until plugin.py wires soak tests, a plugin module stands in for it and the real plugin is kept
-# out with -p no:memleak. To use the real plugin instead: make use_standin() `return []` -- one
-# line. OBSERVER (a conftest) stays either way: it records what the call reports carry.
-STANDIN_PLUGIN = r'''
-import pytest
-from pytest_memleak import soak
-from pytest_memleak.options import BY_NAME, MARKERS_BY_NAME, Sources, parse_setting
-
-RESULTS = []
-SOURCES = pytest.StashKey()
-
-
-def pytest_addoption(parser):
-    parser.addoption("--memleak-soak-duration", dest="memleak_soak_duration", default=None)
-
-
-def pytest_configure(config):
-    marker = MARKERS_BY_NAME["soak"]
-    config.addinivalue_line("markers", f"{marker.signature}: {marker.help}")
-    setting = BY_NAME["soak_duration"]
-    raw = config.getoption("memleak_soak_duration")
-    value = None if raw is None else parse_setting(setting, raw, "the command line", setting.cli)
-    config.stash[SOURCES] = Sources(values={"soak_duration": value}, origin={"soak_duration": "cli"})
-
-
-def pytest_collection_modifyitems(items):
-    for item in items:
-        if item.get_closest_marker("soak") is not None:
-            soak.soak_config(item, item.config.stash[SOURCES])  # bad markers fail before any test runs
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_protocol(item, nextitem):
-    if item.get_closest_marker("soak") is None:
-        return None
-    result = soak.run_soak_protocol(item, nextitem, item.config.stash[SOURCES], item.config.rootpath / "reports")
-    if result is not None:
-        RESULTS.append(result)
-    return True
-
-
-def pytest_terminal_summary(terminalreporter):
-    lines = soak.summary_lines(RESULTS)
-    if lines:
-        terminalreporter.write_sep("=", "memleak soak")
-        for line in lines:
-            terminalreporter.write_line(line)
-'''
-
+# OBSERVER (a conftest) records what the call reports carry, as pytest-xdist would ship them.
 OBSERVER = r'''
 import json
 
@@ -88,15 +40,9 @@ def pytest_sessionfinish(session):
 '''
 
 
-def use_standin(pytester: pytest.Pytester) -> list[str]:
-    """Write the stand-in plugin; return the pytest arguments that load it instead of the real one."""
-    pytester.makepyfile(memleak_standin=STANDIN_PLUGIN)
-    return ["-p", "no:memleak", "-p", "memleak_standin"]
-
-
 def setup_run(pytester: pytest.Pytester) -> list[str]:
     pytester.makeconftest(OBSERVER)
-    return ["-p", "no:cacheprovider", *use_standin(pytester)]
+    return ["-p", "no:cacheprovider"]
 
 
 def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:

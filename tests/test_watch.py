@@ -133,7 +133,6 @@ def test_the_fixture_fails_a_test_whose_object_survives(pytester: pytest.Pyteste
     assert not re.search(r"(FAILED|ERROR) \S+::test_released", out), out
 
 
-@pytest.mark.xfail(strict=False, reason="waiting for wiring: plugin.py to register pytest_memleak.watch")
 def test_the_fixture_is_available_without_p(pytester: pytest.Pytester):
     pytester.makepyfile("def test_x(mem_watch):\n    mem_watch(object.__new__(type('T', (), {})), 'w')\n")
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
