@@ -1,0 +1,211 @@
+"""Fixtures of the chat soaks: one ``ChatService`` per soak, driven at a paced request rate.
+
+A soak test asks for the ``chat`` fixture and names its leak pattern(s) with the ``chat``
+marker; this conftest parametrizes it into a LEAKY and a FIXED variant (the variant is the
+callspec id, so ``soak.scenario_variant`` reports scenario = the test's name, variant =
+leaky/fixed) and sets ``expect_leak`` on each::
+
+    @pytest.mark.chat("registry")
+    def test_registry(chat):
+        chat.step()
+
+``chat.step()`` is one ``workload.step(service, chat.requests)`` followed by a pause that holds
+the soak to its request rate. The service lives in the test's own ``tmp_path``, on the
+workload's simulated clock, and is closed at teardown.
+
+Why a paced rate. Unpaced, a LEAKY variant grows as fast as the CPU serves requests: the
+all-patterns soak would take ~700 MiB in 10 s, and gigabytes in the nightly 5-minute soak.
+Pacing fixes the traffic instead (:data:`MAX_RATE` requests per second), and caps it per
+scenario so that the LEAKY variant, at the retention per request measured by
+``python -m scenarios.chat.measure`` (:data:`LEAK_PER_REQUEST`), gathers at most
+:data:`MEMORY_BUDGET` over the soak's effective duration (after ``--memleak-soak-duration``):
+below the 500 MiB ``memory_limit``, so the time to it is a projection, not an accident. The
+FIXED twin serves the same traffic. A paced soak also means the same number of requests on a
+fast laptop and on a slow CI runner, so the FIXED fill lands in the warm-up on both (unless
+the machine cannot keep up: then it simply runs flat out).
+
+Time is compressed: a request advances the simulated clock by 5 s, so at 2,500 requests per
+second one wall second is ~3.5 simulated hours, and the growth per hour and time to the
+memory limit in the summary are wall-clock figures of that accelerated service.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from pytest_memleak import measuring, options, soak
+from pytest_memleak.snapshots import trim
+from scenarios.chat import PATTERNS, ChatConfig, ChatService, MemoryManager, Workload
+
+KiB = 1024
+MiB = 1024 * KiB
+
+MAX_RATE = 2500.0  # requests per second; one step of 50 takes ~5 ms of CPU here
+REQUESTS_PER_STEP = 50
+MEMORY_BUDGET = 200 * MiB  # what a LEAKY variant may gather over one soak
+
+#: RSS retained per request by each LEAKY pattern, long run (``python -m scenarios.chat.measure
+#: --steps 1500 --warmup 100``, 50 requests per step, divided by 50, rounded up).
+LEAK_PER_REQUEST: dict[str, int] = {
+    "registry": 850,
+    "history": 950,
+    "sessions": 1550,
+    "tenant_cache": 230,
+    "vector_store": 2600,
+    "queue": 360,
+    "embeddings": 4000,
+    "connections": 1800,
+}
+
+VARIANTS = ("leaky", "fixed")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "chat(*patterns, variants=('leaky', 'fixed'), requests=50, rate=None): a chat-service "
+        "soak over the named leak patterns (scenarios.chat.PATTERNS); the chat fixture builds "
+        "it; each variant becomes a parameter: leaky (expect_leak=True), fixed "
+        "(expect_leak=False) or managed (leaky under a MemoryManager, expect_leak=False)",
+    )
+
+
+@dataclass(frozen=True)
+class ChatScenario:
+    """What the ``chat`` fixture builds for one parameter of a ``chat``-marked test."""
+
+    patterns: tuple[str, ...]
+    variant: str  # "leaky", "fixed" or "managed"
+    requests: int = REQUESTS_PER_STEP
+    rate: float | None = None  # requests per second before the budget cap; None: MAX_RATE
+    seed: int = 1
+
+    @property
+    def expect_leak(self) -> bool:
+        return self.variant == "leaky"
+
+    def config(self) -> ChatConfig:
+        return ChatConfig.fixed() if self.variant == "fixed" else ChatConfig.leaky_only(*self.patterns)
+
+    @property
+    def leak_per_request(self) -> int:
+        return sum(LEAK_PER_REQUEST[p] for p in self.patterns)
+
+    def paced_rate(self, duration: float) -> float:
+        """Requests per second for a soak of ``duration`` seconds (see the module docstring)."""
+        rate = self.rate or MAX_RATE
+        return min(rate, MEMORY_BUDGET / (self.leak_per_request * duration))
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    marker = metafunc.definition.get_closest_marker("chat")
+    if marker is None or "chat_scenario" not in metafunc.fixturenames:
+        return
+    patterns = tuple(marker.args) or PATTERNS
+    unknown = [p for p in patterns if p not in PATTERNS]
+    if unknown:
+        raise pytest.UsageError(
+            f"@pytest.mark.chat on {metafunc.definition.nodeid}: unknown pattern(s) {unknown}; "
+            f"expected some of {', '.join(PATTERNS)}"
+        )
+    kwargs = dict(marker.kwargs)
+    variants = tuple(kwargs.pop("variants", VARIANTS))
+    params = []
+    for variant in variants:
+        scenario = ChatScenario(patterns, variant, **kwargs)
+        marks = [pytest.mark.soak(expect_leak=scenario.expect_leak)]
+        params.append(pytest.param(scenario, id=variant, marks=marks))
+    metafunc.parametrize("chat_scenario", params)
+
+
+class ChatSoak:
+    """A running service, its workload and the pace of one soak (the test body's handle)."""
+
+    def __init__(
+        self,
+        scenario: ChatScenario,
+        service: ChatService,
+        workload: Workload,
+        rate: float,
+        memory: MemoryManager | None = None,
+    ) -> None:
+        self.scenario = scenario
+        self.service = service
+        self.workload = workload
+        self.requests = scenario.requests
+        self.rate = rate
+        self.memory = memory
+        self.period = scenario.requests / rate  # seconds per step
+        self._next: float | None = None
+
+    def step(self) -> None:
+        """One step of the workload, then wait for this step's slot at the soak's rate.
+
+        A machine that falls behind does not catch up in bursts: the schedule restarts from now.
+        """
+        self.workload.step(self.service, self.requests)
+        now = time.perf_counter()
+        if self._next is None or self._next < now - self.period:
+            self._next = now
+        self._next += self.period
+        delay = self._next - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+
+
+def soak_duration(item: pytest.Item) -> float:
+    """The duration the soak runner will use for ``item`` (its marker, or the override)."""
+    return soak.soak_config(item, options.resolve_session(item.config)).duration
+
+
+@pytest.fixture
+def chat_scenario() -> ChatScenario:  # replaced by the chat marker's parametrization
+    raise pytest.UsageError("the chat fixture needs @pytest.mark.chat(pattern, ...) on the test")
+
+
+@pytest.fixture
+def chat(request: pytest.FixtureRequest, chat_scenario: ChatScenario, tmp_path: Path) -> Iterator[ChatSoak]:
+    scenario = chat_scenario
+    duration = soak_duration(request.node) if request.node.get_closest_marker("soak") else 10.0
+    rate = scenario.paced_rate(duration)
+    # Start from a settled process: the previous soak's freed memory goes back to the OS first,
+    # so this soak's RSS shows its own fill (FIXED) or growth (LEAKY), not a reuse of it.
+    measuring.collect()
+    trim()
+    memory = None
+    if scenario.variant == "managed":
+        # seed 003's thresholds, above the baseline taken now; checked every 50 ms on a thread
+        memory = MemoryManager(warning=MANAGED_WARNING, critical=MANAGED_CRITICAL, interval=0.05)
+    workload = Workload(seed=scenario.seed)
+    service = ChatService(scenario.config(), tmp_path / "chat.db", clock=workload.clock, memory=memory)
+    handle = ChatSoak(scenario, service, workload, rate, memory)
+    if memory is not None:
+        memory.start()
+    try:
+        yield handle
+    finally:
+        if memory is not None:
+            memory.stop()
+        service.close()
+        measuring.collect()
+        trim()
+    if memory is not None:
+        check_managed(memory)
+
+
+MANAGED_WARNING = 30 * MiB
+MANAGED_CRITICAL = 45 * MiB
+
+
+def check_managed(memory: MemoryManager) -> None:
+    """A managed soak only counts if the manager really acted: warned, cleaned up, refused loads."""
+    assert memory.cleanups > 0, f"the memory manager never ran its cleanup (peak {memory.peak / MiB:.1f} MiB)"
+    assert memory.rejections > 0, (
+        f"the memory manager never refused a load (peak {(memory.peak - memory.baseline) / MiB:.1f} MiB "
+        f"over the baseline, critical at +{memory.critical / MiB:.0f} MiB): the soak did not reach pressure"
+    )
