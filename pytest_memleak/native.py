@@ -158,14 +158,9 @@ def _frame_text(fn: str, filename: str, line: int) -> str | None:
 
 
 def _short_path(filename: str) -> str:
-    for marker in ("site-packages" + os.sep, "dist-packages" + os.sep):
-        if marker in filename:
-            return filename.split(marker, 1)[1]
-    with contextlib.suppress(ValueError):
-        rel = os.path.relpath(filename)
-        if not rel.startswith(".."):
-            return rel
-    return filename
+    from .sites import short_path
+
+    return short_path(filename)
 
 
 def _stack_line(frames: Sequence[tuple[str, str, int]], limit: int = 8) -> str:

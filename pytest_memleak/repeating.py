@@ -27,6 +27,7 @@ from .results import CLEAN, INCONCLUSIVE, LEAK, Finding, LeakResult
 from .units import format_size
 
 STEPS = 6  # checkpoints of the confirmation window (plus its start)
+STOPPED_FRACTION = 0.1  # growth under this share of the traced rate means a fill has stopped
 MAX_WINDOW_GROWTH = 64 * 1024 * 1024  # no longer window when it would retain more than this
 MAX_WINDOW_RUNS = 1024  # the longest untraced window: about 2,000 runs in all, enough for fills seen in the wild
 
@@ -322,7 +323,10 @@ def judged_windows(
         # malloc'd buffers (numpy arrays, anything past 512 bytes) never move pymalloc's block
         # count: where the retaining sites allocate big blocks, heap bytes (mallinfo) answer.
         signal = counters.values("heap") if big_blocks else block_values
-        if not deciding.persists(signal):
+        # A fill has clearly stopped when the latest half of the window grows at under a tenth
+        # of the traced rate; one flat step (noise) does not clear a leak.
+        reference = result.retained_per_run if big_blocks else sum(g.blocks_per_run for g in result.sites)
+        if deciding.latest_rate(signal, per_step) <= STOPPED_FRACTION * reference:
             result.status = CLEAN
             result.reason = (
                 f"growth stopped after {run.runs} runs: a fill that plateaus, not a leak "

@@ -336,16 +336,9 @@ def _frame_line(filename: str, lineno: int, func: str) -> str:
 
 
 def _short(filename: str) -> str:
-    if filename.startswith(_STDLIB):
-        return filename[len(_STDLIB) :]
-    for marker in ("site-packages" + os.sep, "dist-packages" + os.sep):
-        if marker in filename:
-            return filename.split(marker, 1)[1]
-    with contextlib.suppress(ValueError):
-        rel = os.path.relpath(filename)
-        if not rel.startswith(".."):
-            return rel
-    return filename
+    from .sites import short_path
+
+    return short_path(filename)
 
 
 def _stack_of(frame: Any, limit: int = STACK_FRAMES) -> tuple[str, ...]:

@@ -20,12 +20,20 @@ Lines of the JSONL file, each an object with a ``kind``:
   Nth sample, else null), ``fds``, ``threads`` (Python), ``os_threads``, ``throughput``
   (iterations per second since the previous sample), ``gc_ms`` (time of the collection);
 * ``end`` -- the body stopped the soak: ``outcome`` is failed, skipped or interrupted;
+* ``guard`` -- the memory guard stopped the soak early (see below): what it read and its limit;
 * ``verdict`` -- last line of a completed soak: status, reason, rates.
 
 The verdict fits :func:`pytest_memleak.trend.fit_trend` to RSS and to the Python heap (traced
 bytes when tracemalloc was already tracing, else allocated blocks; a block counts as at least
 :data:`MIN_BLOCK_BYTES` bytes when compared with ``max_growth``). A leak on either series
 counts, and ``SoakResult.leaked_metrics`` says which.
+
+The memory guard (:mod:`pytest_memleak.guard`): with an explicit ``memory_limit`` the loop
+compares RSS with it, and under a container's cgroup memory limit it compares the cgroup's
+working set with that limit, per sample and at most every :data:`GUARD_EVERY` seconds between
+samples. At ``limit - memory_margin`` (default 10% of the limit) the loop stops, takes a last
+sample, and judges the trend it has: the test fails with that evidence ("stopped by the memory
+guard"), and the verdict line is written, instead of the process being killed.
 
 Scenario and variant (for the summary table) come from the test's name: the callspec id of a
 parametrized test is the variant and its function name without ``test_`` the scenario;
@@ -37,7 +45,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import hashlib
 import json
 import math
 import os
@@ -57,6 +64,7 @@ from typing import Any
 import pytest
 from _pytest.runner import call_and_report, show_test_item
 
+from . import guard as memory_guard
 from . import options
 from .results import CLEAN, INCONCLUSIVE, LEAK, NO_VERDICT, SoakResult
 from .trend import Trend, fit_trend, judge
@@ -77,7 +85,9 @@ DEFAULTS: dict[str, Any] = {
     "horizon": "24h",
     "warmup": "10%",
     "expect_leak": None,
+    "memory_margin": memory_guard.DEFAULT_MARGIN,
 }
+GUARD_EVERY = 0.01  # seconds between the memory guard's readings between samples
 MIN_SAMPLES = 20  # below this many samples, a default or overridden sample_every scales down
 TARGET_SAMPLES = 30  # ...to give this many
 MAX_KEPT_SAMPLES = 16384  # in memory for the fit (all samples go to the file); halved when full
@@ -98,6 +108,7 @@ _FORMS = {
     "horizon": DURATION_FORM + ", or None for no projection",
     "warmup": "a fraction of the duration such as '10%', or a duration such as '5s', shorter than the duration",
     "expect_leak": "True, False or None",
+    "memory_margin": "a size such as '64 MiB', or a percentage of the limit such as '10%', smaller than memory_limit",
 }
 
 
@@ -118,6 +129,11 @@ class SoakConfig:
     marker_duration: float
     overridden: bool  # the duration came from --memleak-soak-duration
     sample_scaled: bool  # sample_every was scaled down to give enough samples
+    memory_limit_given: bool = False  # memory_limit came from the marker: the guard watches RSS against it
+    memory_margin: str = memory_guard.DEFAULT_MARGIN  # how far below a limit the guard stops the soak
+
+    def margin(self) -> memory_guard.Margin:
+        return memory_guard.parse_margin(self.memory_margin)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -163,6 +179,9 @@ def soak_config(item: pytest.Item, sources: options.Sources | None = None) -> So
     memory_limit = parsed("memory_limit", _optional(parse_size))
     if memory_limit == 0:
         raise bad("memory_limit", "a limit of 0 B is always exceeded")
+    margin = parsed("memory_margin", memory_guard.parse_margin)
+    if memory_limit is not None and margin.size is not None and margin.size >= memory_limit:
+        raise bad("memory_margin", f"not smaller than memory_limit {format_size(memory_limit)}")
     max_growth = parsed("max_growth", _parse_rate)
     horizon = parsed("horizon", _optional(parse_duration))
     warmup_fraction = parsed("warmup", lambda v: _parse_warmup(v, marker_duration))
@@ -187,6 +206,8 @@ def soak_config(item: pytest.Item, sources: options.Sources | None = None) -> So
         marker_duration=marker_duration,
         overridden=bool(override),
         sample_scaled=scaled,
+        memory_limit_given="memory_limit" in given and memory_limit is not None,
+        memory_margin=margin.spec(),
     )
 
 
@@ -233,10 +254,10 @@ def _parse_warmup(value: Any, duration: float) -> float:
 
 
 def safe_name(nodeid: str, max_length: int = SAFE_NAME_LENGTH) -> str:
-    """A file name for a nodeid: only ``[A-Za-z0-9._-]``, bounded, with a short hash suffix."""
-    digest = hashlib.sha1(nodeid.encode("utf-8", "surrogatepass")).hexdigest()[:10]
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", nodeid).strip("._-")[:max_length].rstrip("._-")
-    return f"{stem or 'soak'}-{digest}"
+    """A file name for a nodeid (see :func:`pytest_memleak.flamegraph.safe_name`)."""
+    from .flamegraph import safe_name as file_name
+
+    return file_name(nodeid, max_len=max_length + 13)
 
 
 def samples_path(report_dir: Path, nodeid: str) -> Path:
@@ -536,6 +557,8 @@ class _Runner:
         self.last_heap_blocks = 0
         self.slow_iteration = 0.0
         last_sample_t, last_sample_iterations = 0.0, 0
+        self.guards = self._guards()
+        self.trip: memory_guard.Trip | None = None
 
         log_handlers = _log_capture_handlers(item)
         self.dropped_log_records = 0
@@ -583,6 +606,8 @@ class _Runner:
             self.last_rss, self.last_heap_blocks = rss, blocks
             self.samples += 1
             last_sample_t, last_sample_iterations = t, self.iterations
+            if self.guards:
+                self._check_guards(rss)
             progress.update(time.monotonic(), lambda: self._progress_text(t, rss), final=False)
 
         out.write(
@@ -594,6 +619,7 @@ class _Runner:
                 "python": sys.version.split()[0],
                 "heap_unit": self.heap_unit,
                 "settings": config.as_dict(),
+                "guards": [g.describe() for g in self.guards],
             }
         )
         start = time.monotonic()
@@ -603,7 +629,9 @@ class _Runner:
             take(force_objects=True, force_keep=True)
             end = start + config.duration
             next_sample = start + config.sample_every
-            while True:
+            next_guard = start + GUARD_EVERY
+            guards = self.guards
+            while self.trip is None:  # the memory guard may stop the soak at any sample
                 before = time.monotonic()
                 self.body()
                 self.iterations += 1
@@ -611,6 +639,10 @@ class _Runner:
                 self.slow_iteration = max(self.slow_iteration, now - before)
                 if now >= end:
                     break
+                if guards and now >= next_guard:  # between samples too: a fast leak fills a margin quickly
+                    next_guard = now + GUARD_EVERY
+                    if self._check_guards(probe.rss()):
+                        break
                 if now >= next_sample:
                     take()
                     next_sample += config.sample_every
@@ -620,6 +652,8 @@ class _Runner:
             take(force_objects=True, force_keep=True)
             self.elapsed = time.monotonic() - start
             outcome = "completed"
+            if self.trip is not None:
+                out.write({"kind": "guard", "t": round(self.elapsed, 6), "iterations": self.iterations, **self.trip.as_dict()})
             if out.error and not any(p.startswith("cannot write the samples") for p in self.problems):
                 self.problems.append(f"cannot write the samples to {self.path}: {out.error}")
         except BaseException as exc:
@@ -639,6 +673,8 @@ class _Runner:
                 progress.close()
         try:
             result = self._verdict()
+            if self.trip is not None:
+                self._stopped_by_guard(result, self.trip)
             self.result = result
             out.write(
                 {
@@ -648,6 +684,8 @@ class _Runner:
                         for k, v in result.to_dict().items()
                         if k not in ("t", "rss", "heap")
                     },
+                    "stopped_by": "memory guard" if self.trip is not None else None,
+                    "guard": self.trip.as_dict() if self.trip is not None else None,
                 }
             )
         finally:
@@ -665,6 +703,45 @@ class _Runner:
                 filename=str(item.path),
                 lineno=lineno + 1 if lineno is not None else 0,
             )
+
+    # -- the memory guard -------------------------------------------------------------------
+
+    def _guards(self) -> list[memory_guard.MemoryGuard]:
+        """The explicit memory_limit against RSS, and the container's cgroup limit against its working set."""
+        config = self.config
+        margin = config.margin()
+        guards = []
+        limit = config.memory_limit
+        if config.memory_limit_given and limit is not None:
+            size = min(margin.of(limit), int(limit * memory_guard.MAX_MARGIN_FRACTION))
+            guards.append(memory_guard.MemoryGuard(limit, size, source="memory_limit", metric="RSS"))
+        try:  # read where the module says at run time (a test may point it at a fake cgroup tree)
+            cgroup = memory_guard.cgroup_guard(margin, memory_guard.CGROUP_ROOT, memory_guard.PROC_SELF_CGROUP)
+        except Exception as exc:  # the guard must never be what breaks the soak
+            self.problems.append(f"memory guard: cannot read the cgroup memory limit: {type(exc).__name__}: {exc}")
+            cgroup = None
+        if cgroup is not None:
+            guards.append(cgroup)
+        return guards
+
+    def _check_guards(self, rss: float) -> bool:
+        for guard in self.guards:
+            if guard.check(rss if guard.read is None else None):
+                self.trip = guard.trip
+                return True
+        return False
+
+    def _stopped_by_guard(self, result: SoakResult, trip: memory_guard.Trip) -> None:
+        """A soak the guard stopped fails with the trend it measured, whatever the trend says."""
+        config = self.config
+        stopped = (
+            f"stopped by the memory guard after {result.duration:.1f} s of {config.duration:g} s "
+            f"({result.iterations:,} iterations): {trip.message()}"
+        )
+        if result.status != LEAK:
+            result.status = INCONCLUSIVE  # too close to the limit to go on, whatever the trend
+        result.reason = f"{stopped}; {result.reason}"
+        result.details.insert(0, f"memory guard: {trip.message()}")
 
     def _progress_text(self, t: float, rss: float) -> str:
         name = self.item.name
@@ -851,6 +928,9 @@ class _Runner:
         expect = self.config.expect_leak
         body = "\n".join(["  " + line for line in result.details + result.problems])
         name = self.item.name
+        if getattr(self, "trip", None) is not None and not (expect is True and result.status == LEAK):
+            kind = "memory leak" if result.status == LEAK else "memory limit"
+            return f"{kind} in soak {name}: {result.reason}\n{body}"
         if result.status == LEAK and expect is not True:
             return f"memory leak in soak {name}: {result.reason}\n{body}"
         if expect is True and result.status == CLEAN:

@@ -42,21 +42,26 @@ _DURATION_UNITS = {
 _NUMBER_UNIT = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([a-zA-Z]*)\s*$")
 
 
-def parse_size(value: object) -> int:
-    """Parse a byte size: an int/float of bytes or a string with a unit. Raises ValueError."""
+def _number_and_unit(value: object, what: str, units: dict[str, float] | dict[str, int]) -> tuple[float, str]:
     if isinstance(value, bool):
-        raise ValueError(f"{value!r} is not a size")
+        raise ValueError(f"{value!r} is not a {what}")
     if isinstance(value, (int, float)):
         number, unit = float(value), ""
     elif isinstance(value, str):
         match = _NUMBER_UNIT.match(value)
         if not match:
-            raise ValueError(f"{value!r} is not a size")
+            raise ValueError(f"{value!r} is not a {what}")
         number, unit = float(match.group(1)), match.group(2).lower()
     else:
-        raise ValueError(f"{value!r} is not a size")
-    if unit not in _SIZE_UNITS:
+        raise ValueError(f"{value!r} is not a {what}")
+    if unit not in units:
         raise ValueError(f"{value!r} has an unknown unit {unit!r}")
+    return number, unit
+
+
+def parse_size(value: object) -> int:
+    """Parse a byte size: an int/float of bytes or a string with a unit. Raises ValueError."""
+    number, unit = _number_and_unit(value, "size", _SIZE_UNITS)
     if not math.isfinite(number) or number < 0:
         raise ValueError(f"{value!r} is not a non-negative size")
     return int(round(number * _SIZE_UNITS[unit]))
@@ -64,19 +69,7 @@ def parse_size(value: object) -> int:
 
 def parse_duration(value: object) -> float:
     """Parse a duration in seconds: a number or a string with a unit. Raises ValueError."""
-    if isinstance(value, bool):
-        raise ValueError(f"{value!r} is not a duration")
-    if isinstance(value, (int, float)):
-        number, unit = float(value), ""
-    elif isinstance(value, str):
-        match = _NUMBER_UNIT.match(value)
-        if not match:
-            raise ValueError(f"{value!r} is not a duration")
-        number, unit = float(match.group(1)), match.group(2).lower()
-    else:
-        raise ValueError(f"{value!r} is not a duration")
-    if unit not in _DURATION_UNITS:
-        raise ValueError(f"{value!r} has an unknown unit {unit!r}")
+    number, unit = _number_and_unit(value, "duration", _DURATION_UNITS)
     seconds = number * _DURATION_UNITS[unit]
     if not math.isfinite(seconds) or seconds <= 0:
         raise ValueError(f"{value!r} is not a positive duration")

@@ -48,6 +48,7 @@ MiB = 1024 * KiB
 MAX_RATE = 2500.0  # requests per second; one step of 50 takes ~5 ms of CPU here
 REQUESTS_PER_STEP = 50
 MEMORY_BUDGET = 200 * MiB  # what a LEAKY variant may gather over one soak
+MAX_LAG = 1.0  # seconds behind schedule that the pace still makes up
 
 #: RSS retained per request by each LEAKY pattern, long run (``python -m scenarios.chat.measure
 #: --steps 1500 --warmup 100``, 50 requests per step, divided by 50, rounded up).
@@ -96,6 +97,14 @@ class ChatScenario:
     def leak_per_request(self) -> int:
         return sum(LEAK_PER_REQUEST[p] for p in self.patterns)
 
+    def expected_growth(self, duration: float) -> float:
+        """Bytes this soak is expected to take: 0 FIXED, the critical threshold managed."""
+        if self.variant == "fixed":
+            return 0.0
+        if self.variant == "managed":
+            return float(MANAGED_CRITICAL)
+        return self.leak_per_request * self.paced_rate(duration) * duration
+
     def paced_rate(self, duration: float) -> float:
         """Requests per second for a soak of ``duration`` seconds (see the module docstring)."""
         rate = self.rate or MAX_RATE
@@ -123,6 +132,29 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize("chat_scenario", params)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the soaks in the order of the memory they are expected to take: FIXED ones first,
+    then the managed one and the LEAKY ones from the smallest leak to the biggest.
+
+    A soak inherits the heap its predecessors freed. After a big LEAKY soak that heap is
+    hundreds of MiB wide and fragmented: a FIXED service keeps faulting freed pages back in as
+    its allocations wander over it (a creep of megabytes that is not the service's), and a
+    small leak is served from freed-but-resident memory, so RSS understates it. Run in this
+    order, each soak only inherits what smaller ones left. The sort is stable: the file's order
+    holds among equals.
+    """
+
+    def key(item: pytest.Item) -> float:
+        callspec = getattr(item, "callspec", None)
+        scenario = callspec.params.get("chat_scenario") if callspec is not None else None
+        if not isinstance(scenario, ChatScenario):
+            return 0.0
+        duration = soak_duration(item) if item.get_closest_marker("soak") else 10.0
+        return scenario.expected_growth(duration)
+
+    items.sort(key=key)
+
+
 class ChatSoak:
     """A running service, its workload and the pace of one soak (the test body's handle)."""
 
@@ -146,11 +178,13 @@ class ChatSoak:
     def step(self) -> None:
         """One step of the workload, then wait for this step's slot at the soak's rate.
 
-        A machine that falls behind does not catch up in bursts: the schedule restarts from now.
+        Short stalls (the soak's samples collect garbage) are made up by running the next steps
+        without a pause; a machine more than :data:`MAX_LAG` behind restarts the schedule from
+        now instead of bursting.
         """
         self.workload.step(self.service, self.requests)
         now = time.perf_counter()
-        if self._next is None or self._next < now - self.period:
+        if self._next is None or self._next < now - MAX_LAG:
             self._next = now
         self._next += self.period
         delay = self._next - time.perf_counter()
