@@ -31,6 +31,7 @@ memory limit in the summary are wall-clock figures of that accelerated service.
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -202,8 +203,35 @@ def chat_scenario() -> ChatScenario:  # replaced by the chat marker's parametriz
     raise pytest.UsageError("the chat fixture needs @pytest.mark.chat(pattern, ...) on the test")
 
 
+PROCESS_WARMUP_SERVICES = 3
+PROCESS_WARMUP_STEPS = 300
+
+
+@pytest.fixture(scope="session")
+def warm_process(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Serve a throwaway FIXED service once, before the first soak of the session.
+
+    A fresh process keeps growing for its first seconds of chat traffic whatever the service
+    does: sqlite, numpy and the C allocator reach their working sizes, and pytest's and the
+    soak runner's own structures fill. Without this, the first soak or two of a run (FIXED
+    ones, which run first) would carry that creep into their fit.
+    """
+    for lifetime in range(PROCESS_WARMUP_SERVICES):
+        workload = Workload(seed=lifetime)
+        path = tmp_path_factory.mktemp("warm-process") / "chat.db"
+        with ChatService(ChatConfig.fixed(), path, clock=workload.clock) as service:
+            for i in range(PROCESS_WARMUP_STEPS):
+                workload.step(service, REQUESTS_PER_STEP)
+                if i % 10 == 0:
+                    gc.collect()
+        measuring.collect()
+        trim()
+
+
 @pytest.fixture
-def chat(request: pytest.FixtureRequest, chat_scenario: ChatScenario, tmp_path: Path) -> Iterator[ChatSoak]:
+def chat(
+    request: pytest.FixtureRequest, chat_scenario: ChatScenario, tmp_path: Path, warm_process: None
+) -> Iterator[ChatSoak]:
     scenario = chat_scenario
     duration = soak_duration(request.node) if request.node.get_closest_marker("soak") else 10.0
     rate = scenario.paced_rate(duration)

@@ -288,11 +288,11 @@ KEEP = []
 
 
 def test_leaks_traced_by_the_plugin():
-    KEEP.append(object())
+    KEEP.append([0] * 50)
 
 
 def test_stops_tracemalloc_while_leaking():
-    KEEP.append(object())
+    KEEP.append([0] * 50)
     tracemalloc.stop()
 
 
@@ -301,7 +301,7 @@ def test_starts_tracemalloc():
 
 
 def test_leaks_traced_by_the_test():
-    KEEP.append(object())
+    KEEP.append([0] * 50)
 """
 
 
@@ -338,7 +338,7 @@ KEEP = []
 
 
 def test_leaks_with_gc_on():
-    KEEP.append(object())
+    KEEP.append([0] * 50)
 
 
 def test_disables_gc_and_restores_it():
@@ -354,7 +354,7 @@ def test_disables_gc():
 
 
 def test_leaks_with_gc_off():
-    KEEP.append(object())
+    KEEP.append([0] * 50)
 
 
 class Node:
@@ -372,7 +372,7 @@ def test_unfreezes_the_heap_every_run():
 
 
 def test_leaks_after_the_heap_was_unfrozen():
-    KEEP.append(object())
+    KEEP.append([0] * 50)
 """
 
 
@@ -543,7 +543,7 @@ def test_a_clean():
 
 
 def test_b_leaks():
-    KEEP.append(object())
+    KEEP.append([0] * 50)
 
 
 def test_c_slow():

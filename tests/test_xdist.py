@@ -138,7 +138,7 @@ LEAKING = {
 }
 ALL_CHECKED = 7 + 3 + 6 + 2 + 5 + 1  # every test of the suite
 COUNTS_LINE = f"{ALL_CHECKED} checked: 7 leaking, 14 clean, 1 inconclusive, 2 without verdict (not passed)"
-ARGS = ("--memleak", "--memleak-flamegraph=none", "-p", "no:cacheprovider", "-p", "no:randomly")
+ARGS = ("--memleak", "--memleak-flamegraph=none", "-p", "no:cacheprovider")
 
 
 def _run(pytester: pytest.Pytester, report_dir: str, *args: str) -> pytest.RunResult:
@@ -167,9 +167,9 @@ def test_verdicts_under_n2_equal_serial_and_one_report(pytester: pytest.Pytester
     pytester.makepyfile(**SUITE)
 
     serial = _run(pytester, "serial")
-    serial.assert_outcomes(passed=14, failed=8, skipped=1)
+    serial.assert_outcomes(passed=15, failed=8, skipped=1)
     parallel = _run(pytester, "parallel", "-n", "2", "-v")
-    parallel.assert_outcomes(passed=14, failed=8, skipped=1)
+    parallel.assert_outcomes(passed=15, failed=8, skipped=1)
 
     serial_report, parallel_report = _report(pytester, "serial"), _report(pytester, "parallel")
     serial_verdicts, parallel_verdicts = _verdicts(serial_report), _verdicts(parallel_report)
