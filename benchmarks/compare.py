@@ -120,6 +120,7 @@ def load_overhead_module():  # type: ignore[no-untyped-def]
     spec = importlib.util.spec_from_file_location("memleak_bench_overhead", HERE / "overhead.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
 

@@ -143,7 +143,8 @@ class CgroupMemory:
 
 
 def read_cgroup_memory(
-    root: str | os.PathLike[str] = CGROUP_ROOT, proc_cgroup: str | os.PathLike[str] = PROC_SELF_CGROUP
+    root: str | os.PathLike[str] = CGROUP_ROOT,
+    proc_cgroup: str | os.PathLike[str] = PROC_SELF_CGROUP,
 ) -> CgroupMemory | None:
     """The cgroup memory limit of this process, or None when there is none (or none can be read).
 
@@ -311,7 +312,14 @@ class MemoryGuard:
         predicted = step > 0 and used + step >= self.limit
         if used >= self.stop_at or predicted:
             self.trip = Trip(
-                self.source, self.metric, used, self.limit, self.margin, self.stop_at, predicted and used < self.stop_at, self.where
+                self.source,
+                self.metric,
+                used,
+                self.limit,
+                self.margin,
+                self.stop_at,
+                predicted and used < self.stop_at,
+                self.where,
             )
             return True
         return False
@@ -333,7 +341,14 @@ def cgroup_guard(
     cgroup = read_cgroup_memory(root, proc_cgroup)
     if cgroup is None:
         return None
-    size = min(margin.of(cgroup.limit), int(cgroup.limit * MAX_MARGIN_FRACTION))  # a margin never hides the limit
+    size = min(
+        margin.of(cgroup.limit), int(cgroup.limit * MAX_MARGIN_FRACTION)
+    )  # a margin never hides the limit
     return MemoryGuard(
-        cgroup.limit, size, source=cgroup.source, metric="cgroup working set", read=cgroup.usage, where=str(cgroup.limit_file)
+        cgroup.limit,
+        size,
+        source=cgroup.source,
+        metric="cgroup working set",
+        read=cgroup.usage,
+        where=str(cgroup.limit_file),
     )

@@ -19,6 +19,22 @@ from typing import Any
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 _HAVE_PROC = os.path.exists("/proc/self/statm")
 _process = None
+_unreadable: dict[str, tuple[str, str]] = {}  # what psutil could not read: no retry, said once
+
+
+def problems() -> list[str]:
+    """What psutil could not read in this process, as one line for the end of the run."""
+    if not _unreadable:
+        return []
+    whats = ", ".join(_unreadable)
+    error = next(iter(_unreadable.values()))[0]
+    consequences = "; ".join(c for _, c in _unreadable.values())
+    return [f"psutil could not read {whats} ({error}): {consequences}"]
+
+
+def _give_up(what: str, consequence: str, exc: BaseException) -> int:
+    _unreadable.setdefault(what, (f"{type(exc).__name__}: {exc}", consequence))
+    return -1
 
 
 def _psutil_process() -> Any:
@@ -39,10 +55,12 @@ def rss() -> int:
         finally:
             os.close(fd)
         return int(data.split()[1]) * _PAGE
+    if "RSS" in _unreadable:
+        return -1
     try:
         return int(_psutil_process().memory_info().rss)
-    except Exception:
-        return -1
+    except Exception as exc:
+        return _give_up("RSS", "native memory is not checked", exc)
 
 
 def open_fds() -> int:
@@ -52,10 +70,12 @@ def open_fds() -> int:
             return len(os.listdir("/proc/self/fd")) - 1  # minus the one listdir itself holds
         except OSError:
             return -1
+    if "open descriptors" in _unreadable:
+        return -1
     try:
         return int(_psutil_process().num_fds())
-    except Exception:
-        return -1
+    except Exception as exc:
+        return _give_up("open descriptors", "descriptor leaks are not checked", exc)
 
 
 def live_threads() -> int:

@@ -121,10 +121,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("retained", parse_size, 0, "memory budget: Python heap retained per run, in total, that still passes", SIZE_FORM),
     Setting("per_site", _optional(parse_size), None, "memory budget: heap retained per run by any single allocation site (default: no per-site budget)", SIZE_FORM + ", or none"),
     Setting("native", _optional(parse_size), "64 KiB", "native memory budget: growth per run of memory outside Python's allocator (RSS minus heap); none turns the native check off", SIZE_FORM + ", or none"),
-    Setting("fds", _count(0, 1_000_000), 0, "open file descriptors a test may leave behind per run", "a whole number from 0"),
-    Setting("threads", _count(0, 1_000_000), 0, "live threads a test may leave behind per run", "a whole number from 0"),
-    Setting("processes", _count(0, 1_000_000), 0, "live child processes a test may leave behind per run", "a whole number from 0"),
-    Setting("tasks", _count(0, 1_000_000), 0, "pending asyncio tasks a test may leave behind per run", "a whole number from 0"),
+    Setting("fds", _count(0, 1_000_000), 0, "open file descriptors a test may leave behind per run", "a whole number from 0 to 1000000"),
+    Setting("threads", _count(0, 1_000_000), 0, "live threads a test may leave behind per run", "a whole number from 0 to 1000000"),
+    Setting("processes", _count(0, 1_000_000), 0, "live child processes a test may leave behind per run", "a whole number from 0 to 1000000"),
+    Setting("tasks", _count(0, 1_000_000), 0, "pending asyncio tasks a test may leave behind per run", "a whole number from 0 to 1000000"),
     Setting("trace_frames", _count(1, 100), 8, "frames kept per allocation by tracemalloc while confirming", "a whole number from 1 to 100"),
     Setting("top", _count(1, 100), 5, "allocation sites listed in a failure report", "a whole number from 1 to 100"),
     Setting("report_dir", _path, "reports", "directory for flamegraphs and the HTML and JSON reports", "a directory path", marker=False),
@@ -148,7 +148,7 @@ class Marker:
 
 
 MEMLEAK_MARKER_KEYS = tuple(s.name for s in SETTINGS if s.marker)
-SOAK_MARKER_KEYS = ("duration", "sample_every", "memory_limit", "max_growth", "horizon", "warmup", "expect_leak")
+SOAK_MARKER_KEYS = ("duration", "sample_every", "memory_limit", "memory_margin", "max_growth", "horizon", "warmup", "expect_leak")
 MARKERS: tuple[Marker, ...] = (
     Marker(
         "memleak",
@@ -159,7 +159,7 @@ MARKERS: tuple[Marker, ...] = (
     Marker("no_memleak", "no_memleak(reason=...)", "never check this test for leaks, with the reason why", ("reason",)),
     Marker(
         "soak",
-        "soak(duration='30s', sample_every='0.5s', memory_limit='700 MiB', max_growth='0 B', horizon='24h', warmup='10%', expect_leak=None)",
+        "soak(duration='30s', sample_every='0.5s', memory_limit='700 MiB', memory_margin='10%', max_growth='0 B', horizon='24h', warmup='10%', expect_leak=None)",
         "run the test body repeatedly for a duration, sample memory, and fail on a persistent upward trend",
         SOAK_MARKER_KEYS,
     ),
@@ -193,16 +193,31 @@ class Sources:
 
 
 def _ini_raw(config: pytest.Config, key: str) -> str | None:
-    """The ini text for key, or None when the ini file does not set it."""
+    """The ini text for key, or None when the ini file does not set it.
+
+    pytest 9's ``[tool.pytest]`` table keeps TOML types: a bool or a number is read as its text.
+    """
     try:
         value = config.getini(key)
     except (ValueError, TypeError) as exc:
+        native = getattr(getattr(config, "_inicfg", {}).get(key), "value", None)
+        if isinstance(native, (bool, int, float)):
+            return str(native).lower() if isinstance(native, bool) else str(native)
         raise pytest.UsageError(f"pytest-memleak: cannot read ini key {key}: {exc}") from None
     if value is None or value == "" or value == []:
         return None
     if isinstance(value, list):
         value = " ".join(str(v) for v in value)
     return str(value).strip()
+
+
+def _ini_source(config: pytest.Config, key: str) -> str:
+    """Where an ini value came from: -o on the command line, or the ini file."""
+    entry = getattr(config, "_inicfg", {}).get(key)
+    overrides = getattr(config, "_override_ini", ()) or ()  # pytest < 9
+    if getattr(entry, "origin", None) == "override" or any(o.split("=", 1)[0].strip() == key for o in overrides):
+        return "-o/--override-ini on the command line"
+    return f"the ini file {config.inipath or ''}".rstrip()
 
 
 def resolve_session(config: pytest.Config, environ: Mapping[str, str] | None = None) -> Sources:
@@ -219,7 +234,7 @@ def resolve_session(config: pytest.Config, environ: Mapping[str, str] | None = N
         candidates: Iterable[tuple[Any, str, str]] = (
             (cli_value, "the command line", labels[0]),
             (env.get(labels[1]), "the environment", labels[1]),
-            (_ini_raw(config, labels[2]), f"the ini file {config.inipath or ''}".rstrip(), labels[2]),
+            (_ini_raw(config, labels[2]), _ini_source(config, labels[2]), labels[2]),
         )
         for raw, source, label in candidates:
             if raw is not None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
+import signal
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -69,8 +72,15 @@ class MemleakSession:
         self.store = ResultStore()
         self.is_worker = hasattr(config, "workerinput")
         self.froze = False
+        self.frozen_before = 0  # objects the session had frozen before the plugin first froze the heap
         self.measured = 0
         self.problems: list[str] = []
+        self.pid = os.getpid()
+        self.report_dir_problem: str | None = None
+        self.report_dir_checked = False
+        self.terminated = False
+        self._previous_sigterm: Any = None
+        self._fork_r = self._fork_w = -1  # made at the first checked test or soak (see _arm)
         report_dir = Path(sources.get("report_dir"))
         self.report_dir = report_dir if report_dir.is_absolute() else Path(config.rootpath) / report_dir
         self.skip_all = bool(
@@ -98,8 +108,19 @@ class MemleakSession:
                 item.stash[SETTINGS_KEY] = options.settings_for(item, self.sources)
 
     # -- the protocol ---------------------------------------------------------------------
+    def _arm(self) -> None:
+        """Before the first checked test or soak: the fork channel and the SIGTERM handler (a run that checks nothing gets neither)."""
+        if self._fork_r >= 0:
+            return
+        # a forked child that returns into pytest says so here before it ends (see _child_returned)
+        self._fork_r, self._fork_w = os.pipe()
+        os.set_blocking(self._fork_r, False)
+        self._install_sigterm()
+
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None) -> bool | None:
+        if (item.get_closest_marker("soak") is not None and not self.skip_all) or self.is_checked(item):
+            self._arm()
         if item.get_closest_marker("soak") is not None and not self.skip_all:
             from . import soak
 
@@ -125,17 +146,26 @@ class MemleakSession:
             tracing.stop()
 
     def _run_traced(self, item: pytest.Item, nextitem: pytest.Item | None, settings: options.TestSettings, tracing: Any) -> None:
+        gc_before = gc.isenabled()
         primary = runtestprotocol(item, log=False, nextitem=item.parent)  # type: ignore[arg-type]
+        self.exit_if_forked_child(item, primary)
         setup, teardown = primary[0], primary[-1]
         call = primary[1] if len(primary) == 3 else None
         passed = call is not None and all(r.passed for r in primary) and not hasattr(call, "wasxfail")
         session = item.session
+        interrupted: BaseException | None = None
         if not passed:
             result = LeakResult(item.nodeid, NO_VERDICT, "the test did not pass: its own outcome stands")
         elif session.shouldfail or session.shouldstop:
             result = LeakResult(item.nodeid, NO_VERDICT, "the session is stopping")
         else:
-            result = self._measure(item, settings, tracing)
+            try:
+                result = self._measure(item, settings, tracing)
+            except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM or the test: its own outcome is still reported
+                interrupted = exc
+                result = LeakResult(item.nodeid, INCONCLUSIVE, "interrupted during the repeated runs: no verdict")
+            else:
+                self._distrust(result, gc_before)
         final = self._final_teardown(item, nextitem)
         if final.failed or not teardown.failed:
             teardown = final
@@ -143,6 +173,57 @@ class MemleakSession:
         for report in (setup, call, teardown):
             if report is not None:
                 item.ihook.pytest_runtest_logreport(report=report)
+        if interrupted is not None:
+            raise interrupted
+
+    def _distrust(self, result: LeakResult, gc_before: bool) -> None:
+        """A measurement made while the test changed what the measuring relies on is not a clean bill."""
+        reasons = []
+        if gc.isenabled() != gc_before:
+            reasons.append(f"the test {'disabled' if gc_before else 'enabled'} the garbage collector")
+        if self._child_returned():
+            reasons.append("the test forked and the child process returned into pytest (it was ended there)")
+        if not reasons:
+            return
+        why = "; ".join(reasons)
+        if result.status == CLEAN:
+            result.details.append(f"measured: {result.reason}")
+            result.status, result.reason = INCONCLUSIVE, f"{why}: the measurement cannot be trusted"
+        else:
+            result.problems.append(why)
+
+    # -- forks ------------------------------------------------------------------------------
+    def exit_if_forked_child(self, item: pytest.Item, reports: list[pytest.TestReport]) -> None:
+        """In the child of a fork the test made, back in pytest: end it before it runs the session again."""
+        if os.getpid() == self.pid:
+            return
+        with contextlib.suppress(OSError):
+            os.write(self._fork_w, (item.nodeid + "\n").encode())
+        os._exit(0 if all(r.passed for r in reports) else 1)
+
+    def _child_returned(self) -> bool:
+        try:
+            return bool(os.read(self._fork_r, 65536))
+        except (BlockingIOError, OSError):
+            return False
+
+    # -- SIGTERM --------------------------------------------------------------------------
+    def _install_sigterm(self) -> None:
+        """SIGTERM ends the run like Ctrl-C (reports written), then the process dies by SIGTERM all the same."""
+        if self.is_worker or threading.current_thread() is not threading.main_thread():
+            return
+        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+            return  # someone else handles it
+        self._previous_sigterm = signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        __tracebackhide__ = True  # pytest shows where the run was, not this handler
+        if self.terminated:  # a second SIGTERM: no more cleaning up
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        self.terminated = True
+        raise KeyboardInterrupt("SIGTERM")
 
     @staticmethod
     def _final_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> pytest.TestReport:
@@ -167,7 +248,9 @@ class MemleakSession:
         from . import repeating
 
         try:
-            result, run = repeating.measure_item(item, settings, self.classifier, self._before_measuring, tracing)
+            result, run = repeating.measure_item(
+                item, settings, self.classifier, self._before_measuring, tracing, self.exit_if_forked_child
+            )
         except (KeyboardInterrupt, SystemExit):
             raise
         except pytest.fail.Exception:
@@ -186,9 +269,13 @@ class MemleakSession:
         """Collect the session's garbage once, then freeze the heap so each run's collection is cheap."""
         self.measured += 1
         if self.measured == 1:
-            from . import resources
+            from . import measuring, resources
 
             resources.prepare()  # psutil imported now, not inside a measured window
+            measuring.rss()  # first reads (psutil's caches) before any baseline
+            measuring.open_fds()
+        if not self.froze:
+            self.frozen_before = gc.get_freeze_count()
         if self.froze and self.measured % REFREEZE_EVERY == 0:
             gc.unfreeze()
         gc.collect()
@@ -201,6 +288,8 @@ class MemleakSession:
         except ImportError as exc:  # pragma: no cover - a partial install
             result.problems.append(f"no flamegraph: {exc}")
             return
+        if self._report_dir_unusable():
+            return  # said once, at the end: "reports not written"
         base = self.report_dir / "flamegraphs" / flamegraph.safe_name(item.nodeid)
         try:
             base.parent.mkdir(parents=True, exist_ok=True)
@@ -210,8 +299,19 @@ class MemleakSession:
         outcome = flamegraph.capture_run(run, base, native=settings.native_stacks)
         result.flamegraph = str(outcome.html) if outcome.html else None
         result.capture = str(outcome.capture) if outcome.capture else None
-        if outcome.problem:
+        if outcome.problem and outcome.problem.startswith("no flamegraph: memray"):
+            if outcome.problem not in self.problems:  # the same gap for every test: said once
+                self.problems.append(outcome.problem)
+        elif outcome.problem:
             result.problems.append(outcome.problem)
+
+    def _report_dir_unusable(self) -> str | None:
+        if not self.report_dir_checked:
+            from . import report_files
+
+            self.report_dir_checked = True
+            self.report_dir_problem = report_files.ensure_dir(self.report_dir)
+        return self.report_dir_problem
 
     def _attach(self, item: pytest.Item, call: pytest.TestReport, teardown: pytest.TestReport, result: LeakResult) -> None:
         data = result.to_dict()
@@ -257,12 +357,20 @@ class MemleakSession:
             terminalreporter.write_sep("=", "memleak soak", yellow=True)
             for line in soak.summary_lines([SoakResult.from_dict(d) for d in store.soaks]):
                 terminalreporter.write_line(line)
-        for problem in self.problems:
+        from . import measuring
+
+        for problem in [*self.problems, *measuring.problems()]:
             terminalreporter.write_line(f"memleak: {problem}", yellow=True)
 
+    @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if os.getpid() != self.pid:
+            return  # a forked child that got this far: the parent reports
+        if self.terminated:
+            session.exitstatus = 128 + signal.SIGTERM  # 143: what a shell reports for a process ended by SIGTERM
         if self.froze:
-            gc.unfreeze()
+            if not self.frozen_before:  # a heap the session had frozen stays frozen
+                gc.unfreeze()
             self.froze = False
         if self.is_worker or not (self.store.counts or self.store.soaks):
             return
@@ -273,7 +381,7 @@ class MemleakSession:
             from . import report_files
         except ImportError:
             return
-        problem = report_files.ensure_dir(self.report_dir)
+        problem = self._report_dir_unusable()
         if problem:
             self.problems.append(f"reports not written: {problem}")
             return
@@ -296,6 +404,12 @@ class MemleakSession:
 
     def pytest_unconfigure(self) -> None:
         self.store.close()
+        for fd in (self._fork_r, self._fork_w):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        if self._previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, self._previous_sigterm)
 
 
 def leak_line(result: LeakResult) -> str:

@@ -145,6 +145,10 @@ def fit_trend(
     for label, fraction in (("last half", 0.5), ("last third", 1.0 / 3.0)):
         seg_start = w_end - fraction * (w_end - w_start)
         first = next(i for i, v in enumerate(bt) if v >= seg_start)
+        # a short series: widen the tail back to the fewest points a slope can stand on,
+        # rather than reading "too few points" as a plateau
+        first = min(first, max(0, len(bt) - MIN_SEGMENT_POINTS))
+        seg_start = bt[first]
         st, sy = bt[first:], by[first:]
         if len(st) >= MIN_SEGMENT_POINTS and st[-1] > st[0]:
             slope, lower, upper, _ = _theil_sen(st, sy, z)

@@ -13,25 +13,37 @@ leaky/fixed) and sets ``expect_leak`` on each::
 the soak to its request rate. The service lives in the test's own ``tmp_path``, on the
 workload's simulated clock, and is closed at teardown.
 
-Why a paced rate. Unpaced, a LEAKY variant grows as fast as the CPU serves requests: the
+**Paced traffic.** Unpaced, a LEAKY variant grows as fast as the CPU serves requests: the
 all-patterns soak would take ~700 MiB in 10 s, and gigabytes in the nightly 5-minute soak.
-Pacing fixes the traffic instead (:data:`MAX_RATE` requests per second), and caps it per
-scenario so that the LEAKY variant, at the retention per request measured by
-``python -m scenarios.chat.measure`` (:data:`LEAK_PER_REQUEST`), gathers at most
-:data:`MEMORY_BUDGET` over the soak's effective duration (after ``--memleak-soak-duration``):
-below the 500 MiB ``memory_limit``, so the time to it is a projection, not an accident. The
-FIXED twin serves the same traffic. A paced soak also means the same number of requests on a
-fast laptop and on a slow CI runner, so the FIXED fill lands in the warm-up on both (unless
-the machine cannot keep up: then it simply runs flat out).
+So each soak serves a fixed rate (:data:`MAX_RATE` requests per second unless the marker says
+otherwise), and a LEAKY variant's rate is capped so that, at the retention per request
+measured by ``python -m scenarios.chat.measure`` (:data:`LEAK_PER_REQUEST`), it gathers at
+most :data:`MEMORY_BUDGET` over the soak's effective duration (``--memleak-soak-duration``
+included): below the 500 MiB ``memory_limit``, so the time to it is a projection, not an
+accident. FIXED variants are never capped: a longer soak serves them more traffic. Pacing also
+means the same traffic on a fast laptop and on a slow CI runner (a machine that cannot keep up
+simply runs flat out).
 
-Time is compressed: a request advances the simulated clock by 5 s, so at 2,500 requests per
-second one wall second is ~3.5 simulated hours, and the growth per hour and time to the
+**Steady state first.** A FIXED service's TTL windows fill within ~30 steps, but its RSS keeps
+climbing for a few hundred more: conversation histories fill towards their 50-message cap at
+the pace of each user's activity and slot churn (a relaxation time of ~100 steps), and RSS
+ratchets up with every new high of the fluctuating heap. Measured: a fresh service in a fresh
+process adds ~250 KiB of RSS between steps 150 and 500. So each FIXED service serves
+:data:`FIXED_PREWARM_STEPS` steps in the fixture, before the soak starts, and the soak's own
+warm-up (30 %) absorbs what is left; the fit then sees the plateau. LEAKY services start cold
+(their leak is the signal; a pre-warm would only spend the memory budget).
+
+**Order.** A soak inherits the heap its predecessors freed, so FIXED soaks run first, then the
+managed one and the LEAKY ones from the smallest expected growth to the biggest (see
+:func:`pytest_collection_modifyitems`).
+
+**Time is compressed**: a request advances the simulated clock by 5 s, so at 2,500 requests
+per second one wall second is ~3.5 simulated hours; the growth per hour and the time to the
 memory limit in the summary are wall-clock figures of that accelerated service.
 """
 
 from __future__ import annotations
 
-import gc
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -50,6 +62,8 @@ MAX_RATE = 2500.0  # requests per second; one step of 50 takes ~5 ms of CPU here
 REQUESTS_PER_STEP = 50
 MEMORY_BUDGET = 200 * MiB  # what a LEAKY variant may gather over one soak
 MAX_LAG = 1.0  # seconds behind schedule that the pace still makes up
+FIXED_PREWARM_STEPS = 500  # steps a FIXED service serves before its soak (25,000 requests)
+DEFAULT_DURATION = 10.0  # for a chat test run without a soak marker
 
 #: RSS retained per request by each LEAKY pattern, long run (``python -m scenarios.chat.measure
 #: --steps 1500 --warmup 100``, 50 requests per step, divided by 50, rounded up).
@@ -64,16 +78,23 @@ LEAK_PER_REQUEST: dict[str, int] = {
     "connections": 1800,
 }
 
+#: The managed variant's MemoryManager: seed 003's progressive thresholds above the baseline
+#: (+50/+70 MB there), scaled down so that a 10 s soak reaches them early.
+MANAGED_WARNING = 20 * MiB
+MANAGED_CRITICAL = 30 * MiB
+MANAGED_INTERVAL = 0.05  # seconds between the manager's checks (seed 000's monitor interval)
+
 VARIANTS = ("leaky", "fixed")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "chat(*patterns, variants=('leaky', 'fixed'), requests=50, rate=None): a chat-service "
-        "soak over the named leak patterns (scenarios.chat.PATTERNS); the chat fixture builds "
-        "it; each variant becomes a parameter: leaky (expect_leak=True), fixed "
-        "(expect_leak=False) or managed (leaky under a MemoryManager, expect_leak=False)",
+        "chat(*patterns, variants=('leaky', 'fixed'), requests=50, rate=None, seed=1): a "
+        "chat-service soak over the named leak patterns (all of scenarios.chat.PATTERNS when "
+        "none is named), built by the chat fixture; each variant becomes a parameter: leaky "
+        "(expect_leak=True), fixed (expect_leak=False) or managed (leaky under a MemoryManager, "
+        "expect_leak=False)",
     )
 
 
@@ -84,8 +105,12 @@ class ChatScenario:
     patterns: tuple[str, ...]
     variant: str  # "leaky", "fixed" or "managed"
     requests: int = REQUESTS_PER_STEP
-    rate: float | None = None  # requests per second before the budget cap; None: MAX_RATE
+    rate: float | None = None  # requests per second; None: MAX_RATE
     seed: int = 1
+
+    def __post_init__(self) -> None:
+        if self.variant not in ("leaky", "fixed", "managed"):
+            raise ValueError(f"unknown chat variant {self.variant!r}: leaky, fixed or managed")
 
     @property
     def expect_leak(self) -> bool:
@@ -98,18 +123,20 @@ class ChatScenario:
     def leak_per_request(self) -> int:
         return sum(LEAK_PER_REQUEST[p] for p in self.patterns)
 
+    def paced_rate(self, duration: float) -> float:
+        """Requests per second for a soak of ``duration`` seconds (see the module docstring)."""
+        rate = float(self.rate or MAX_RATE)
+        if self.variant == "fixed":
+            return rate
+        return min(rate, MEMORY_BUDGET / (self.leak_per_request * duration))
+
     def expected_growth(self, duration: float) -> float:
-        """Bytes this soak is expected to take: 0 FIXED, the critical threshold managed."""
+        """Bytes the soak is expected to take: none FIXED, up to the critical threshold managed."""
         if self.variant == "fixed":
             return 0.0
         if self.variant == "managed":
             return float(MANAGED_CRITICAL)
         return self.leak_per_request * self.paced_rate(duration) * duration
-
-    def paced_rate(self, duration: float) -> float:
-        """Requests per second for a soak of ``duration`` seconds (see the module docstring)."""
-        rate = self.rate or MAX_RATE
-        return min(rate, MEMORY_BUDGET / (self.leak_per_request * duration))
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -133,25 +160,31 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize("chat_scenario", params)
 
 
+def soak_duration(item: pytest.Item) -> float:
+    """The duration the soak runner will use for ``item``: its marker's, or the override."""
+    if item.get_closest_marker("soak") is None:
+        return DEFAULT_DURATION
+    return soak.soak_config(item, options.resolve_session(item.config)).duration
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Run the soaks in the order of the memory they are expected to take: FIXED ones first,
-    then the managed one and the LEAKY ones from the smallest leak to the biggest.
+    """Run the chat soaks in the order of the memory they are expected to take: FIXED ones
+    first, then the managed one and the LEAKY ones from the smallest leak to the biggest.
 
     A soak inherits the heap its predecessors freed. After a big LEAKY soak that heap is
     hundreds of MiB wide and fragmented: a FIXED service keeps faulting freed pages back in as
     its allocations wander over it (a creep of megabytes that is not the service's), and a
-    small leak is served from freed-but-resident memory, so RSS understates it. Run in this
-    order, each soak only inherits what smaller ones left. The sort is stable: the file's order
-    holds among equals.
+    small leak is served from freed-but-resident memory, so RSS understates it. In this order
+    each soak only inherits what smaller ones left. The sort is stable: the file's order holds
+    among equals, and other tests keep their place at the front.
     """
 
     def key(item: pytest.Item) -> float:
         callspec = getattr(item, "callspec", None)
         scenario = callspec.params.get("chat_scenario") if callspec is not None else None
         if not isinstance(scenario, ChatScenario):
-            return 0.0
-        duration = soak_duration(item) if item.get_closest_marker("soak") else 10.0
-        return scenario.expected_growth(duration)
+            return -1.0
+        return scenario.expected_growth(soak_duration(item))
 
     items.sort(key=key)
 
@@ -193,64 +226,31 @@ class ChatSoak:
             time.sleep(delay)
 
 
-def soak_duration(item: pytest.Item) -> float:
-    """The duration the soak runner will use for ``item`` (its marker, or the override)."""
-    return soak.soak_config(item, options.resolve_session(item.config)).duration
-
-
 @pytest.fixture
-def chat_scenario() -> ChatScenario:  # replaced by the chat marker's parametrization
+def chat_scenario() -> ChatScenario:  # replaced by the parametrization of the chat marker
     raise pytest.UsageError("the chat fixture needs @pytest.mark.chat(pattern, ...) on the test")
 
 
-PROCESS_WARMUP_SERVICES = 3
-PROCESS_WARMUP_STEPS = 300
-
-
-@pytest.fixture(scope="session")
-def warm_process(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Serve a throwaway FIXED service once, before the first soak of the session.
-
-    A fresh process keeps growing for its first seconds of chat traffic whatever the service
-    does: sqlite, numpy and the C allocator reach their working sizes, and pytest's and the
-    soak runner's own structures fill. Without this, the first soak or two of a run (FIXED
-    ones, which run first) would carry that creep into their fit.
-    """
-    for lifetime in range(PROCESS_WARMUP_SERVICES):
-        workload = Workload(seed=lifetime)
-        path = tmp_path_factory.mktemp("warm-process") / "chat.db"
-        with ChatService(ChatConfig.fixed(), path, clock=workload.clock) as service:
-            for i in range(PROCESS_WARMUP_STEPS):
-                workload.step(service, REQUESTS_PER_STEP)
-                if i % 10 == 0:
-                    gc.collect()
-        measuring.collect()
-        trim()
-
-
 @pytest.fixture
-def chat(
-    request: pytest.FixtureRequest, chat_scenario: ChatScenario, tmp_path: Path, warm_process: None
-) -> Iterator[ChatSoak]:
+def chat(request: pytest.FixtureRequest, chat_scenario: ChatScenario, tmp_path: Path) -> Iterator[ChatSoak]:
     scenario = chat_scenario
-    duration = soak_duration(request.node) if request.node.get_closest_marker("soak") else 10.0
-    rate = scenario.paced_rate(duration)
+    rate = scenario.paced_rate(soak_duration(request.node))
     # Start from a settled process: the previous soak's freed memory goes back to the OS first,
-    # so this soak's RSS shows its own fill (FIXED) or growth (LEAKY), not a reuse of it.
+    # so this soak's RSS shows its own fill or growth, not a reuse of what was freed.
     measuring.collect()
     trim()
     memory = None
     if scenario.variant == "managed":
-        # seed 003's progressive thresholds above the baseline taken now (scaled down from
-        # +50/+70 MB so a 10 s soak reaches them early), checked every 50 ms on a thread
-        memory = MemoryManager(warning=MANAGED_WARNING, critical=MANAGED_CRITICAL, interval=0.05)
+        memory = MemoryManager(warning=MANAGED_WARNING, critical=MANAGED_CRITICAL, interval=MANAGED_INTERVAL)
     workload = Workload(seed=scenario.seed)
     service = ChatService(scenario.config(), tmp_path / "chat.db", clock=workload.clock, memory=memory)
-    handle = ChatSoak(scenario, service, workload, rate, memory)
-    if memory is not None:
-        memory.start()
     try:
-        yield handle
+        if scenario.variant == "fixed":
+            for _ in range(FIXED_PREWARM_STEPS):
+                workload.step(service, scenario.requests)
+        if memory is not None:
+            memory.start()
+        yield ChatSoak(scenario, service, workload, rate, memory)
     finally:
         if memory is not None:
             memory.stop()
@@ -261,14 +261,11 @@ def chat(
         check_managed(memory)
 
 
-MANAGED_WARNING = 20 * MiB
-MANAGED_CRITICAL = 30 * MiB
-
-
 def check_managed(memory: MemoryManager) -> None:
-    """A managed soak only counts if the manager really acted: warned, cleaned up, refused loads."""
-    assert memory.cleanups > 0, f"the memory manager never ran its cleanup (peak {memory.peak / MiB:.1f} MiB)"
+    """A managed soak only counts if the manager really acted: cleaned up, then refused loads."""
+    over = (memory.peak - memory.baseline) / MiB
+    assert memory.cleanups > 0, f"the memory manager never ran its cleanup hooks (peak +{over:.1f} MiB)"
     assert memory.rejections > 0, (
-        f"the memory manager never refused a load (peak {(memory.peak - memory.baseline) / MiB:.1f} MiB "
-        f"over the baseline, critical at +{memory.critical / MiB:.0f} MiB): the soak did not reach pressure"
+        f"the memory manager never refused a load (peak +{over:.1f} MiB over its baseline, critical "
+        f"at +{memory.critical / MiB:.0f} MiB): the soak never reached memory pressure"
     )

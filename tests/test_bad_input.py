@@ -87,14 +87,33 @@ def setting_cases() -> Iterator[Case]:
         else:
             value = invalid(setting, WORDS)
             assert value is not None, f"no invalid command-line value found for {setting.name}"
-            yield Case(f"{setting.name}-cli", cli, "the command line", value, args=(f"{cli}={value}",), form=setting.form)
+            yield Case(
+                f"{setting.name}-cli",
+                cli,
+                "the command line",
+                value,
+                args=(f"{cli}={value}",),
+                form=setting.form,
+            )
         value = invalid(setting, NUMBERS)
         assert value is not None, f"no invalid environment value found for {setting.name}"
-        yield Case(f"{setting.name}-env", env, "the environment", value, env={env: value}, form=setting.form)
+        yield Case(
+            f"{setting.name}-env",
+            env,
+            "the environment",
+            value,
+            env={env: value},
+            form=setting.form,
+        )
         value = invalid(setting, WORDS, ini=True)
         if value is not None:  # a path takes any non-empty text
             yield Case(
-                f"{setting.name}-ini", ini, "the ini file", value, files={"pytest.ini": f"[pytest]\n{ini} = {value}\n"}, form=setting.form
+                f"{setting.name}-ini",
+                ini,
+                "the ini file",
+                value,
+                files={"pytest.ini": f"[pytest]\n{ini} = {value}\n"},
+                form=setting.form,
             )
             yield Case(
                 f"{setting.name}-pyproject",
@@ -115,7 +134,9 @@ def setting_cases() -> Iterator[Case]:
                 f"memleak({setting.name}=...)",
                 f"@pytest.mark.memleak on {WHERE}",
                 value,
-                files={"test_bad.py": f"import pytest\n\n\n@pytest.mark.memleak({setting.name}={value!r})\n{TEST_FILE}"},
+                files={
+                    "test_bad.py": f"import pytest\n\n\n@pytest.mark.memleak({setting.name}={value!r})\n{TEST_FILE}"
+                },
                 form=setting.form,
             )
 
@@ -151,7 +172,9 @@ def soak_cases() -> Iterator[Case]:
                 f"soak({key}=...)",
                 f"@pytest.mark.soak on {WHERE}",
                 value,
-                files={"test_bad.py": f"import pytest\n\n\n@pytest.mark.soak({key}={value!r})\n{TEST_FILE}"},
+                files={
+                    "test_bad.py": f"import pytest\n\n\n@pytest.mark.soak({key}={value!r})\n{TEST_FILE}"
+                },
             )
 
 
@@ -277,32 +300,56 @@ def run_cases(cases: list[Case], roots: list[Path]) -> dict[str, Done]:
     jobs = []
     for case, root in zip(cases, roots, strict=True):
         prepare(case, root)
-        jobs.append({"id": case.id, "root": str(root), "env": {**clean_environ(), **case.env}, "args": [*ARGS, *case.args]})
-    server = subprocess.run(
-        [sys.executable, "-c", FORK_SERVER], input=json.dumps(jobs), env=clean_environ(), capture_output=True, text=True, timeout=120
+        jobs.append(
+            {
+                "id": case.id,
+                "root": str(root),
+                "env": {**clean_environ(), **case.env},
+                "args": [*ARGS, *case.args],
+            }
+        )
+    server = subprocess.run(  # not from the checkout: `python -c` imports from its working directory first
+        [sys.executable, "-c", FORK_SERVER],
+        input=json.dumps(jobs),
+        cwd=roots[0].parent if roots else None,
+        env=clean_environ(),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert server.returncode == 0, server.stderr
     codes = json.loads(server.stdout)
     return {
-        case.id: Done(codes[case.id], (root / "stdout.txt").read_text(), (root / "stderr.txt").read_text(), root)
+        case.id: Done(
+            codes[case.id],
+            (root / "stdout.txt").read_text(),
+            (root / "stderr.txt").read_text(),
+            root,
+        )
         for case, root in zip(cases, roots, strict=True)
     }
 
 
 @pytest.fixture(scope="module")
-def outcomes(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Done]:
+def outcomes(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Done]:
     """Runs every selected case, the first time one is asked for."""
     selected: set[str] = set()
     for item in request.session.items:
         params = getattr(getattr(item, "callspec", None), "params", {})
         if item.module is request.module:  # type: ignore[attr-defined]
-            selected.update([params["case"].id] if "case" in params else [params.get("case_id", "")])
+            selected.update(
+                [params["case"].id] if "case" in params else [params.get("case_id", "")]
+            )
     cases = [c for c in CASES if c.id in selected]
     return run_cases(cases, [tmp_path_factory.mktemp(c.id.replace(".", "_")) for c in cases])
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_invalid_value_is_a_usage_error_naming_setting_and_source(case: Case, outcomes: dict[str, Done]) -> None:
+def test_invalid_value_is_a_usage_error_naming_setting_and_source(
+    case: Case, outcomes: dict[str, Done]
+) -> None:
     done = outcomes[case.id]
     text = done.stdout + done.stderr
     assert done.returncode == pytest.ExitCode.USAGE_ERROR, text
@@ -313,7 +360,9 @@ def test_invalid_value_is_a_usage_error_naming_setting_and_source(case: Case, ou
     assert case.label in message, f"the message does not name {case.label}: {message}"
     if case.source:
         assert message.startswith("ERROR: pytest-memleak: "), message
-        assert case.source in message, f"the message does not say the value came from {case.source}: {message}"
+        assert case.source in message, (
+            f"the message does not say the value came from {case.source}: {message}"
+        )
     if case.value is not None and case.source:
         assert f"invalid value {case.value!r} for {case.label} from " in message, message
     if case.form:
@@ -340,7 +389,9 @@ def test_parse_setting_names_the_setting_the_source_and_the_form(setting: option
         with pytest.raises(pytest.UsageError) as info:
             options.parse_setting(setting, value, "the environment", setting.env)
         message = str(info.value)
-        assert message.startswith(f"pytest-memleak: invalid value {value!r} for {setting.env} from the environment")
+        assert message.startswith(
+            f"pytest-memleak: invalid value {value!r} for {setting.env} from the environment"
+        )
         assert message.endswith(f"; expected {setting.form}")
 
 
@@ -368,7 +419,9 @@ SMOKE = ["retained-cli", "runs-env", "top-marker"]
 
 
 @pytest.mark.parametrize("case_id", SMOKE)
-def test_the_same_answer_from_python_m_pytest(case_id: str, outcomes: dict[str, Done], tmp_path: Path) -> None:
+def test_the_same_answer_from_python_m_pytest(
+    case_id: str, outcomes: dict[str, Done], tmp_path: Path
+) -> None:
     """The forked cases answer as ``python -m pytest`` does, with every installed plugin loaded."""
     case = next(c for c in CASES if c.id == case_id)
     real = run_case(case, tmp_path, autoload=True)

@@ -60,23 +60,35 @@ def test_v2_tightest_limit_on_the_way_up_and_the_working_set(tmp_path: Path) -> 
     assert found is not None
     assert (found.version, found.limit, found.directory) == (2, 512 * MiB, root / "kubepods/pod1")
     assert found.limit_file == root / "kubepods/pod1/memory.max"
-    assert found.usage() == 240 * MiB  # usage less the inactive file cache the kernel reclaims first
+    assert (
+        found.usage() == 240 * MiB
+    )  # usage less the inactive file cache the kernel reclaims first
     assert "cgroup v2 memory limit 512.0 MiB" in found.describe()
 
 
 def test_v2_inside_a_container_the_mount_is_the_containers_cgroup(tmp_path: Path) -> None:
     root = tree(
         tmp_path / "cgroup",
-        {"cgroup.controllers": "memory pids", "memory.max": str(GiB), "memory.current": str(100 * MiB), "memory.stat": "anon 1"},
+        {
+            "cgroup.controllers": "memory pids",
+            "memory.max": str(GiB),
+            "memory.current": str(100 * MiB),
+            "memory.stat": "anon 1",
+        },
     )
     # /proc/self/cgroup names the path on the host, which is not under this mount
-    found = read_cgroup_memory(root, proc_cgroup(tmp_path, "0::/system.slice/docker-0123abcd.scope\n"))
+    found = read_cgroup_memory(
+        root, proc_cgroup(tmp_path, "0::/system.slice/docker-0123abcd.scope\n")
+    )
     assert found is not None and (found.version, found.limit, found.directory) == (2, GiB, root)
     assert found.usage() == 100 * MiB
 
 
 def test_v2_without_a_limit_and_unreadable_values(tmp_path: Path) -> None:
-    root = tree(tmp_path / "cgroup", {"cgroup.controllers": "memory", "memory.max": "max", "app/memory.max": "max"})
+    root = tree(
+        tmp_path / "cgroup",
+        {"cgroup.controllers": "memory", "memory.max": "max", "app/memory.max": "max"},
+    )
     assert read_cgroup_memory(root, proc_cgroup(tmp_path, "0::/app\n")) is None
     (root / "app/memory.max").write_text("lots\n")  # garbage is no limit, not a crash
     assert read_cgroup_memory(root, proc_cgroup(tmp_path, "0::/app\n")) is None
@@ -103,15 +115,24 @@ def test_v1_limit_hierarchical_limit_and_working_set(tmp_path: Path) -> None:
             "unified/cgroup.controllers": "",  # hybrid: v2 mounted beside, without the memory controller
         },
     )
-    found = read_cgroup_memory(root, proc_cgroup(tmp_path, "12:pids:/docker/abc\n4:memory:/docker/abc\n0::/docker/abc\n"))
+    found = read_cgroup_memory(
+        root, proc_cgroup(tmp_path, "12:pids:/docker/abc\n4:memory:/docker/abc\n0::/docker/abc\n")
+    )
     assert found is not None
-    assert (found.version, found.limit, found.directory) == (1, 768 * MiB, root / "memory/docker/abc")
+    assert (found.version, found.limit, found.directory) == (
+        1,
+        768 * MiB,
+        root / "memory/docker/abc",
+    )
     assert found.limit_file == root / "memory/docker/abc/memory.limit_in_bytes"
     assert found.usage() == 500 * MiB
 
 
 def test_v1_inside_a_container_and_unlimited(tmp_path: Path) -> None:
-    root = tree(tmp_path / "cgroup", {"memory/memory.limit_in_bytes": str(2 * GiB), "memory/memory.usage_in_bytes": str(GiB)})
+    root = tree(
+        tmp_path / "cgroup",
+        {"memory/memory.limit_in_bytes": str(2 * GiB), "memory/memory.usage_in_bytes": str(GiB)},
+    )
     found = read_cgroup_memory(root, proc_cgroup(tmp_path, "4:memory,hugetlb:/docker/0123\n"))
     assert found is not None and (found.version, found.limit, found.usage()) == (1, 2 * GiB, GiB)
     (root / "memory/memory.limit_in_bytes").write_text(V1_UNLIMITED + "\n")
@@ -122,7 +143,10 @@ def test_no_cgroup_file_system_at_all(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     assert read_cgroup_memory(tmp_path / "empty", tmp_path / "no-such-file") is None
     assert read_cgroup_memory(tmp_path / "missing", tmp_path / "no-such-file") is None
-    assert guard.cgroup_guard(Margin(fraction=0.1), tmp_path / "missing", tmp_path / "no-such-file") is None
+    assert (
+        guard.cgroup_guard(Margin(fraction=0.1), tmp_path / "missing", tmp_path / "no-such-file")
+        is None
+    )
 
 
 def test_a_path_that_climbs_out_of_the_mount_is_not_followed(tmp_path: Path) -> None:
@@ -141,7 +165,10 @@ def test_guard_stops_at_the_margin() -> None:
     assert not any(g.check(used * MiB) for used in (*range(100, 900, 50), 899))
     assert g.check(900 * MiB)
     assert g.trip is not None and not g.trip.predicted
-    assert g.trip.message() == "RSS 900.0 MiB reached 900.0 MiB: memory_limit 1000.0 MiB less a safety margin of 100.0 MiB"
+    assert (
+        g.trip.message()
+        == "RSS 900.0 MiB reached 900.0 MiB: memory_limit 1000.0 MiB less a safety margin of 100.0 MiB"
+    )
     assert g.check(0)  # once tripped, it stays tripped
 
 
@@ -154,7 +181,13 @@ def test_guard_stops_a_step_early_when_the_next_step_would_pass_the_limit() -> N
 
 def test_guard_ignores_readings_it_cannot_use() -> None:
     readings = iter([None, math.nan, -1.0, 10.0, 95.0])
-    g = MemoryGuard(100, Margin(fraction=0.1), source="cgroup", metric="cgroup working set", read=lambda: next(readings))
+    g = MemoryGuard(
+        100,
+        Margin(fraction=0.1),
+        source="cgroup",
+        metric="cgroup working set",
+        read=lambda: next(readings),
+    )
     assert g.stop_at == 90
     assert [g.check() for _ in range(5)] == [False, False, False, False, True]
 
@@ -166,7 +199,14 @@ def test_guard_refuses_a_limit_it_cannot_keep(limit: int, margin: int) -> None:
 
 
 def test_cgroup_guard_reads_the_working_set_and_clamps_a_big_margin(tmp_path: Path) -> None:
-    root = tree(tmp_path / "cgroup", {"cgroup.controllers": "memory", "memory.max": str(100 * MiB), "memory.current": str(10 * MiB)})
+    root = tree(
+        tmp_path / "cgroup",
+        {
+            "cgroup.controllers": "memory",
+            "memory.max": str(100 * MiB),
+            "memory.current": str(10 * MiB),
+        },
+    )
     proc = proc_cgroup(tmp_path, "0::/\n")
     g = guard.cgroup_guard(Margin(size=GiB), root, proc)
     assert g is not None and g.stop_at == 10 * MiB  # 90% of the limit at most
@@ -179,7 +219,14 @@ def test_cgroup_guard_reads_the_working_set_and_clamps_a_big_margin(tmp_path: Pa
 
 @pytest.mark.parametrize(
     ("text", "margin"),
-    [("10%", Margin(fraction=0.1)), (" 25 % ", Margin(fraction=0.25)), ("64 MiB", Margin(size=64 * MiB)), (4096, Margin(size=4096)), (None, Margin(size=0)), ("none", Margin(size=0))],
+    [
+        ("10%", Margin(fraction=0.1)),
+        (" 25 % ", Margin(fraction=0.25)),
+        ("64 MiB", Margin(size=64 * MiB)),
+        (4096, Margin(size=4096)),
+        (None, Margin(size=0)),
+        ("none", Margin(size=0)),
+    ],
 )
 def test_parse_margin(text: object, margin: Margin) -> None:
     assert parse_margin(text) == margin
@@ -215,9 +262,15 @@ def test_soak_config_margin_and_whether_the_limit_was_given() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"memory_margin": "lots"}, "invalid value 'lots' for soak(memory_margin=...) from @pytest.mark.soak on test_g.py::test_g"),
+        (
+            {"memory_margin": "lots"},
+            "invalid value 'lots' for soak(memory_margin=...) from @pytest.mark.soak on test_g.py::test_g",
+        ),
         ({"memory_margin": "95%"}, "'95%' is outside 0%..90%"),
-        ({"memory_limit": "100 MiB", "memory_margin": "200 MiB"}, "not smaller than memory_limit 100.0 MiB"),
+        (
+            {"memory_limit": "100 MiB", "memory_margin": "200 MiB"},
+            "not smaller than memory_limit 100.0 MiB",
+        ),
     ],
 )
 def test_soak_config_rejects_a_bad_margin(kwargs: dict[str, object], message: str) -> None:
@@ -227,7 +280,20 @@ def test_soak_config_rejects_a_bad_margin(kwargs: dict[str, object], message: st
 
 # -- soaks that approach their limit ------------------------------------------------------
 
-QUIET = ("-p", "no:cacheprovider", "-p", "no:benchmark", "-p", "no:xdist", "-p", "no:xdist.looponfail", "-p", "no:hypothesispytest", "-p", "no:memray")
+QUIET = (
+    "-p",
+    "no:cacheprovider",
+    "-p",
+    "no:benchmark",
+    "-p",
+    "no:xdist",
+    "-p",
+    "no:xdist.looponfail",
+    "-p",
+    "no:hypothesispytest",
+    "-p",
+    "no:memray",
+)
 
 GROWING = """
 import time
@@ -239,6 +305,12 @@ CHUNKS = []
 # 200 MiB above what this process holds now; the guard stops 20 MiB short of it. No warm-up:
 # the ten or so samples are all the trend has.
 LIMIT = psutil.Process().memory_info().rss + 200 * 1024**2
+BELOW = psutil.Process().memory_info().rss // 2
+
+
+@pytest.mark.soak(duration="60s", memory_limit=BELOW)
+def test_over_the_limit_from_the_start():
+    raise AssertionError("the guard stops the soak before the first iteration")
 
 
 @pytest.fixture
@@ -264,13 +336,15 @@ def records(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def test_soak_stops_at_the_margin_with_the_trend_and_its_verdict_line(pytester: pytest.Pytester) -> None:
+def test_soak_stops_at_the_margin_with_the_trend_and_its_verdict_line(
+    pytester: pytest.Pytester,
+) -> None:
     pytester.makepyfile(test_growing=GROWING)
     began = time.monotonic()
     result = pytester.runpytest_subprocess(*QUIET, "-v", timeout=120)
     took = time.monotonic() - began
     assert took < 30, f"the soaks ran for {took:.0f} s; their duration is 60 s each"
-    result.assert_outcomes(failed=1, passed=1)
+    result.assert_outcomes(failed=2, passed=1)
     result.stdout.fnmatch_lines(
         [
             "*memory leak in soak test_grows: stopped by the memory guard after *s of 60 s (* iterations): "
@@ -282,17 +356,32 @@ def test_soak_stops_at_the_margin_with_the_trend_and_its_verdict_line(pytester: 
     )
     data = json.loads((pytester.path / "reports" / "memleak.json").read_text())
     soaks = {s["nodeid"].split("::")[-1]: s for s in data["soaks"]}
+    over = soaks.pop("test_over_the_limit_from_the_start")
+    assert over["status"] == "inconclusive" and over["iterations"] == 0
+    result.stdout.fnmatch_lines(
+        [
+            "*memory limit in soak test_over_the_limit_from_the_start: stopped by the memory guard after * s of 60 s (0 iterations): RSS *"
+        ]
+    )
     assert set(soaks) == {"test_grows", "test_grows_expected"}
     for name, entry in soaks.items():
         assert entry["status"] == "leak", (name, entry["reason"])
         assert entry["duration"] < 10 and 5 <= entry["iterations"] <= 12, entry
         assert 15 * MiB < entry["slope_per_iteration"] < 25 * MiB, entry["slope_per_iteration"]
-        rows = records(Path(entry["samples_path"]) if Path(entry["samples_path"]).is_absolute() else pytester.path / entry["samples_path"])
+        rows = records(
+            Path(entry["samples_path"])
+            if Path(entry["samples_path"]).is_absolute()
+            else pytester.path / entry["samples_path"]
+        )
         kinds = [r["kind"] for r in rows]
         assert kinds[0] == "meta" and kinds[-2:] == ["guard", "verdict"], kinds
         assert kinds.count("sample") >= 6
         stop = rows[-2]
-        assert stop["metric"] == "RSS" and stop["source"] == "memory_limit" and stop["margin"] == 20 * MiB
+        assert (
+            stop["metric"] == "RSS"
+            and stop["source"] == "memory_limit"
+            and stop["margin"] == 20 * MiB
+        )
         assert stop["used"] >= stop["stop_at"] or stop["predicted"]
         assert stop["used"] < stop["limit"], "the guard let RSS reach the limit itself"
         verdict = rows[-1]
@@ -358,4 +447,30 @@ def test_soak_stops_before_the_containers_cgroup_limit(pytester: pytest.Pytester
     assert rows[0]["guards"] == [
         f"cgroup working set against cgroup v2 limit 1.0 GiB ({pytester.path}/fake-cgroup/ctr/memory.max), "
         "stopping at 921.6 MiB (margin 102.4 MiB)"
+    ]
+
+
+def test_the_default_memory_limit_is_a_projection_not_a_guard(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only a memory_limit given in the marker (or a cgroup limit) stops a soak; the 700 MiB default does not."""
+    monkeypatch.setattr(guard, "CGROUP_ROOT", str(tmp_path / "none"))
+    monkeypatch.setattr(guard, "PROC_SELF_CGROUP", str(tmp_path / "none"))
+
+    def guards(**kwargs: object) -> list[MemoryGuard]:
+        runner = soak._Runner(
+            None, soak.soak_config(MarkedItem(**kwargs)), tmp_path / "x.jsonl", lambda: None
+        )  # type: ignore[arg-type]
+        runner.problems = []
+        return runner._guards()
+
+    assert guards() == []
+    (explicit,) = guards(memory_limit="1 GiB")
+    assert (explicit.metric, explicit.stop_at) == ("RSS", GiB - GiB // 10)
+    tree(tmp_path / "cg", {"cgroup.controllers": "memory", "memory.max": str(2 * GiB)})
+    monkeypatch.setattr(guard, "CGROUP_ROOT", str(tmp_path / "cg"))
+    both = guards(memory_limit="1 GiB", memory_margin="100 MiB")
+    assert [(g.metric, g.stop_at) for g in both] == [
+        ("RSS", GiB - 100 * MiB),
+        ("cgroup working set", 2 * GiB - 100 * MiB),
     ]

@@ -136,6 +136,20 @@ CLEAN = {
 }
 
 
+def assert_outcomes(result: pytest.RunResult, pytester: pytest.Pytester, **outcomes: int) -> None:
+    """assert_outcomes, with the run's verdicts and series in the message when it fails."""
+    try:
+        result.assert_outcomes(**outcomes)
+    except AssertionError as exc:
+        reports = pytester.path / "reports" / "memleak.json"
+        verdicts = []
+        if reports.exists():
+            for test in json.loads(reports.read_text())["tests"]:
+                deltas = {k: [b - a for a, b in zip(v, v[1:], strict=False)] for k, v in test["series"].items()}
+                verdicts.append(f"{test['nodeid']}: {test['status']}: {test['reason']} runs={test['runs']} {deltas} {test['details']}")
+        raise AssertionError(f"{exc}\n" + "\n".join(verdicts)) from None
+
+
 def _run(pytester: pytest.Pytester, source: str, *args: str) -> pytest.RunResult:
     pytester.makepyfile(test_case=source)
     return pytester.runpytest_subprocess("--memleak", "--memleak-flamegraph=none", "-p", "no:cacheprovider", *args)
@@ -145,7 +159,7 @@ def _run(pytester: pytest.Pytester, source: str, *args: str) -> pytest.RunResult
 def test_leak_is_caught_with_its_line(pytester: pytest.Pytester, name: str) -> None:
     source = LEAKS[name]
     result = _run(pytester, source)
-    result.assert_outcomes(failed=1)
+    assert_outcomes(result, pytester, failed=1)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     line = next(i for i, text in enumerate(source.strip("\n").splitlines(), 1) if "LEAK-LINE" in text)
     result.stdout.fnmatch_lines(
@@ -162,7 +176,7 @@ def test_leak_is_caught_with_its_line(pytester: pytest.Pytester, name: str) -> N
 @pytest.mark.parametrize("name", sorted(CLEAN))
 def test_clean_code_passes(pytester: pytest.Pytester, name: str) -> None:
     result = _run(pytester, CLEAN[name])
-    result.assert_outcomes(passed=1)
+    assert_outcomes(result, pytester, passed=1)
     assert result.ret == pytest.ExitCode.OK
     result.stdout.fnmatch_lines(["*1 checked: 0 leaking, 1 clean*"])
 
@@ -203,7 +217,7 @@ def test_failing_skipped_and_xfail_tests_keep_their_outcome(pytester: pytest.Pyt
         """
     )
     result = pytester.runpytest_subprocess("--memleak", "--memleak-flamegraph=none", "-p", "no:cacheprovider")
-    result.assert_outcomes(failed=1, skipped=1, xfailed=1, errors=1)
+    assert_outcomes(result, pytester, failed=1, skipped=1, xfailed=1, errors=1)
     result.stdout.fnmatch_lines(["*own failure*", "*0 leaking, 0 clean, 0 inconclusive, 4 without verdict*"])
     assert "LEAK test_outcomes" not in result.stdout.str()
 
@@ -218,7 +232,7 @@ def test_not_repeatable_test_is_inconclusive_not_failed(pytester: pytest.Pyteste
         """
     )
     result = pytester.runpytest_subprocess("--memleak", "--memleak-flamegraph=none", "-p", "no:cacheprovider")
-    result.assert_outcomes(passed=1)
+    assert_outcomes(result, pytester, passed=1)
     result.stdout.fnmatch_lines(["*1 inconclusive*", "INCONCLUSIVE test_once.py::test_only_once - run 2 failed in call*"])
 
 
@@ -244,7 +258,7 @@ def test_function_fixtures_are_set_up_per_run_and_module_fixtures_once(pytester:
         """
     )
     result = pytester.runpytest_subprocess("--memleak", "--memleak-flamegraph=none", "-p", "no:cacheprovider")
-    result.assert_outcomes(passed=2)
+    assert_outcomes(result, pytester, passed=2)
 
 
 def test_captured_output_is_not_repeated(pytester: pytest.Pytester) -> None:
@@ -257,7 +271,7 @@ def test_captured_output_is_not_repeated(pytester: pytest.Pytester) -> None:
         """
     )
     result = pytester.runpytest_subprocess("--memleak", "--memleak-flamegraph=none", "-p", "no:cacheprovider")
-    result.assert_outcomes(failed=1)
+    assert_outcomes(result, pytester, failed=1)
     assert result.stdout.str().count("hello-from-test") == 1
 
 
@@ -274,7 +288,7 @@ def test_marker_checks_without_flag_and_no_memleak_opts_out(pytester: pytest.Pyt
         """
     )
     result = pytester.runpytest_subprocess("--memleak-flamegraph=none", "-p", "no:cacheprovider")
-    result.assert_outcomes(failed=1, passed=1)
+    assert_outcomes(result, pytester, failed=1, passed=1)
     result.stdout.fnmatch_lines(["*test_marked*memleak: retained*"])
     pytester.makepyfile(
         test_markers="""
@@ -286,7 +300,7 @@ def test_marker_checks_without_flag_and_no_memleak_opts_out(pytester: pytest.Pyt
         """
     )
     result = pytester.runpytest_subprocess("--memleak", "--memleak-flamegraph=none", "-p", "no:cacheprovider")
-    result.assert_outcomes(passed=1)
+    assert_outcomes(result, pytester, passed=1)
 
 
 def test_budget_from_marker_class_and_module(pytester: pytest.Pytester) -> None:
@@ -307,7 +321,7 @@ def test_budget_from_marker_class_and_module(pytester: pytest.Pytester) -> None:
         """
     )
     result = pytester.runpytest_subprocess("--memleak-flamegraph=none", "-p", "no:cacheprovider", "-v")
-    result.assert_outcomes(passed=1, failed=2)
+    assert_outcomes(result, pytester, passed=1, failed=2)
     result.stdout.fnmatch_lines(
         [
             "*test_small_leak_within_module_budget PASSED*",
@@ -328,7 +342,7 @@ def test_per_site_budget(pytester: pytest.Pytester) -> None:
         """
     )
     result = pytester.runpytest_subprocess("--memleak-flamegraph=none", "-p", "no:cacheprovider")
-    result.assert_outcomes(failed=1)
+    assert_outcomes(result, pytester, failed=1)
     result.stdout.fnmatch_lines(["*site test_site.py:5 retained * KiB/run (per-site budget 512 B/run)*"])
 
 
@@ -342,12 +356,12 @@ def test_resolution_order_marker_cli_env_ini(pytester: pytest.Pytester, monkeypa
     )
     pytester.makeini("[pytest]\nmemleak = true\nmemleak_retained = 64 KiB\nmemleak_flamegraph = none\n")
     # ini alone: enabled by ini, within the ini budget
-    pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
+    assert_outcomes(pytester.runpytest_subprocess("-p", "no:cacheprovider"), pytester, passed=1)
     # env beats ini
     monkeypatch.setenv("MEMLEAK_RETAINED", "16 B")
-    pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(failed=1)
+    assert_outcomes(pytester.runpytest_subprocess("-p", "no:cacheprovider"), pytester, failed=1)
     # CLI beats env
-    pytester.runpytest_subprocess("-p", "no:cacheprovider", "--memleak-retained=1 MiB").assert_outcomes(passed=1)
+    assert_outcomes(pytester.runpytest_subprocess("-p", "no:cacheprovider", "--memleak-retained=1 MiB"), pytester, passed=1)
 
 
 def test_ini_in_pyproject_takes_effect(pytester: pytest.Pytester) -> None:
@@ -361,7 +375,7 @@ def test_ini_in_pyproject_takes_effect(pytester: pytest.Pytester) -> None:
     )
     pytester.makepyfile(test_p="KEEP = []\ndef test_leak():\n    KEEP.append(object())\n")
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
-    result.assert_outcomes(failed=1)
+    assert_outcomes(result, pytester, failed=1)
 
 
 @pytest.mark.parametrize(
@@ -424,7 +438,7 @@ def test_plugin_off_imports_nothing_heavy(pytester: pytest.Pytester) -> None:
     )
     # pytest-memray, when installed, imports memray itself: leave it out of this check
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:memray")
-    result.assert_outcomes(passed=1)
+    assert_outcomes(result, pytester, passed=1)
 
 
 def test_json_report_and_junit_properties(pytester: pytest.Pytester) -> None:
@@ -432,7 +446,7 @@ def test_json_report_and_junit_properties(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess(
         "--memleak", "--memleak-flamegraph=none", "-p", "no:cacheprovider", "--junitxml=junit.xml", "--memleak-report-dir=out"
     )
-    result.assert_outcomes(failed=1, passed=1)
+    assert_outcomes(result, pytester, failed=1, passed=1)
     data = json.loads((pytester.path / "out" / "memleak.json").read_text())
     by_id = {t["nodeid"]: t for t in data["tests"]}
     assert by_id["test_j.py::test_leak"]["status"] == "leak"

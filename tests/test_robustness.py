@@ -131,11 +131,25 @@ def test_own_outcomes_stand(pytester: pytest.Pytester) -> None:
     result = run(pytester, *MEMLEAK, "--memleak-flamegraph=none")
     assert_no_crash(output(result))
     assert result.parseoutcomes() == plain
-    assert plain == {"passed": 3, "failed": 2, "errors": 2, "skipped": 1, "xfailed": 1, "xpassed": 1}
+    assert plain == {
+        "passed": 3,
+        "failed": 2,
+        "errors": 2,
+        "skipped": 1,
+        "xfailed": 1,
+        "xpassed": 1,
+    }
     found = {name: t["status"] for name, t in statuses(pytester.path).items()}
     assert found["test_passes"] == "clean"
     assert found["test_fails_when_repeated"] == "inconclusive"
-    for name in ("test_fails", "test_errors_in_setup", "test_errors_in_teardown", "test_skips", "test_xfails", "test_xpasses_strict"):
+    for name in (
+        "test_fails",
+        "test_errors_in_setup",
+        "test_errors_in_teardown",
+        "test_skips",
+        "test_xfails",
+        "test_xpasses_strict",
+    ):
         assert found[name] == "no-verdict", (name, found)
 
 
@@ -188,7 +202,10 @@ def test_keyboard_interrupt_from_a_repeated_run(pytester: pytest.Pytester) -> No
     found = statuses(pytester.path)
     assert found["test_a"]["status"] == "clean"
     repeated = found["test_interrupts_when_repeated"]
-    assert repeated["status"] in ("inconclusive", "no-verdict") and "interrupt" in repeated["reason"].lower()
+    assert (
+        repeated["status"] in ("inconclusive", "no-verdict")
+        and "interrupt" in repeated["reason"].lower()
+    )
     assert "test_never_runs" not in found
 
 
@@ -221,20 +238,26 @@ def test_fork_whose_child_exits_cleanly(pytester: pytest.Pytester) -> None:
     assert_no_crash(text)
     result.assert_outcomes(passed=2)
     assert len(lines_with(text, "memleak summary")) == 1
-    assert len(set((pytester.path / "after.txt").read_text().split())) == 1  # one process ran it (its runs)
+    assert (
+        len(set((pytester.path / "after.txt").read_text().split())) == 1
+    )  # one process ran it (its runs)
     forks = statuses(pytester.path)["test_forks"]
     assert forks["status"] != "leak", forks["reason"]
 
 
 def test_fork_whose_child_returns_into_pytest(pytester: pytest.Pytester) -> None:
     """The child of a fork returns from the test: it must not run the session (and the plugin's reports) again."""
-    pytester.makepyfile(test_fork=FORK_SUITE.format(child="return  # no os._exit: the child returns into pytest"))
+    pytester.makepyfile(
+        test_fork=FORK_SUITE.format(child="return  # no os._exit: the child returns into pytest")
+    )
     result = run(pytester, *MEMLEAK)
     text = output(result, pytester.path)
     assert_no_crash(text)
     assert len(lines_with(text, "memleak summary")) == 1, text
     assert len(re.findall(r"=+ .*\d+ passed.* in [\d.]+s", text)) == 1, text
-    assert len(set((pytester.path / "after.txt").read_text().split())) == 1, "test_after ran in more than one process"
+    assert len(set((pytester.path / "after.txt").read_text().split())) == 1, (
+        "test_after ran in more than one process"
+    )
     result.assert_outcomes(passed=2)
     forks = statuses(pytester.path)["test_forks"]
     assert forks["status"] == "inconclusive" and "forked" in forks["reason"], forks["reason"]
@@ -320,9 +343,15 @@ def test_tracemalloc_started_or_stopped_by_the_test(pytester: pytest.Pytester) -
     found = statuses(pytester.path)
     assert found["test_leaks_traced_by_the_plugin"]["status"] == "leak"
     stopped = found["test_stops_tracemalloc_while_leaking"]
-    assert stopped["status"] == "inconclusive" and "stopped tracemalloc" in stopped["reason"], stopped["reason"]
-    assert found["test_starts_tracemalloc"]["status"] == "clean", found["test_starts_tracemalloc"]["reason"]
-    assert found["test_leaks_traced_by_the_test"]["status"] == "leak"  # found with the test's own 3 frames
+    assert stopped["status"] == "inconclusive" and "stopped tracemalloc" in stopped["reason"], (
+        stopped["reason"]
+    )
+    assert found["test_starts_tracemalloc"]["status"] == "clean", found["test_starts_tracemalloc"][
+        "reason"
+    ]
+    assert (
+        found["test_leaks_traced_by_the_test"]["status"] == "leak"
+    )  # found with the test's own 3 frames
     # the plugin started tracing for its confirmation and stopped it; what the test started stays on
     for name in [*found, "<end>"]:
         for key in ("tracing", "frames", "gc_enabled"):
@@ -376,7 +405,9 @@ def test_leaks_after_the_heap_was_unfrozen():
 """
 
 
-def test_garbage_collector_disabled_frozen_or_unfrozen_by_the_test(pytester: pytest.Pytester) -> None:
+def test_garbage_collector_disabled_frozen_or_unfrozen_by_the_test(
+    pytester: pytest.Pytester,
+) -> None:
     pytester.makeconftest(STATE_PROBE.format(setup=""))
     pytester.makepyfile(test_gc=GC_SUITE)
     plain_result = run(pytester)
@@ -388,17 +419,35 @@ def test_garbage_collector_disabled_frozen_or_unfrozen_by_the_test(pytester: pyt
     assert plain_result.parseoutcomes() == {"passed": 7}
     result.assert_outcomes(passed=4, failed=3)
     found = statuses(pytester.path)
-    for name in ("test_leaks_with_gc_on", "test_leaks_with_gc_off", "test_leaks_after_the_heap_was_unfrozen"):
+    for name in (
+        "test_leaks_with_gc_on",
+        "test_leaks_with_gc_off",
+        "test_leaks_after_the_heap_was_unfrozen",
+    ):
         assert found[name]["status"] == "leak", (name, found[name]["reason"])
     assert found["test_disables_gc_and_restores_it"]["status"] == "clean"
     disabled = found["test_disables_gc"]
-    assert disabled["status"] == "inconclusive" and "disabled the garbage collector" in disabled["reason"], disabled["reason"]
-    for name, word in (("test_freezes_the_heap_every_run", "froze"), ("test_unfreezes_the_heap_every_run", "unfroze")):
+    assert (
+        disabled["status"] == "inconclusive"
+        and "disabled the garbage collector" in disabled["reason"]
+    ), disabled["reason"]
+    for name, word in (
+        ("test_freezes_the_heap_every_run", "froze"),
+        ("test_unfreezes_the_heap_every_run", "unfroze"),
+    ):
         status, reason = found[name]["status"], found[name]["reason"]
-        assert status == "clean" or (status == "inconclusive" and word in reason), (name, status, reason)
+        assert status == "clean" or (status == "inconclusive" and word in reason), (
+            name,
+            status,
+            reason,
+        )
     # the garbage collector is left as the test left it, as without the plugin
     for name in [*found, "<end>"]:
-        assert checked[name]["gc_enabled"] == plain[name]["gc_enabled"], (name, checked[name], plain[name])
+        assert checked[name]["gc_enabled"] == plain[name]["gc_enabled"], (
+            name,
+            checked[name],
+            plain[name],
+        )
 
 
 # -- 2. the tools misbehave -------------------------------------------------------------
@@ -457,7 +506,11 @@ def test_memray_missing_or_failing(pytester: pytest.Pytester, conftest: str, pro
     assert_no_crash(text)
     result.assert_outcomes(passed=1, failed=2)
     found = statuses(pytester.path)
-    assert [found[n]["status"] for n in ("test_leak_one", "test_leak_two", "test_clean")] == ["leak", "leak", "clean"]
+    assert [found[n]["status"] for n in ("test_leak_one", "test_leak_two", "test_clean")] == [
+        "leak",
+        "leak",
+        "clean",
+    ]
     told = lines_with(text, problem)
     assert len(told) == 1, f"the gap must be reported once, got {len(told)}:\n" + "\n".join(told)
 
@@ -489,7 +542,9 @@ pytest_memleak.measuring._HAVE_PROC = False  # and no /proc to fall back on
 """
 
 
-@pytest.mark.parametrize("conftest", [PSUTIL_DENIED, PSUTIL_MISSING], ids=["access-denied", "missing"])
+@pytest.mark.parametrize(
+    "conftest", [PSUTIL_DENIED, PSUTIL_MISSING], ids=["access-denied", "missing"]
+)
 def test_psutil_cannot_read(pytester: pytest.Pytester, conftest: str) -> None:
     pytester.makeconftest(conftest)
     pytester.makepyfile(test_tools=LEAKS_AND_CLEAN)
@@ -498,9 +553,15 @@ def test_psutil_cannot_read(pytester: pytest.Pytester, conftest: str) -> None:
     assert_no_crash(text)
     result.assert_outcomes(passed=1, failed=2)
     found = statuses(pytester.path)
-    assert [found[n]["status"] for n in ("test_leak_one", "test_leak_two", "test_clean")] == ["leak", "leak", "clean"]
+    assert [found[n]["status"] for n in ("test_leak_one", "test_leak_two", "test_clean")] == [
+        "leak",
+        "leak",
+        "clean",
+    ]
     told = lines_with(text, "psutil")
-    assert len(told) == 1, "what psutil could not read (RSS, descriptors) must be reported once:\n" + text
+    assert len(told) == 1, (
+        "what psutil could not read (RSS, descriptors) must be reported once:\n" + text
+    )
 
 
 def test_report_directory_that_cannot_be_created(pytester: pytest.Pytester) -> None:
@@ -521,9 +582,14 @@ def test_soak_ring():
     text = output(result, pytester.path)
     assert_no_crash(text)
     result.assert_outcomes(passed=2, failed=2)
-    result.stdout.fnmatch_lines(["*memleak summary*", "LEAK *test_leak_one*", "*memleak soak*", "*soak*ring*ok*"])
+    result.stdout.fnmatch_lines(
+        ["*memleak summary*", "LEAK *test_leak_one*", "*memleak soak*", "*soak*ring*ok*"]
+    )
     told = lines_with(text, "blocker")
-    assert len(told) == 1, f"the unwritable report directory must be reported once, got {len(told)}:\n" + "\n".join(told)
+    assert len(told) == 1, (
+        f"the unwritable report directory must be reported once, got {len(told)}:\n"
+        + "\n".join(told)
+    )
     assert "reports not written" in told[0]
 
 
@@ -560,7 +626,12 @@ def start(pytester: pytest.Pytester, *args: str) -> subprocess.Popen[bytes]:
         cwd=pytester.path,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(pytester.path), os.environ.get("PYTHONPATH")]))},
+        env={
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(
+                filter(None, [str(pytester.path), os.environ.get("PYTHONPATH")])
+            ),
+        },
     )
 
 
@@ -581,18 +652,24 @@ def interrupt(proc: subprocess.Popen[bytes], ready: callable, signum: int) -> st
             proc.wait()
 
 
-SIGNALS = pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+SIGNALS = pytest.mark.parametrize(
+    "signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"]
+)
 
 
 @SIGNALS
 @pytest.mark.parametrize("call", [1, 3], ids=["own-run", "repeated-run"])
-def test_signal_during_memleak_writes_the_report_for_what_finished(pytester: pytest.Pytester, signum: int, call: int) -> None:
+def test_signal_during_memleak_writes_the_report_for_what_finished(
+    pytester: pytest.Pytester, signum: int, call: int
+) -> None:
     pytester.makepyfile(test_slow=SLOW_SUITE.format(call=call))
     proc = start(pytester, *MEMLEAK, "--memleak-flamegraph=none")
     text = interrupt(proc, (pytester.path / "slow-started").exists, signum)
     assert_no_crash(text)
     # SIGINT is pytest's "interrupted" (2); after SIGTERM the process may also end by the signal itself
-    allowed = {pytest.ExitCode.INTERRUPTED} | ({-signal.SIGTERM, 128 + signal.SIGTERM} if signum == signal.SIGTERM else set())
+    allowed = {pytest.ExitCode.INTERRUPTED} | (
+        {-signal.SIGTERM, 128 + signal.SIGTERM} if signum == signal.SIGTERM else set()
+    )
     assert proc.returncode in allowed, (proc.returncode, text)
     report = pytester.path / "reports" / "memleak.json"
     assert report.exists(), f"no report after {signal.Signals(signum).name}:\n{text}"
@@ -632,7 +709,9 @@ def soak_rows(folder: Path, name: str) -> list[dict]:
 
 
 @SIGNALS
-def test_signal_during_a_soak_keeps_the_samples_and_writes_the_report(pytester: pytest.Pytester, signum: int) -> None:
+def test_signal_during_a_soak_keeps_the_samples_and_writes_the_report(
+    pytester: pytest.Pytester, signum: int
+) -> None:
     pytester.makepyfile(test_soaks=SOAK_SUITE)
     folder = pytester.path / "reports" / "soak"
 

@@ -14,6 +14,7 @@ plugin attaches to pytest's reports may outlive the report hooks.
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -30,6 +31,7 @@ def _self_leak() -> ModuleType:
     spec = importlib.util.spec_from_file_location("memleak_self_leak_benchmark", path)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
     spec.loader.exec_module(module)
     return module
 

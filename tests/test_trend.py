@@ -357,3 +357,12 @@ def test_fit_of_20000_points_is_fast():
         fit_trend(t, y)
         best = min(best, time.perf_counter() - start)
     assert best < 0.1, f"fit took {best * 1000:.1f} ms"
+
+
+def test_short_linear_series_is_growth_not_a_plateau() -> None:
+    # nine samples: the last third has too few points of its own; it must not read as flat
+    t = [0.026, 0.118, 0.224, 0.31, 0.395, 0.474, 0.575, 0.701, 0.843]
+    y = [(36.7 + 20 * i) * 2**20 for i in range(9)]
+    leak, reason = judge(fit_trend(t, y, warmup_fraction=0.1), max_growth_per_hour=0, memory_limit=None, horizon_seconds=None, current=y[-1])
+    assert leak, reason
+    assert "plateau" not in reason

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -198,44 +197,50 @@ def test_verdicts_under_n2_equal_serial_and_one_report(pytester: pytest.Pytester
         out = result.stdout.str()
         assert out.count("memleak summary") == 1
         result.stdout.fnmatch_lines(["*= memleak summary =*", COUNTS_LINE])
-        assert sorted(line for line in result.stdout.lines if line.startswith("LEAK ")) == sorted(
-            line for line in serial.stdout.lines if line.startswith("LEAK ")
-        )
+        listed = [line.split(" ")[1] for line in result.stdout.lines if line.startswith("LEAK ")]
+        assert sorted(listed) == sorted(LEAKING)
     assert sorted(p.name for p in (pytester.path / "parallel").iterdir()) == ["memleak.html", "memleak.json"]
     html = (pytester.path / "parallel" / "memleak.html").read_text()
     for nodeid in LEAKING:
         assert nodeid in html
-    assert [p.name for p in pytester.path.rglob("memleak*.json")] == ["memleak.json", "memleak.json"]
+    # and no worker wrote a report of its own anywhere
+    written = sorted(str(p.relative_to(pytester.path)) for p in pytester.path.rglob("memleak*.*"))
+    assert written == ["parallel/memleak.html", "parallel/memleak.json", "serial/memleak.html", "serial/memleak.json"]
 
 
 def test_soak_tests_spread_across_workers_and_one_table(pytester: pytest.Pytester) -> None:
     # Three items on two workers are sent round-robin: the two soaks go to different workers.
     pytester.makepyfile(
         test_soaks="""
+        import collections
+        import time
         import pytest
-        GROW = []
-        @pytest.mark.soak(duration="2s", memory_limit=None)
-        def test_append_leak():
-            GROW.append(bytearray(10_000))
+        LEAKED = []
+        RING = collections.deque(maxlen=16)
         @pytest.mark.soak(duration="2s")
-        def test_buffer_ok():
-            assert len(bytearray(10_000)) == 10_000
+        def test_append_leak():
+            LEAKED.append(b"x" * (100 * 1024))  # written, so it is resident
+            time.sleep(0.005)
+        @pytest.mark.soak(duration="2s")
+        def test_ring_bounded():
+            RING.append(b"x" * (100 * 1024))
+            time.sleep(0.005)
         def test_quick():
             assert [1] * 3 == [1, 1, 1]
         """
     )
     result = _run(pytester, "reports", "-n", "2", "-v")
-    result.assert_outcomes(passed=2, failed=1)
     out = result.stdout.str()
+    result.assert_outcomes(passed=2, failed=1)
 
     workers = _workers_by_test(out)
-    assert workers["test_soaks.py::test_append_leak"] != workers["test_soaks.py::test_buffer_ok"]
+    assert workers["test_soaks.py::test_append_leak"] != workers["test_soaks.py::test_ring_bounded"]
     # ...and so they ran in two processes, each writing its own samples file
     pids = {}
     for path in (pytester.path / "reports" / "soak").glob("*.jsonl"):
         meta = json.loads(path.read_text().splitlines()[0])
         pids[meta["nodeid"]] = meta["pid"]
-    assert set(pids) == {"test_soaks.py::test_append_leak", "test_soaks.py::test_buffer_ok"}
+    assert set(pids) == {"test_soaks.py::test_append_leak", "test_soaks.py::test_ring_bounded"}
     assert len(set(pids.values())) == 2
 
     assert out.count("= memleak soak =") == 1
@@ -250,13 +255,13 @@ def test_soak_tests_spread_across_workers_and_one_table(pytester: pytest.Pyteste
     )
     table = out.split("= memleak soak =", 1)[1]
     assert len(re.findall(r"^append\s+leak\s+LEAK\s", table, re.MULTILINE)) == 1
-    assert len(re.findall(r"^buffer\s+ok\s+ok\s", table, re.MULTILINE)) == 1
+    assert len(re.findall(r"^ring\s+bounded\s+ok\s", table, re.MULTILINE)) == 1
 
     report = _report(pytester, "reports")
-    assert sorted(s["nodeid"] for s in report["soaks"]) == ["test_soaks.py::test_append_leak", "test_soaks.py::test_buffer_ok"]
+    assert sorted(s["nodeid"] for s in report["soaks"]) == ["test_soaks.py::test_append_leak", "test_soaks.py::test_ring_bounded"]
     assert {s["nodeid"]: s["status"] for s in report["soaks"]} == {
         "test_soaks.py::test_append_leak": "leak",
-        "test_soaks.py::test_buffer_ok": "clean",
+        "test_soaks.py::test_ring_bounded": "clean",
     }
     assert [t["nodeid"] for t in report["tests"]] == ["test_soaks.py::test_quick"]
     assert (pytester.path / "reports" / "memleak.html").is_file()
