@@ -74,7 +74,12 @@ class Runner:
         item = self.item
         # nextitem=parent: teardown pops the function-level node only; module and class
         # fixtures stay set up across runs.
-        reports = runtestprotocol(item, log=False, nextitem=item.parent)  # type: ignore[arg-type]
+        session = item.session
+        session.gethookproxy = _quiet_proxy(session)  # type: ignore[method-assign,assignment]
+        try:
+            reports = runtestprotocol(item, log=False, nextitem=item.parent)  # type: ignore[arg-type]
+        finally:
+            del session.gethookproxy
         if self.after_run is not None:
             self.after_run(item, reports)
         self.runs += 1
@@ -88,6 +93,35 @@ class Runner:
         if failed is not None:
             outcome = "skipped" if failed.skipped else "failed"
             raise NotRepeatable(f"run {self.runs + 1} {outcome} in {failed.when}: the test is not repeatable")
+
+
+class _QuietRelay:
+    """A node's hook relay that drops subtest reports: pytest's ``subtests`` fixture and
+    unittest's ``subTest`` log them themselves, whatever ``runtestprotocol(log=False)`` says."""
+
+    def __init__(self, relay: Any) -> None:
+        self._relay = relay
+
+    def __getattr__(self, name: str) -> Any:
+        caller = getattr(self._relay, name)
+        if name != "pytest_runtest_logreport":
+            return caller
+
+        def logreport(*, report: Any) -> Any:
+            if type(report).__name__ == "SubtestReport":
+                return None
+            return caller(report=report)
+
+        return logreport
+
+
+def _quiet_proxy(session: pytest.Session) -> Callable[[Any], Any]:
+    real = type(session).gethookproxy
+
+    def gethookproxy(fspath: Any) -> Any:
+        return _QuietRelay(real(session, fspath))
+
+    return gethookproxy
 
 
 def _drop_finished_dependants(item: pytest.Item) -> None:
@@ -287,7 +321,21 @@ def judged_windows(
 
     try:
         with resources.track_task_origins():
+            traced_began = time.perf_counter()
             run()  # warm-up under tracing
+            traced_run = time.perf_counter() - traced_began
+            # The traced window has a time budget too: fewer runs per step for a slow test, and
+            # no traced window at all when even one run a step would take far too long.
+            affordable = int(settings.confirm_seconds / max(traced_run, 1e-6))
+            if affordable < steps:
+                return LeakResult(
+                    nodeid,
+                    INCONCLUSIVE,
+                    f"the screen saw growth, but one traced run takes {traced_run:.1f} s: "
+                    f"{steps} of them do not fit in confirm_seconds={settings.confirm_seconds:g} s "
+                    "(raise it to confirm)",
+                )
+            per_step = max(1, min(per_step, affordable // steps))
             result = judge(nodeid, settings, confirm_window(run, classifier, steps, per_step), per_step, classifier)
     finally:
         if started:

@@ -21,6 +21,7 @@ from .units import format_size
 
 SETTINGS_KEY = pytest.StashKey[options.TestSettings]()
 REFREEZE_EVERY = 250  # tests between full collections of the frozen heap
+_SLIM: dict[str, dict[str, str]] = {}  # the status-only dict left on reports, one per status
 
 
 class ResultStore:
@@ -329,13 +330,30 @@ class MemleakSession:
             call.longrepr = reporting.LeakRepr(result, path, (lineno or 0) + 1)
 
     # -- reporting ------------------------------------------------------------------------
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> Any:
+        """Store the verdict; once every plugin has seen the report, drop what it carried.
+
+        pytest keeps every report until the session ends (the terminal reporter's stats), so a
+        full result left on it would pile up per test. The store has it on disk; the report
+        keeps only its status (for the status letter), in a dict shared by all reports.
+        """
         data = getattr(report, "memleak", None)
         if isinstance(data, dict):
             self.store.add(data)
         soak_data = getattr(report, "memleak_soak", None)
         if report.when == "call" and isinstance(soak_data, dict):
             self.store.add(soak_data, kind="soak")
+        try:
+            return (yield)
+        finally:
+            if isinstance(data, dict):
+                status = data.get("status", "")
+                report.memleak = _SLIM.setdefault(status, {"status": status})  # type: ignore[attr-defined]
+            props = report.user_properties
+            if report.when == "teardown" and any(isinstance(p, tuple) and str(p[0]).startswith("memleak_") for p in props):
+                # junitxml and xdist have read them by now
+                report.user_properties = [p for p in props if not (isinstance(p, tuple) and str(p[0]).startswith("memleak_"))]
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_report_teststatus(self, report: pytest.TestReport) -> tuple[str, str, Any] | None:

@@ -13,32 +13,36 @@ leaky/fixed) and sets ``expect_leak`` on each::
 the soak to its request rate. The service lives in the test's own ``tmp_path``, on the
 workload's simulated clock, and is closed at teardown.
 
-**Paced traffic.** Unpaced, a LEAKY variant grows as fast as the CPU serves requests: the
-all-patterns soak would take ~700 MiB in 10 s, and gigabytes in the nightly 5-minute soak.
-So each soak serves a fixed rate (:data:`MAX_RATE` requests per second unless the marker says
-otherwise), and a LEAKY variant's rate is capped so that, at the retention per request
-measured by ``python -m scenarios.chat.measure`` (:data:`LEAK_PER_REQUEST`), it gathers at
-most :data:`MEMORY_BUDGET` over the soak's effective duration (``--memleak-soak-duration``
-included): below the 500 MiB ``memory_limit``, so the time to it is a projection, not an
-accident. FIXED variants are never capped: a longer soak serves them more traffic. Pacing also
-means the same traffic on a fast laptop and on a slow CI runner (a machine that cannot keep up
-simply runs flat out).
+**Paced traffic.** Unpaced, a LEAKY variant grows as fast as the CPU serves requests (the
+all-patterns soak would take ~700 MiB in 10 s, gigabytes in the nightly 5-minute soak), and
+its growth per second follows every change of throughput, which a time-based trend reads as
+acceleration or plateau. So each soak serves a steady :data:`MAX_RATE` requests per second
+(~20 % of a core, so that a busy machine can still keep up; one that cannot simply runs flat
+out). A LEAKY variant's rate (``rate=`` on the marker may raise it) is capped so that, at the
+retention per request measured by ``python -m scenarios.chat.measure``
+(:data:`LEAK_PER_REQUEST`), it gathers at most :data:`MEMORY_BUDGET` over the soak's
+effective duration (``--memleak-soak-duration`` included): below the 500 MiB
+``memory_limit``, so the time to it stays a projection. FIXED variants always serve
+:data:`MAX_RATE`: a longer soak serves them more traffic.
 
 **Steady state first.** A FIXED service's TTL windows fill within ~30 steps, but its RSS keeps
 climbing for a few hundred more: conversation histories fill towards their 50-message cap at
 the pace of each user's activity and slot churn (a relaxation time of ~100 steps), and RSS
-ratchets up with every new high of the fluctuating heap. Measured: a fresh service in a fresh
-process adds ~250 KiB of RSS between steps 150 and 500. So each FIXED service serves
-:data:`FIXED_PREWARM_STEPS` steps in the fixture, before the soak starts, and the soak's own
-warm-up (30 %) absorbs what is left; the fit then sees the plateau. LEAKY services start cold
-(their leak is the signal; a pre-warm would only spend the memory budget).
+ratchets up with each new high of the fluctuating heap (measured: a fresh service in a fresh
+process adds ~250 KiB between steps 150 and 500, then ~50 B per step, allocator noise; the
+Python heap and sqlite's own memory are flat by then). A LEAKY service fills the same way
+under its leak, and a fill that tails off inside the fit looks like a leak slowing down. So
+every service serves :data:`PREWARM_STEPS` steps in the fixture before its soak starts (a
+LEAKY one fewer when its head start would pass :data:`PREWARM_BUDGET`; the managed one none,
+its climb to the manager's thresholds is the point), and the soak's own warm-up (30 %)
+absorbs the rest: the fit sees a plateau or a straight leak.
 
 **Order.** A soak inherits the heap its predecessors freed, so FIXED soaks run first, then the
 managed one and the LEAKY ones from the smallest expected growth to the biggest (see
 :func:`pytest_collection_modifyitems`).
 
-**Time is compressed**: a request advances the simulated clock by 5 s, so at 2,500 requests
-per second one wall second is ~3.5 simulated hours; the growth per hour and the time to the
+**Time is compressed**: a request advances the simulated clock by 5 s, so at 2,000 requests
+per second one wall second is ~2.8 simulated hours; the growth per hour and the time to the
 memory limit in the summary are wall-clock figures of that accelerated service.
 """
 
@@ -58,11 +62,12 @@ from scenarios.chat import PATTERNS, ChatConfig, ChatService, MemoryManager, Wor
 KiB = 1024
 MiB = 1024 * KiB
 
-MAX_RATE = 2500.0  # requests per second; one step of 50 takes ~5 ms of CPU here
+MAX_RATE = 2000.0  # requests per second: 40 steps of ~5 ms, ~20 % of a core
 REQUESTS_PER_STEP = 50
 MEMORY_BUDGET = 200 * MiB  # what a LEAKY variant may gather over one soak
 MAX_LAG = 1.0  # seconds behind schedule that the pace still makes up
-FIXED_PREWARM_STEPS = 500  # steps a FIXED service serves before its soak (25,000 requests)
+PREWARM_STEPS = 500  # steps a service serves before its soak starts (25,000 requests)
+PREWARM_BUDGET = 50 * MiB  # ...or fewer, so that a LEAKY service's head start stays below this
 DEFAULT_DURATION = 10.0  # for a chat test run without a soak marker
 
 #: RSS retained per request by each LEAKY pattern, long run (``python -m scenarios.chat.measure
@@ -105,8 +110,9 @@ class ChatScenario:
     patterns: tuple[str, ...]
     variant: str  # "leaky", "fixed" or "managed"
     requests: int = REQUESTS_PER_STEP
-    rate: float | None = None  # requests per second; None: MAX_RATE
+    rate: float | None = None  # requests per second of the LEAKY (and managed) variant; None: MAX_RATE
     seed: int = 1
+    workload: tuple[tuple[str, object], ...] = ()  # keyword arguments of Workload
 
     def __post_init__(self) -> None:
         if self.variant not in ("leaky", "fixed", "managed"):
@@ -125,10 +131,21 @@ class ChatScenario:
 
     def paced_rate(self, duration: float) -> float:
         """Requests per second for a soak of ``duration`` seconds (see the module docstring)."""
-        rate = float(self.rate or MAX_RATE)
         if self.variant == "fixed":
-            return rate
-        return min(rate, MEMORY_BUDGET / (self.leak_per_request * duration))
+            return MAX_RATE
+        return min(float(self.rate or MAX_RATE), MEMORY_BUDGET / (self.leak_per_request * duration))
+
+    @property
+    def prewarm_steps(self) -> int:
+        """Steps served before the soak: :data:`PREWARM_STEPS`, fewer for a big leak, none managed."""
+        if self.variant == "fixed":
+            return PREWARM_STEPS
+        if self.variant == "managed":
+            return 0  # the climb to the manager's thresholds is part of what the soak shows
+        return min(PREWARM_STEPS, int(PREWARM_BUDGET / (self.leak_per_request * self.requests)))
+
+    def make_workload(self) -> Workload:
+        return Workload(seed=self.seed, **dict(self.workload))
 
     def expected_growth(self, duration: float) -> float:
         """Bytes the soak is expected to take: none FIXED, up to the critical threshold managed."""
@@ -152,6 +169,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         )
     kwargs = dict(marker.kwargs)
     variants = tuple(kwargs.pop("variants", VARIANTS))
+    kwargs["workload"] = tuple(sorted(kwargs.pop("workload", {}).items()))
     params = []
     for variant in variants:
         scenario = ChatScenario(patterns, variant, **kwargs)
@@ -242,12 +260,11 @@ def chat(request: pytest.FixtureRequest, chat_scenario: ChatScenario, tmp_path: 
     memory = None
     if scenario.variant == "managed":
         memory = MemoryManager(warning=MANAGED_WARNING, critical=MANAGED_CRITICAL, interval=MANAGED_INTERVAL)
-    workload = Workload(seed=scenario.seed)
+    workload = scenario.make_workload()
     service = ChatService(scenario.config(), tmp_path / "chat.db", clock=workload.clock, memory=memory)
     try:
-        if scenario.variant == "fixed":
-            for _ in range(FIXED_PREWARM_STEPS):
-                workload.step(service, scenario.requests)
+        for _ in range(scenario.prewarm_steps):
+            workload.step(service, scenario.requests)
         if memory is not None:
             memory.start()
         yield ChatSoak(scenario, service, workload, rate, memory)
