@@ -26,6 +26,7 @@ from .options import TestSettings
 from .results import CLEAN, INCONCLUSIVE, LEAK, Finding, LeakResult
 from .units import format_size
 
+MIN_TRACED_SECONDS = 30.0  # the traced window may always take this long, whatever confirm_seconds says
 MIN_SCREEN_RUNS = 2  # measured runs before the screen may clear a test
 STEPS = 6  # checkpoints of the confirmation window (plus its start)
 STOPPED_FRACTION = 0.1  # growth under this share of the traced rate means a fill has stopped
@@ -326,14 +327,14 @@ def judged_windows(
             traced_run = time.perf_counter() - traced_began
             # The traced window has a time budget too: fewer runs per step for a slow test, and
             # no traced window at all when even one run a step would take far too long.
-            affordable = int(settings.confirm_seconds / max(traced_run, 1e-6))
+            budget = max(settings.confirm_seconds, MIN_TRACED_SECONDS)
+            affordable = int(budget / max(traced_run, 1e-6))
             if affordable < steps:
                 return LeakResult(
                     nodeid,
                     INCONCLUSIVE,
                     f"the screen saw growth, but one traced run takes {traced_run:.1f} s: "
-                    f"{steps} of them do not fit in confirm_seconds={settings.confirm_seconds:g} s "
-                    "(raise it to confirm)",
+                    f"{steps} of them do not fit in {budget:g} s (raise confirm_seconds to confirm)",
                 )
             per_step = max(1, min(per_step, affordable // steps))
             result = judge(nodeid, settings, confirm_window(run, classifier, steps, per_step), per_step, classifier)

@@ -68,6 +68,7 @@ MEMORY_BUDGET = 200 * MiB  # what a LEAKY variant may gather over one soak
 MAX_LAG = 1.0  # seconds behind schedule that the pace still makes up
 PREWARM_STEPS = 500  # steps a service serves before its soak starts (25,000 requests)
 PREWARM_BUDGET = 50 * MiB  # ...or fewer, so that a LEAKY service's head start stays below this
+PROCESS_WARMUP_SERVICES = 2  # throwaway FIXED services served once per session, before any soak
 DEFAULT_DURATION = 10.0  # for a chat test run without a soak marker
 
 #: RSS retained per request by each LEAKY pattern, long run (``python -m scenarios.chat.measure
@@ -84,10 +85,10 @@ LEAK_PER_REQUEST: dict[str, int] = {
 }
 
 #: The managed variant's MemoryManager: seed 003's progressive thresholds above the baseline
-#: (+50/+70 MB there), scaled down so that a 10 s soak reaches them early.
+#: (+50/+70 MB there), scaled down so that a short soak reaches them early.
 MANAGED_WARNING = 20 * MiB
 MANAGED_CRITICAL = 30 * MiB
-MANAGED_INTERVAL = 0.05  # seconds between the manager's checks (seed 000's monitor interval)
+MANAGED_INTERVAL = 0.05  # seconds between checks (seed 000's MEMORY_MONITOR_INTERVAL; no value given)
 
 VARIANTS = ("leaky", "fixed")
 
@@ -95,11 +96,12 @@ VARIANTS = ("leaky", "fixed")
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "chat(*patterns, variants=('leaky', 'fixed'), requests=50, rate=None, seed=1): a "
-        "chat-service soak over the named leak patterns (all of scenarios.chat.PATTERNS when "
-        "none is named), built by the chat fixture; each variant becomes a parameter: leaky "
-        "(expect_leak=True), fixed (expect_leak=False) or managed (leaky under a MemoryManager, "
-        "expect_leak=False)",
+        "chat(*patterns, variants=('leaky', 'fixed'), requests=50, rate=None, seed=1, "
+        "workload={}): a chat-service soak over the named leak patterns (all of "
+        "scenarios.chat.PATTERNS when none is named), built by the chat fixture; each variant "
+        "becomes a parameter: leaky (expect_leak=True), fixed (expect_leak=False) or managed "
+        "(leaky under a MemoryManager, expect_leak=False); rate= raises the leaky variant's "
+        "requests per second, workload= passes keywords to Workload",
     )
 
 
@@ -249,18 +251,15 @@ def chat_scenario() -> ChatScenario:  # replaced by the parametrization of the c
     raise pytest.UsageError("the chat fixture needs @pytest.mark.chat(pattern, ...) on the test")
 
 
-PROCESS_WARMUP_SERVICES = 2
-
-
 @pytest.fixture(scope="session")
 def warm_process(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Serve throwaway FIXED services before the first soak of the session.
+    """Serve :data:`PROCESS_WARMUP_SERVICES` throwaway FIXED services before the first soak.
 
     In a young process RSS keeps ratcheting up under a FIXED service after the service itself
-    is flat (new highs of the allocators' footprint; the soak runner alone stays flat): the
-    first soak of a run shows a staircase of single pages that later ones show far less of.
-    Two throwaway services first shrink it (measured: ~60 KiB over the first soak's window
-    down to ~40 KiB).
+    is flat (new highs of the allocators' footprint): the first chat soak of a run shows a
+    staircase of single pages that later ones show far less of. Throwaway services first, and
+    the idle control soak of ``test_chat_soak.py`` (the runner's own first-soak warm-up),
+    flatten it.
     """
     for lifetime in range(PROCESS_WARMUP_SERVICES):
         workload = Workload(seed=100 + lifetime)

@@ -1,8 +1,10 @@
 """The main soak job: every leak pattern of the chat service, LEAKY and FIXED.
 
-``python -m pytest --memleak scenarios`` runs each test below twice, as a ``leaky`` and a
+``python -m pytest --memleak scenarios`` runs each chat test below twice, as a ``leaky`` and a
 ``fixed`` soak (see ``conftest.py``): the LEAKY variant must be caught (``expect_leak=True``),
 the FIXED one must plateau (``expect_leak=False``); the run passes when every verdict matches.
+Two more soaks: an idle control (the harness alone, flat) and the memory manager keeping a
+leaky service bounded.
 The ``memleak soak`` table at the end lists scenario, variant, verdict, growth per hour and the
 projected time to the 500 MiB limit; every sample is in ``reports/soak/*.jsonl``.
 
@@ -17,6 +19,8 @@ explains the pace, the pre-warm, the memory budget of the LEAKY variants and the
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 pytestmark = pytest.mark.soak(
@@ -26,6 +30,17 @@ pytestmark = pytest.mark.soak(
     horizon="24h",
     warmup="30%",
 )
+
+
+@pytest.mark.soak(expect_leak=False)
+def test_harness_idle():
+    """The control: a soak of nothing but the pace (40 iterations a second, like the chat soaks).
+
+    It shows what the soak runner itself adds to RSS and the heap (nothing), and it runs first:
+    the first soak of a process sees the runner's own one-time warm-up as a staircase of
+    single pages on RSS, which would otherwise land in the first FIXED soak's fit.
+    """
+    time.sleep(1 / 40)
 
 
 @pytest.mark.chat("registry")

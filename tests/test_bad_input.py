@@ -358,6 +358,8 @@ def test_invalid_value_is_a_usage_error_naming_setting_and_source(
     assert len(errors) == 1, text
     message = errors[0] if case.source else done.stderr  # argparse answers on two lines
     assert case.label in message, f"the message does not name {case.label}: {message}"
+    if case.source and f"config option '{case.label}' expects a string" in message:
+        return  # pytest >= 9.2 checks TOML value types itself: its own usage error names key and file
     if case.source:
         assert message.startswith("ERROR: pytest-memleak: "), message
         assert case.source in message, (
@@ -411,6 +413,8 @@ def test_native_toml_values_are_valid_input(tmp_path: Path) -> None:
     (tmp_path / "test_ok.py").write_text("def test_ok():\n    pass\n")
     done = run_case(Case("valid-toml", "", "", None), tmp_path, autoload=True)
     text = done.stdout + done.stderr
+    if done.returncode == pytest.ExitCode.USAGE_ERROR and "expects a string, got" in text:
+        pytest.skip("this pytest (>= 9.2) refuses non-string TOML values for string ini keys itself")
     assert done.returncode == 0, text
     assert "memleak summary" in text and (tmp_path / "out" / "memleak.json").exists(), text
 

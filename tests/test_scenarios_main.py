@@ -2,7 +2,7 @@
 
 Each run is a real pytest in a subprocess with the plugin installed: two of the chat soaks
 (``registry``, a Python-heap leak, and ``connections``, an fd/native one) in both variants
-with ``--memleak-soak-duration=4s``; then a tiny soak file of its own whose expectations are
+with ``--memleak-soak-duration=8s (the main job's length: 4 s soaks were seen misjudged under -n 2 contention)``; then a tiny soak file of its own whose expectations are
 deliberately wrong, to show that a mismatch fails the run.
 """
 
@@ -55,7 +55,7 @@ def main_subset(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.Co
     reports = tmp_path_factory.mktemp("main") / "reports"
     cmd = [
         sys.executable, "-m", "pytest", "--memleak", *SUBSET,
-        "--memleak-soak-duration=4s", f"--memleak-report-dir={reports}", "-p", "no:cacheprovider",
+        "--memleak-soak-duration=8s", f"--memleak-report-dir={reports}", "-p", "no:cacheprovider",
     ]  # fmt: skip
     proc = subprocess.run(cmd, cwd=ROOT, env=clean_env(), capture_output=True, text=True, timeout=240)
     return proc, reports
