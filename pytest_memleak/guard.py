@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .units import format_size, parse_size
+from .units import format_size, parse_percent, parse_size
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 PROC_SELF_CGROUP = "/proc/self/cgroup"
@@ -215,14 +215,7 @@ def parse_margin(value: object) -> Margin:
     if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "off")):
         return Margin(size=0)
     if isinstance(value, str) and value.strip().endswith("%"):
-        text = value.strip()[:-1].strip()
-        try:
-            fraction = float(text) / 100.0
-        except ValueError:
-            raise ValueError(f"{value!r} is not a percentage") from None
-        if not (math.isfinite(fraction) and 0.0 <= fraction <= MAX_MARGIN_FRACTION):
-            raise ValueError(f"{value!r} is outside 0%..{MAX_MARGIN_FRACTION:.0%}")
-        return Margin(fraction=fraction)
+        return Margin(fraction=parse_percent(value, MAX_MARGIN_FRACTION))
     return Margin(size=parse_size(value))
 
 

@@ -74,6 +74,7 @@ from .units import (
     format_duration,
     format_size,
     parse_duration,
+    parse_percent,
     parse_size,
 )
 
@@ -234,14 +235,7 @@ def _parse_warmup(value: Any, duration: float) -> float:
     if isinstance(value, bool):
         raise ValueError(f"{value!r} is not a warm-up")
     if isinstance(value, str) and value.strip().endswith("%"):
-        text = value.strip()[:-1].strip()
-        try:
-            fraction = float(text) / 100.0
-        except ValueError:
-            raise ValueError(f"{value!r} is not a percentage") from None
-        if not 0.0 <= fraction <= MAX_WARMUP_FRACTION:
-            raise ValueError(f"{value!r} is outside 0%..{MAX_WARMUP_FRACTION:.0%}")
-        return fraction
+        return parse_percent(value, MAX_WARMUP_FRACTION)
     if isinstance(value, (int, float)) and value == 0:
         return 0.0
     seconds = parse_duration(value)

@@ -76,6 +76,20 @@ def parse_duration(value: object) -> float:
     return seconds
 
 
+def parse_percent(value: str, maximum: float = 1.0) -> float:
+    """'10%' -> 0.1, at most ``maximum`` (a fraction). Raises ValueError."""
+    text = value.strip()
+    if not text.endswith("%"):
+        raise ValueError(f"{value!r} is not a percentage")
+    try:
+        fraction = float(text[:-1].strip()) / 100.0
+    except ValueError:
+        raise ValueError(f"{value!r} is not a percentage") from None
+    if not (math.isfinite(fraction) and 0.0 <= fraction <= maximum):
+        raise ValueError(f"{value!r} is outside 0%..{maximum:.0%}")
+    return fraction
+
+
 def format_size(nbytes: float, signed: bool = False) -> str:
     """Format bytes in binary units: 16 B, 1.5 KiB, 2.0 MiB."""
     sign = ""
