@@ -17,7 +17,6 @@ from _pytest.runner import CallInfo, runtestprotocol
 
 from . import options, reporting, sites
 from .results import CLEAN, INCONCLUSIVE, LEAK, NO_VERDICT, LeakResult
-from .units import format_size
 
 SETTINGS_KEY = pytest.StashKey[options.TestSettings]()
 REFREEZE_EVERY = 250  # tests between full collections of the frozen heap
@@ -429,6 +428,3 @@ class MemleakSession:
         if self._previous_sigterm is not None:
             signal.signal(signal.SIGTERM, self._previous_sigterm)
 
-
-def leak_line(result: LeakResult) -> str:
-    return f"{result.nodeid}: {result.reason} ({format_size(result.retained_per_run)}/run)"
