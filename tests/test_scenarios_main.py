@@ -2,7 +2,7 @@
 
 Each run is a real pytest in a subprocess with the plugin installed: two of the chat soaks
 (``registry``, a Python-heap leak, and ``connections``, an fd/native one) in both variants
-with ``--memleak-soak-duration=8s (the main job's length: 4 s soaks were seen misjudged under -n 2 contention)``; then a tiny soak file of its own whose expectations are
+with ``--memleak-soak-duration=8s`` (the main job's length; 4 s soaks were seen misjudged under -n 2 contention); then a tiny soak file of its own whose expectations are
 deliberately wrong, to show that a mismatch fails the run.
 """
 
@@ -87,7 +87,7 @@ def test_main_subset_streams_its_samples(main_subset):
     for path in files:
         records = jsonl(path)
         meta, samples, verdict = records[0], [r for r in records if r["kind"] == "sample"], records[-1]
-        assert meta["kind"] == "meta" and meta["settings"]["duration"] == 4.0 and meta["settings"]["overridden"]
+        assert meta["kind"] == "meta" and meta["settings"]["duration"] == 8.0 and meta["settings"]["overridden"]
         assert meta["settings"]["memory_limit"] == 500 * 1024 * 1024
         assert len(samples) >= 20, path
         assert samples[-1]["iterations"] > 50, path
