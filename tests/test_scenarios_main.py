@@ -2,7 +2,8 @@
 
 Each run is a real pytest in a subprocess with the plugin installed: two of the chat soaks
 (``registry``, a Python-heap leak, and ``connections``, an fd/native one) in both variants
-with ``--memleak-soak-duration=8s`` (the main job's length; 4 s soaks were seen misjudged under -n 2 contention); then a tiny soak file of its own whose expectations are
+with ``--memleak-soak-duration=8s`` (the main job's length; 4 s soaks were seen misjudged
+under ``-n 2`` contention); then a tiny soak file of its own whose expectations are
 deliberately wrong, to show that a mismatch fails the run.
 """
 
@@ -130,6 +131,11 @@ def step(chat):
     time.sleep(0.01)
 
 
+@pytest.mark.soak(duration="2s", warmup="30%", expect_leak=False)
+def test_harness_idle():  # first, as in the main job: the runner's own first-soak warm-up
+    time.sleep(1 / 40)
+
+
 @pytest.mark.soak(duration="3s", memory_limit="500 MiB", warmup="30%", expect_leak=True)
 def test_registry_fixed(chat):  # a FIXED service said to leak
     step(chat)
@@ -149,8 +155,9 @@ def test_a_mismatched_expectation_fails_the_run(pytester: pytest.Pytester, monke
     result = pytester.runpytest_subprocess("--memleak", "-p", "no:cacheprovider", timeout=120)
     output = result.stdout.str()
     assert result.ret == pytest.ExitCode.TESTS_FAILED, output
-    result.assert_outcomes(failed=2)
+    result.assert_outcomes(passed=1, failed=2)
     table = soak_table(output)
+    assert table[("harness", "idle")][0] == "ok (expected)", table
     assert table[("registry", "fixed")][0] == "ok (expected LEAK)", table
     assert table[("registry", "leaky")][0] == "LEAK (expected ok)", table
     result.stdout.fnmatch_lines(
