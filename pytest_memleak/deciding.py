@@ -1,45 +1,102 @@
 """Where a verdict is made: pure functions over measured series (no pytest, no I/O).
 
-Two phases, as the plugin runs them:
+Every status a checked test can end in (clean, leak, inconclusive, no verdict) is set here,
+and nowhere else; the modules that measure only gather the series these functions judge.
+The evidence grows in cost, and each stage is entered only when the cheaper one before it
+saw growth that persists:
 
-1. **Screen** (cheap counters, each run): a counter is *suspect* only if it grew in every
-   measured run, as in CPython's ``regrtest -R``; descriptors, threads, processes and tasks
-   are suspect on any growth. Nothing suspect: the test is clean.
-2. **Confirm** (tracemalloc, a checkpoint every few runs): growth must persist in *every*
-   step of the window, the latest included, so a cache that fills during the first runs and
-   then plateaus passes, while a leak that persists fails. The retained rate is measured over
-   the latest half of the window, not averaged over the fill.
+1. **Screen** (exact untraced counters after each run): clean once no counter has grown for
+   ``quiet`` runs in a row; *suspect* when growth keeps coming back (a leak that grows only
+   every few runs included).
+2. **Persistence windows** (the same counters, a checkpoint every few runs, the runs per
+   step doubling): a fill that stops is clean, and only growth that persists in the latest
+   half of a window goes on.
+3. **Attribution** (tracemalloc, a checkpoint every few runs): the sites in user code whose
+   retained bytes rise in every step, judged against the budgets.
+4. **Long windows** (untraced): a bounded cache fills for hundreds of runs; a leak is called
+   only when growth still persists after ``MIN_LEAK_RUNS`` runs.
+
+Time is bounded at every stage; a suspect that cannot be settled within its bound ends
+*inconclusive*, with what was seen.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from .results import CLEAN, INCONCLUSIVE, LEAK, NO_VERDICT, Finding, LeakResult
+from .units import format_size
 
 SMALL_BLOCK = 512  # pymalloc serves requests up to this size; larger ones go to malloc
-RSS_NOISE = 64 * 1024  # RSS steps below this per run are fragmentation and page noise, not leaks
+RSS_NOISE = 64 * 1024  # RSS moves in pages: a single run's step below this is page noise
+STOPPED_FRACTION = 0.1  # growth under this share of the earlier rate means a fill has stopped
+MIN_LEAK_RUNS = 320  # typing's and functools' bounded caches hold 128-256 entries: a leak outlasts them
+SLOWING_RUNS = 4  # consecutive runs, each slower than the one before, that mean a test slows down
+SLOWING_STEP = 1.3
+SLOWING_TOTAL = 4.0
+
+ScreenState = Literal["clean", "open", "suspect"]
 
 
-def screen_suspect(values: Sequence[float], any_growth: bool = False, allowed_per_run: float = 0) -> bool:
-    """The screen's gate over values measured after each run (baseline first).
+def screen_state(series: Mapping[str, Sequence[float]], allowed: Mapping[str, float], quiet: int, cap: int) -> ScreenState:
+    """The screen after each measured run (values after each run, the baseline first).
 
-    A counter is suspect when it grew overall and in most runs (regrtest's "every delta
-    positive", tolerant of the one run in which capture buffers or a dict resize give a block
-    back and would hide a leak). The confirmation window then demands growth in every step.
-    Resources (descriptors, threads) are suspect on any growth.
+    *Clean* once no counter has grown beyond its allowance in the latest ``quiet`` runs: a
+    leak that grows at least every ``quiet`` runs cannot pass. At ``cap`` runs, *suspect* when
+    a counter grew overall and either in two runs or in a run after the first (a first
+    measured run that grows once is a warm-up); otherwise clean.
     """
-    deltas = [values[i] - values[i - 1] for i in range(1, len(values))]
-    if not deltas:
+    n = min(len(v) for v in series.values()) - 1
+    if n < 1:
+        return "open"
+    quiet = max(1, quiet)
+    if n >= quiet and not any(
+        values[i] - values[i - 1] > allowed.get(m, 0.0) for m, values in series.items() for i in range(n - quiet + 1, n + 1)
+    ):
+        return "clean"
+    if n < cap:
+        return "open"
+    for m, values in series.items():
+        allow = allowed.get(m, 0.0)
+        grew = [i for i in range(1, n + 1) if values[i] - values[i - 1] > allow]
+        if values[n] - values[0] > allow * n and (len(grew) >= 2 or (grew and grew[-1] > 1)):
+            return "suspect"
+    return "clean"
+
+
+def screen_heap(before: float, after: float, runs: int, allowed_per_run: float) -> ScreenState:
+    """The allocators' bytes over a clean screen: growth beyond the allowance is suspect."""
+    return "suspect" if after - before > allowed_per_run * max(1, runs) else "clean"
+
+
+def quiet_runs(seconds_per_run: float, budget: float, floor: int, cap: int) -> int:
+    """How many quiet runs in a row clear a test: as many as its screen budget affords."""
+    affordable = int(budget / max(seconds_per_run, 1e-9))
+    return max(floor, min(cap, affordable))
+
+
+def still_grows(values: Sequence[float], runs_per_step: int, allowed_per_run: float = 0.0, earlier_rate: float | None = None) -> bool:
+    """Whether growth persists in the latest half of a window of checkpoints.
+
+    A fill has stopped when the latest half grows by no more than the allowance, or (given
+    the rate seen earlier) by under a tenth of it: one flat step is not enough to clear.
+    """
+    rate = latest_rate(values, runs_per_step)
+    floor = allowed_per_run
+    if earlier_rate is not None and earlier_rate > 0:
+        floor = max(floor, STOPPED_FRACTION * earlier_rate)
+    return rate > floor
+
+
+def slowing(durations: Sequence[float]) -> bool:
+    """A test whose every run takes longer than the one before: it accumulates state per run."""
+    if len(durations) < SLOWING_RUNS + 1:
         return False
-    if any_growth:
-        return values[-1] - values[0] > allowed_per_run * len(deltas) or any(d > allowed_per_run for d in deltas)
-    grew = sum(1 for d in deltas if d > allowed_per_run)
-    return values[-1] - values[0] > allowed_per_run * len(deltas) and grew * 2 > len(deltas)
-
-
-def screen_open(values: Sequence[float], allowed_per_run: float = 0) -> bool:
-    """Whether more screening runs could still make a counter suspect: it has grown so far."""
-    return len(values) < 2 or values[-1] - values[0] > allowed_per_run * (len(values) - 1)
+    tail = durations[-(SLOWING_RUNS + 1) :]
+    rising = all(b >= SLOWING_STEP * a for a, b in zip(tail[:-1], tail[1:], strict=True))
+    return rising and durations[-1] >= SLOWING_TOTAL * max(min(durations), 1e-9)
 
 
 def steps(values: Sequence[float]) -> list[float]:
@@ -120,14 +177,16 @@ def decide_count(values: Sequence[float], runs: int, allowed_per_run: float) -> 
 
 
 def decide_native(
-    rss_values: Sequence[float], heap_values: Sequence[float], runs_per_step: int, budget: float | None
+    total_values: Sequence[float], heap_values: Sequence[float], runs_per_step: int, budget: float | None, noise_per_step: float = 0.0
 ) -> tuple[bool, float]:
-    """Native memory (RSS growth not explained by the Python heap) must persist and exceed its budget."""
-    if budget is None or len(rss_values) != len(heap_values) or len(rss_values) < 3:
+    """Native memory: growth of a total (RSS, or the allocators' own statistics) not explained by
+    the traced Python heap. It must rise in every step by more than the noise, and its latest
+    rate must exceed the budget. Page noise is a per-step floor, so a small native leak shows
+    once a step holds enough runs."""
+    if budget is None or len(total_values) != len(heap_values) or len(total_values) < 3:
         return False, 0.0
-    native = [r - h for r, h in zip(rss_values, heap_values, strict=True)]
-    # RSS moves in pages and creeps from fragmentation: a step must exceed the noise floor.
-    if not persists(native, noise=RSS_NOISE * runs_per_step):
+    native = [r - h for r, h in zip(total_values, heap_values, strict=True)]
+    if not persists(native, noise=noise_per_step):
         return False, 0.0
     rate = latest_rate(native, runs_per_step)
     return rate > budget, rate
@@ -140,3 +199,180 @@ def grown_types(type_series: Mapping[str, Sequence[float]], runs_per_step: int) 
         if persists(values):
             out[name] = latest_rate(values, runs_per_step)
     return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
+# -- statuses: every one a checked test can end in is set by these functions --------------
+
+
+def no_verdict(nodeid: str, why: str) -> LeakResult:
+    """The test's own outcome stands (it did not pass, or the session is stopping)."""
+    return LeakResult(nodeid, NO_VERDICT, why)
+
+
+def inconclusive(nodeid: str, why: str, details: Sequence[str] = ()) -> LeakResult:
+    """Measured, but not settled: the reason says what was seen and why it stopped."""
+    return LeakResult(nodeid, INCONCLUSIVE, why, details=list(details))
+
+
+def clean_screen(nodeid: str, measured: int, quiet: int) -> LeakResult:
+    return LeakResult(nodeid, CLEAN, f"no growth in the last {quiet} of {measured} measured run(s)")
+
+
+def stopped_growing(nodeid: str, runs: int, what: str, deltas: Sequence[float], per_step: int) -> LeakResult:
+    """Growth the screen saw stopped within a persistence window: a fill, not a leak."""
+    return LeakResult(
+        nodeid,
+        CLEAN,
+        f"growth stopped after {runs} runs: a fill that plateaus, not a leak ({what} every {per_step} runs: {[int(d) for d in deltas]})",
+    )
+
+
+def unsettled(nodeid: str, why: str, seen: str) -> LeakResult:
+    """A suspect whose time bound ran out before its growth stopped or outlasted a bounded cache."""
+    return LeakResult(nodeid, INCONCLUSIVE, f"{why}; seen: {seen}")
+
+
+def slowed_down(nodeid: str, durations: Sequence[float], seen: str) -> LeakResult:
+    first, last = min(durations), durations[-1]
+    return LeakResult(
+        nodeid,
+        INCONCLUSIVE,
+        f"each run takes longer than the one before ({first * 1e3:.1f} ms -> {last * 1e3:.1f} ms over {len(durations)} runs): "
+        f"the test accumulates state on every run, so repeating it was stopped; {seen}",
+    )
+
+
+def cleared_by_long_window(result: LeakResult, runs: int, what: str, deltas: Sequence[float], per_step: int) -> None:
+    """A confirmed heap leak whose growth then stopped: a bounded cache that filled slowly.
+
+    Findings of other kinds (descriptors, threads, native memory) still stand.
+    """
+    findings = [f for f in result.findings if f.kind not in ("heap", "site")]
+    result.findings = findings
+    if findings:
+        result.status, result.reason = LEAK, findings[0].message
+        return
+    result.status = CLEAN
+    result.reason = (
+        f"growth stopped after {runs} runs: a fill that plateaus, not a leak "
+        f"({what} every {per_step} runs: {[int(d) for d in deltas]})"
+    )
+
+
+def unsettled_leak(result: LeakResult, runs: int) -> None:
+    """A leak confirmed at its sites whose growth has not yet outlasted a bounded cache."""
+    result.details.append(f"measured: {result.reason}")
+    result.status = INCONCLUSIVE
+    result.reason = (
+        f"growth persisted over {runs} runs, fewer than the {MIN_LEAK_RUNS} that tell a leak from a bounded cache "
+        f"still filling, and the time bound ran out (raise confirm_seconds to settle it): {result.reason}"
+    )
+
+
+def distrust(result: LeakResult, reasons: Sequence[str]) -> None:
+    """A measurement made while the test changed what measuring relies on is not a clean bill."""
+    if not reasons:
+        return
+    why = "; ".join(reasons)
+    if result.status == CLEAN:
+        result.details.append(f"measured: {result.reason}")
+        result.status, result.reason = INCONCLUSIVE, f"{why}: the measurement cannot be trusted"
+    else:
+        result.problems.append(why)
+
+
+NOUNS = {"fds": "open file descriptors", "threads": "live threads", "processes": "child processes", "tasks": "pending asyncio tasks"}
+
+
+@dataclass
+class Evidence:
+    """What the traced attribution window measured, one value per checkpoint."""
+
+    per_step: int
+    site_bytes: Mapping[str, Sequence[float]]
+    site_counts: Mapping[str, Sequence[float]]
+    real_blocks: Sequence[float]
+    traced: Sequence[float]
+    untraced_heap: Sequence[float]  # the allocators' own statistics (pymalloc + malloc)
+    rss: Sequence[float]
+    counts: Mapping[str, Sequence[float]]  # fds, threads, processes, tasks
+    types: Mapping[str, Sequence[float]]
+
+
+class Budgets(Protocol):
+    """What a test may retain per run (a TestSettings has these)."""
+
+    @property
+    def retained(self) -> int: ...
+    @property
+    def per_site(self) -> int | None: ...
+    @property
+    def native(self) -> int | None: ...
+    @property
+    def fds(self) -> int: ...
+    @property
+    def threads(self) -> int: ...
+    @property
+    def processes(self) -> int: ...
+    @property
+    def tasks(self) -> int: ...
+
+
+def confirm(nodeid: str, budgets: Budgets, ev: Evidence) -> tuple[LeakResult, HeapVerdict]:
+    """The verdict of the attribution window: every budget exceeded by growth that persists."""
+    window_runs = ev.per_step * (len(ev.real_blocks) - 1)
+    retained = float(budgets.retained)
+    per_site = budgets.per_site
+    native_budget = budgets.native
+    heap = decide_heap(ev.site_bytes, ev.per_step, retained, per_site, site_counts=ev.site_counts, real_blocks=ev.real_blocks)
+    findings: list[Finding] = []
+    if heap.leaking:
+        top = max(heap.persistent_sites.items(), key=lambda kv: kv[1])
+        where = f"; top site {top[0]} {format_size(top[1], signed=True)}/run"
+        if heap.retained_per_run > retained:
+            findings.append(
+                Finding(
+                    "heap",
+                    heap.retained_per_run,
+                    retained,
+                    "B",
+                    f"retained {format_size(heap.retained_per_run)}/run of Python heap (budget {format_size(retained)}/run){where}",
+                )
+            )
+        for site, rate in heap.over_site_budget.items():
+            findings.append(
+                Finding("site", rate, float(per_site or 0), "B", f"site {site} retained {format_size(rate)}/run (per-site budget {format_size(per_site or 0)}/run)")
+            )
+    for kind, values in ev.counts.items():
+        allowed = float(getattr(budgets, kind))
+        leaking, per_run = decide_count(values, window_runs, allowed)
+        if leaking:
+            findings.append(
+                Finding(kind, per_run, allowed, "", f"{NOUNS[kind]} grew by {values[-1] - values[0]:.0f} over {window_runs} runs ({per_run:+.2f}/run, allowed {allowed:g}/run)")
+            )
+    native_leak, native_rate = decide_native(ev.untraced_heap, ev.traced, ev.per_step, native_budget, noise_per_step=SMALL_BLOCK)
+    source = "the C allocator's statistics minus the traced heap"
+    if not native_leak:
+        native_leak, native_rate = decide_native(ev.rss, ev.untraced_heap, ev.per_step, native_budget, noise_per_step=RSS_NOISE)
+        source = "RSS minus the allocators' statistics"
+    if native_leak:
+        findings.append(
+            Finding(
+                "native",
+                native_rate,
+                float(native_budget or 0),
+                "B",
+                f"native memory grew {format_size(native_rate)}/run outside Python's allocator "
+                f"({source}; budget {format_size(native_budget or 0)}/run); tracemalloc cannot attribute it",
+            )
+        )
+    result = LeakResult(
+        nodeid=nodeid,
+        status=LEAK if findings else CLEAN,
+        reason=findings[0].message if findings else "no growth of the test's own persisted while traced: what grew was pytest's or a plugin's",
+        retained_per_run=heap.retained_per_run,
+        findings=findings,
+        grown_types=dict(list(grown_types(ev.types, ev.per_step).items())[:10]),
+        runs_per_step=ev.per_step,
+    )
+    return result, heap

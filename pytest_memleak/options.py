@@ -114,8 +114,8 @@ def _path(value: Any) -> str:
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("enabled", _bool, False, "check every test for leaks by running it repeatedly", "true or false", marker=False, flag=True),
-    Setting("warmup", _count(1, 1000), 2, "runs before the baseline, the test's own run included", "a whole number from 1 to 1000"),
-    Setting("runs", _count(1, 1000), 3, "measured screening runs (the screen stops after the first run when nothing grew)", "a whole number from 1 to 1000"),
+    Setting("warmup", _count(1, 1000), 1, "runs before the baseline, the test's own run included", "a whole number from 1 to 1000"),
+    Setting("runs", _count(2, 1000), 12, "most measured screening runs; a clean test stops once nothing has grown for as many runs in a row as its time allows (2 at least)", "a whole number from 2 to 1000"),
     Setting("confirm_runs", _count(4, 10000), 24, "runs of the confirmation phase, traced with tracemalloc, when the screen shows growth", "a whole number from 4 to 10000"),
     Setting("confirm_seconds", _seconds, 10.0, "time a still-growing confirmation may take to extend its window (doubling the runs) so a slow fill can plateau", DURATION_FORM),
     Setting("retained", parse_size, 0, "memory budget: Python heap retained per run, in total, that still passes", SIZE_FORM),

@@ -1,37 +1,53 @@
 """Run one test again and again and measure what each run leaves behind.
 
 One run is setup + call + teardown of the test's function-scoped fixtures (higher scopes stay
-set up), so state that teardown releases is not counted and state a fixture leaks is.
-The caller has already made the test's own run; this module adds warm-up, screening and
-confirmation runs, and returns the series that :mod:`pytest_memleak.deciding` judges.
+set up), so state that teardown releases is not counted and state a fixture leaks is. The
+caller has already made the test's own run. This module adds the warm-up and the measured
+runs, stage by stage as :mod:`pytest_memleak.deciding` describes, and never decides: every
+status comes from a function there.
+
+A repeated run is *light* where it can be: the fixtures are set up, the test function is
+called and the fixtures are torn down, without pytest's reporting hooks around each phase
+(capture, logging, reports), which cost several times the test itself for a quick test.
+Output stays captured for the whole measurement. A test that cannot run that way (a light
+run raised, or it uses ``caplog``, which reads per-phase state) gets full runs through
+pytest's own protocol instead.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import functools
 import gc
 import sys
 import time
 import tracemalloc
 import warnings
-from collections.abc import Callable
+from array import array
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from _pytest.outcomes import Exit, OutcomeException
 from _pytest.runner import runtestprotocol
 
 from . import deciding, measuring, sites
 from .options import TestSettings
-from .results import CLEAN, INCONCLUSIVE, LEAK, Finding, LeakResult
-from .units import format_size
+from .results import LeakResult
 
-MIN_TRACED_SECONDS = 30.0  # the traced window may always take this long, whatever confirm_seconds says
-MIN_SCREEN_RUNS = 2  # measured runs before the screen may clear a test
-STEPS = 6  # checkpoints of the confirmation window (plus its start)
-STOPPED_FRACTION = 0.1  # growth under this share of the traced rate means a fill has stopped
+STEPS = 4  # checkpoints of a window (plus its start)
+FIRST_STEP = 4  # runs per step of the first persistence window; doubled per window
+PERSIST_RUNS = 40  # runs of persisting growth, untraced, before tracing is spent on a suspect
+SCREEN_FACTOR = 1.0  # a clean test's screen may take about its own run's time ...
+SCREEN_FLOOR = 0.0  # ... plus this, in seconds
+QUIET_FLOOR = 2  # quiet runs in a row that clear a test, at the least
+SUSPECT_FLOOR = 5.0  # a suspect may take at least this long (seconds), ...
+SUSPECT_FACTOR = 50  # ... or this many of its runs, within confirm_seconds
+TRACED_SHARE = 0.5  # of what is left of a suspect's time, for the traced window
+MAX_RUNS = 4096  # capacity of the per-run clock; no stage runs past it
 MAX_WINDOW_GROWTH = 64 * 1024 * 1024  # no longer window when it would retain more than this
-MAX_WINDOW_RUNS = 1024  # the longest untraced window: about 2,000 runs in all, enough for fills seen in the wild
 
 
 @dataclass
@@ -55,45 +71,172 @@ class NotRepeatable(Exception):
     """A repeated run did not pass: the test cannot be measured by repetition."""
 
 
+class OutOfTime(Exception):
+    """The next run would not fit in the stage's time bound."""
+
+
+class SlowingDown(Exception):
+    """Every run takes longer than the one before."""
+
+
 @dataclass
 class Runner:
-    """Runs an item once more, as a whole function-scoped cycle, and discards the reports."""
+    """Runs an item once more, as a whole function-scoped cycle, and discards what it reports."""
 
     item: pytest.Item
     after_run: Callable[[pytest.Item, list[Any]], None] | None = None  # ends a forked child back in pytest
     runs: int = 0
+    light: bool = True
+    deadline: float = float("inf")  # perf_counter time the next run must end by
     _sections: int = 0
     _props: int = 0
     _log: list[Any] = field(default_factory=list)
-    resources_before: Any = None  # what was alive when the last confirmation window began
+    _inside: bool = False  # within measuring(): output captured, hook relay quiet
+    _capman: Any = None
+    _dependants: list[Any] | None = None  # higher-scoped fixturedefs that collect this item's finalizers
+    clock: array = field(default_factory=lambda: array("d", bytes(8 * MAX_RUNS)))
+    resources_before: Any = None  # what was alive when the last attribution window began
 
     def __post_init__(self) -> None:
         self._sections = len(getattr(self.item, "_report_sections", ()))
         self._props = len(getattr(self.item, "user_properties", ()))
+        fixturenames = getattr(self.item, "fixturenames", None)
+        # caplog reads state that pytest's logging hooks set for each phase
+        self.light = isinstance(self.item, pytest.Function) and fixturenames is not None and "caplog" not in fixturenames
+
+    @contextlib.contextmanager
+    def measuring(self) -> Iterator[None]:
+        """Output captured and subtest reports dropped for all the runs; warnings recorded."""
+        item = self.item
+        session = item.session
+        capman = item.config.pluginmanager.getplugin("capturemanager")
+        self._capman = capman if capman is not None and capman.is_globally_capturing() else None
+        session.gethookproxy = _quiet_proxy(session)  # type: ignore[method-assign,assignment]
+        with warnings.catch_warnings(record=True) as log:
+            self._log = log
+            self._inside = True
+            self._resume()
+            try:
+                yield
+            finally:
+                self._inside = False
+                del session.gethookproxy
+                if self._capman is not None:
+                    self._capman.suspend_global_capture(in_=False)
+                    self._capman.read_global_capture()
+                self._log = []
+
+    def _resume(self) -> None:
+        if self._capman is not None:
+            self._capman.resume_global_capture()
+
+    def drain(self) -> None:
+        """Drop output captured so far (with ``--capture=sys`` it is kept in memory)."""
+        if self._capman is not None:
+            self._capman.read_global_capture()
+        self._log.clear()
+
+    @property
+    def seconds(self) -> float:
+        """The latest run's duration."""
+        return self.clock[self.runs - 1] if self.runs else 0.0
+
+    def durations(self, last: int) -> list[float]:
+        return list(self.clock[max(0, self.runs - last) : self.runs])
 
     def __call__(self) -> None:
+        if self._inside:
+            if self.runs >= MAX_RUNS:
+                raise OutOfTime(f"{MAX_RUNS} runs")
+            if self.runs and time.perf_counter() + self.seconds > self.deadline:
+                raise OutOfTime("time bound")
+        began = time.perf_counter()
+        failure = self._light_run() if self.light and self._inside else None
+        if failure is not None:
+            self.light = False  # and once more through pytest's own protocol
+        if not (self.light and self._inside):
+            failure = self._full_run()
+        self._tidy()
+        if self.runs < MAX_RUNS:
+            self.clock[self.runs] = time.perf_counter() - began
+        self.runs += 1
+        if failure is not None:
+            raise NotRepeatable(f"run {self.runs + 1} {failure}: the test is not repeatable")
+        if self._inside and deciding.slowing(self.durations(deciding.SLOWING_RUNS + 1)):
+            raise SlowingDown
+
+    def _light_run(self) -> str | None:
+        item = self.item
+        setupstate = item.session._setupstate
+        failure: str | None = None
+        item._initrequest()  # type: ignore[attr-defined]
+        try:
+            setupstate.setup(item)
+            item.runtest()
+        except Exit:
+            raise
+        except (Exception, OutcomeException) as exc:
+            failure = f"raised {type(exc).__name__}"
+        try:
+            setupstate.teardown_exact(item.parent)  # type: ignore[arg-type]
+        except Exit:
+            raise
+        except (Exception, OutcomeException) as exc:
+            failure = failure or f"raised {type(exc).__name__} in teardown"
+        finally:
+            item._request = False  # type: ignore[attr-defined]
+            item.funcargs = None  # type: ignore[attr-defined]
+        excinfo = item.__dict__.pop("_excinfo", None)  # a unittest case records its failure here
+        if excinfo:
+            failure = failure or "failed"
+        return failure
+
+    def _full_run(self) -> str | None:
         item = self.item
         # nextitem=parent: teardown pops the function-level node only; module and class
         # fixtures stay set up across runs.
-        session = item.session
-        session.gethookproxy = _quiet_proxy(session)  # type: ignore[method-assign,assignment]
-        try:
-            reports = runtestprotocol(item, log=False, nextitem=item.parent)  # type: ignore[arg-type]
-        finally:
-            del session.gethookproxy
+        reports = runtestprotocol(item, log=False, nextitem=item.parent)  # type: ignore[arg-type]
         if self.after_run is not None:
             self.after_run(item, reports)
-        self.runs += 1
+        if self._inside:
+            self._resume()  # pytest's capture suspends itself after each phase
         failed = next((r for r in reports if not r.passed), None)
-        del reports
-        _drop_finished_dependants(item)
+        if failed is None:
+            return None
+        return f"{'skipped' if failed.skipped else 'failed'} in {failed.when}"
+
+    def _tidy(self) -> None:
+        item = self.item
+        self._drop_finished_dependants()
         # Repeated runs must not pile up captured output, properties or warnings.
         del item._report_sections[self._sections :]
         del item.user_properties[self._props :]
         self._log.clear()
-        if failed is not None:
-            outcome = "skipped" if failed.skipped else "failed"
-            raise NotRepeatable(f"run {self.runs + 1} {outcome} in {failed.when}: the test is not repeatable")
+
+    def _drop_finished_dependants(self) -> None:
+        """Forget the finalizers a finished run left on higher-scoped fixtures.
+
+        When a function fixture uses a session or module fixture (also one requested
+        dynamically, as pytest-asyncio requests its event loop), pytest appends
+        ``partial(FixtureDef.finish, request=...)`` to the higher fixture's finalizers at
+        every setup, and that keeps every run's request alive until the session ends. Once
+        the function fixture has finished, calling it again would do nothing, so after a
+        repeated run those entries are pytest's bookkeeping, not the test's retention.
+        """
+        if self._dependants is None:
+            manager = getattr(self.item.session, "_fixturemanager", None)
+            defs = getattr(manager, "_arg2fixturedefs", {})
+            self._dependants = [
+                fd
+                for group in defs.values()
+                for fd in group
+                if getattr(fd, "scope", "function") != "function" and any(_is_finished_dependant(f, self.item) for f in getattr(fd, "_finalizers", ()))
+            ]
+        for fixturedef in self._dependants:
+            finalizers = fixturedef._finalizers
+            keep = [f for f in finalizers if not _is_finished_dependant(f, self.item)]
+            if len(keep) != len(finalizers):
+                finalizers[:] = keep
 
 
 class _QuietRelay:
@@ -125,26 +268,6 @@ def _quiet_proxy(session: pytest.Session) -> Callable[[Any], Any]:
     return gethookproxy
 
 
-def _drop_finished_dependants(item: pytest.Item) -> None:
-    """Forget the finalizers a finished run left on higher-scoped fixtures.
-
-    When a function fixture uses a session or module fixture, pytest appends
-    ``partial(FixtureDef.finish, request=...)`` to the higher fixture's finalizers at every
-    setup, and that keeps every run's request (and all it holds) alive until the session ends.
-    For a function fixture that has already finished, calling it again would do nothing, so
-    after a repeated run those entries are pytest's bookkeeping, not the test's retention.
-    """
-    info = getattr(item, "_fixtureinfo", None)
-    for defs in getattr(info, "name2fixturedefs", {}).values():
-        for fixturedef in defs:
-            finalizers = getattr(fixturedef, "_finalizers", None)
-            if getattr(fixturedef, "scope", "function") == "function" or not finalizers:
-                continue
-            keep = [f for f in finalizers if not _is_finished_dependant(f, item)]
-            if len(keep) != len(finalizers):
-                finalizers[:] = keep
-
-
 def _is_finished_dependant(finalizer: object, item: pytest.Item) -> bool:
     if not isinstance(finalizer, functools.partial):
         return False
@@ -159,52 +282,53 @@ def _is_finished_dependant(finalizer: object, item: pytest.Item) -> bool:
 
 
 def _type_counts(own_module: str = "pytest_memleak") -> dict[str, int]:
+    """Live objects the collector tracks, by type name (counted in C: the heap may be large)."""
     counts: dict[str, int] = {}
-    for obj in gc.get_objects():  # the heap is frozen: only objects made since the freeze
-        cls = type(obj)
-        module = cls.__module__
+    for cls, n in collections.Counter(map(type, gc.get_objects())).items():
+        module = getattr(cls, "__module__", None)
+        if not isinstance(module, str):  # a class whose __module__ is a descriptor
+            module = "builtins"
         if module.startswith(own_module):
             continue
         name = cls.__qualname__ if module in ("builtins", "__main__") else f"{module}.{cls.__qualname__}"
-        counts[name] = counts.get(name, 0) + 1
+        counts[name] = counts.get(name, 0) + n
     return counts
 
 
 @dataclass
 class Checkpoints:
-    """The confirmation window's measurements, one entry per checkpoint."""
+    """The attribution window's measurements, one entry per checkpoint, after a full collection."""
 
     totals: list[sites.SiteTotals] = field(default_factory=list)
     blocks: list[float] = field(default_factory=list)  # the allocator's blocks, less our own bookkeeping
     own_blocks: int = 0
     types: list[dict[str, int]] = field(default_factory=list)
     traced: list[float] = field(default_factory=list)
+    untraced: list[float] = field(default_factory=list)  # the allocators' statistics, less tracemalloc's own
     rss: list[float] = field(default_factory=list)
-    fds: list[float] = field(default_factory=list)
-    threads: list[float] = field(default_factory=list)
-    processes: list[float] = field(default_factory=list)
-    tasks: list[float] = field(default_factory=list)
+    counts: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in ("fds", "threads", "processes", "tasks")})
     resources: Any = None  # what was alive at the first checkpoint (a resources.ResourceSnapshot)
 
-    def take(self, classifier: sites.Classifier) -> None:
+    def take(self, classifier: sites.Classifier, census: bool) -> None:
         from . import native, resources
 
         if not tracemalloc.is_tracing():
             raise NotRepeatable("the test stopped tracemalloc: its allocations cannot be traced")
-        measuring.collect()
+        types = measuring.full_collect(_type_counts if census else None)
         before = sys.getallocatedblocks()
         self.blocks.append(float(before - self.own_blocks))
-        self.fds.append(float(measuring.open_fds()))
-        self.threads.append(float(measuring.live_threads()))
-        self.processes.append(float(resources.count_children()))
-        self.tasks.append(float(resources.count_pending_tasks()))
+        self.counts["fds"].append(float(measuring.open_fds()))
+        self.counts["threads"].append(float(measuring.live_threads()))
+        self.counts["processes"].append(float(resources.count_children()))
+        self.counts["tasks"].append(float(resources.count_pending_tasks()))
         native.trim()  # give freed memory back to the OS, so RSS shows what is held
         self.rss.append(float(measuring.rss()))
         self.traced.append(float(tracemalloc.get_traced_memory()[0]))
+        self.untraced.append(float(measuring.heap_meter()(full=True) - tracemalloc.get_tracemalloc_memory()))
         snapshot = tracemalloc.take_snapshot()
         self.totals.append(sites.totals(snapshot, classifier))
         del snapshot
-        self.types.append(_type_counts())
+        self.types.append(types or {})
         if self.resources is None:
             self.resources = resources.ResourceSnapshot.take()
         measuring.collect()
@@ -226,96 +350,138 @@ class Checkpoints:
         return {k: [float(t.get(k, 0)) for t in self.types] for k in keys}
 
 
-def _still_open(counters: measuring.Counters, judged: tuple[str, ...], native_allowed: float) -> bool:
-    for metric in judged:
-        # RSS creeps by pages from fragmentation while the heap is flat: only growth beyond
-        # the native budget counts.
-        allowed = native_allowed if metric == "rss" else 0
-        if deciding.screen_open(counters.values(metric), allowed):
-            return True
-    return any(counters.values(m)[-1] > counters.values(m)[0] for m in ("fds", "threads"))
+@dataclass
+class Stage:
+    """A suspect's time bound, shared by its persistence, attribution and long windows."""
+
+    began: float
+    seconds: float
+
+    @property
+    def left(self) -> float:
+        return self.began + self.seconds - time.perf_counter()
 
 
-def _suspect(counters: measuring.Counters, judged: tuple[str, ...], native_allowed: float) -> bool:
-    for metric in judged:
-        allowed = native_allowed if metric == "rss" else 0
-        if deciding.screen_suspect(counters.values(metric), allowed_per_run=allowed):
-            return True
-    return any(deciding.screen_suspect(counters.values(m), any_growth=True) for m in ("fds", "threads"))
-
-
-def screen(run: Runner, settings: TestSettings) -> tuple[bool, measuring.Counters]:
-    """Cheap counters after each run; stops as soon as no counter has grown overall.
+def screen(run: Runner, settings: TestSettings, own_seconds: float, thorough: bool) -> tuple[deciding.ScreenState, measuring.Counters, int]:
+    """Cheap exact counters after each run, until the screen is clean or suspect.
 
     Everything the loop needs exists before the baseline, and nothing it makes survives a
     measurement, so the loop itself adds no block per run.
     """
-    counters = measuring.Counters(settings.runs + 1)
-    judged: tuple[str, ...] = ("blocks", "heap")
-    if settings.native is not None:
-        judged += ("rss",)
-    native_allowed = max(settings.native or 0, deciding.RSS_NOISE)
-    remaining = iter(range(settings.runs))
+    began = time.perf_counter()
+    cap = settings.runs
+    counters = measuring.Counters(cap + 1)
+    allowed = _screen_allowances(settings)
+    budget = SCREEN_FLOOR + SCREEN_FACTOR * own_seconds
+    first = run.runs
+    run.drain()
+    # pymalloc's bytes (a walk of its arenas) see one object that grows below 512 bytes, which
+    # neither the block count nor malloc's statistics do: read at the start and the end when
+    # the screen's budget affords two walks, or the test was marked for checking (``thorough``).
+    meter = measuring.heap_meter()
+    walk = thorough or 2 * meter.walk_seconds() <= budget
+    if walk:
+        measuring.collect()
+    heap_before = meter(full=True) if walk else 0
     counters.measure()
-    for _ in remaining:
+    state: deciding.ScreenState = "open"
+    quiet = QUIET_FLOOR
+    while state == "open":
         run()
+        run.drain()
         counters.measure()
-        # One run can be masked: something else of the same size happened to be freed in it
-        # (seen under load). Two measured runs at least, before a test is cleared.
-        if counters.n > MIN_SCREEN_RUNS and not _still_open(counters, judged, native_allowed):
-            return False, counters
-    return _suspect(counters, judged, native_allowed), counters
+        # as many quiet runs as the screen's time affords, judged by the runs made so far
+        quiet = deciding.quiet_runs((time.perf_counter() - began) / (run.runs - first), budget, QUIET_FLOOR, cap)
+        state = deciding.screen_state(counters.series(allowed), allowed, quiet, cap)
+    if state == "clean" and walk:
+        measuring.collect()
+        state = deciding.screen_heap(heap_before, meter(full=True), counters.n - 1, allowed["heap"])
+    return state, counters, quiet
 
 
-def confirm_window(run: Runner, classifier: sites.Classifier, steps: int, per_step: int) -> Checkpoints:
-    """One confirmation window: a checkpoint, then `steps` times `per_step` runs and a checkpoint."""
+def _screen_allowances(settings: TestSettings) -> dict[str, float]:
+    # RSS moves in pages and creeps from fragmentation while the heap is flat: only a step
+    # beyond the page noise counts here; small native growth shows in the malloc statistics.
+    allowed = {"blocks": 0.0, "heap": float(settings.retained), "fds": float(settings.fds), "threads": float(settings.threads)}
+    if settings.native is not None:
+        allowed["rss"] = float(max(settings.native, deciding.RSS_NOISE))
+    return allowed
+
+
+def persistence(run: Runner, settings: TestSettings, stage: Stage, earlier: int) -> tuple[bool, str, int, list[float]]:
+    """Untraced windows, runs per step doubling, while growth persists and until ``PERSIST_RUNS``.
+
+    Returns (still growing, what was judged, runs per step, the last window's steps).
+    """
+    per_step = FIRST_STEP
+    runs = earlier
+    allowed = {"blocks": 0.0, "heap": float(settings.retained)}
+    while True:
+        counters = _window(run, per_step, full=False)
+        runs += STEPS * per_step
+        growing = [m for m in ("blocks", "heap") if deciding.still_grows(counters.values(m), per_step, allowed[m])]
+        what = growing[0] if growing else "blocks"
+        deltas = deciding.steps(counters.values(what))
+        if not growing or runs >= PERSIST_RUNS:
+            return bool(growing), what, per_step, deltas
+        per_step *= 2
+
+
+def _window(run: Runner, per_step: int, full: bool) -> measuring.Counters:
+    """STEPS steps of ``per_step`` runs, a checkpoint before and after each (pymalloc's bytes in
+    the heap column; ``full``: after a collection of the frozen heap too)."""
+    counters = measuring.Counters(STEPS + 1)
+    run.drain()
+    counters.measure(full=full, walk=True)
+    for _ in range(STEPS):
+        for _ in range(per_step):
+            run()
+        run.drain()
+        counters.measure(full=full, walk=True)
+    return counters
+
+
+def attribution_window(run: Runner, classifier: sites.Classifier, per_step: int, census: bool) -> Checkpoints:
+    """The traced window: a checkpoint, then STEPS times ``per_step`` runs and a checkpoint."""
     from . import resources
 
     cps = Checkpoints()
-    cps.take(classifier)
-    for step in range(steps):
+    run.drain()
+    cps.take(classifier, census)
+    for step in range(STEPS):
         for _ in range(per_step):
             run()
-        if step == steps - 1:  # a thread or process that is finishing is not a leak
+        if step == STEPS - 1:  # a thread or process that is finishing is not a leak
             resources.settle(cps.resources, resources.GRACE)
-        cps.take(classifier)
+        run.drain()
+        cps.take(classifier, census)
     run.resources_before = cps.resources
     return cps
 
 
-def _project_types(grown: dict[str, float], classifier: sites.Classifier) -> list[str]:
-    """Grown types defined outside the standard library and the test machinery."""
-    out = []
-    for name in grown:
-        module_name = name.rpartition(".")[0]
-        module = sys.modules.get(module_name) if module_name else None
-        path = getattr(module, "__file__", None)
-        if path and classifier.kind(path) in ("project", "other"):
-            out.append(name)
-    return out
-
-
-def judged_windows(
+def judged(
     run: Runner,
     settings: TestSettings,
     classifier: sites.Classifier,
     tracing_owner: TracingOwner,
     nodeid: str,
+    screen_runs: int,
 ) -> LeakResult:
-    """Traced confirmation, then untraced windows while growth persists.
-
-    The first window is traced: it finds the sites and judges them. Clean code can fill a
-    cache for hundreds of runs before it plateaus, so while the verdict is "leak" a new
-    window with twice the runs per step asks only whether the growth goes on. It is read with
-    the exact untraced counters (heap bytes and blocks), which cost a fifth of a traced run,
-    within ``memleak_confirm_seconds``. A leak grows in every window. Instances of the
-    project's own classes that grow in every step get no longer window: objects the test made
-    and dropped are alive.
-    """
-    steps = min(STEPS, settings.confirm_runs)
-    per_step = max(1, settings.confirm_runs // steps)
+    """A suspect: persistence windows, then a traced attribution window, then long windows."""
+    bound = min(settings.confirm_seconds, max(SUSPECT_FLOOR, SUSPECT_FACTOR * run.seconds))
+    stage = Stage(time.perf_counter(), bound)
+    run.deadline = stage.began + bound
+    seen = f"{screen_runs} screening runs"
+    try:
+        growing, what, per_step, deltas = persistence(run, settings, stage, screen_runs)
+    except OutOfTime:
+        return deciding.unsettled(nodeid, f"the screen saw growth, and the {bound:.1f} s bound ran out before it settled", seen)
+    runs = run.runs
+    if not growing:
+        return deciding.stopped_growing(nodeid, runs, what, deltas, per_step)
+    seen = f"{what} grew {deltas} every {per_step} runs, {runs} runs in all"
     started = tracing_owner.owned or not tracemalloc.is_tracing()
-    if started:  # deeper stacks than the screen's one frame
+    if started:  # deeper stacks than the screen's
         tracemalloc.stop()
         tracemalloc.start(settings.trace_frames)
     from . import resources
@@ -323,176 +489,92 @@ def judged_windows(
     try:
         with resources.track_task_origins():
             traced_began = time.perf_counter()
-            run()  # warm-up under tracing
+            try:
+                run()  # warm-up under tracing
+            except OutOfTime:
+                return deciding.unsettled(nodeid, "growth persisted untraced, and the time bound ran out before it was traced", seen)
             traced_run = time.perf_counter() - traced_began
-            # The traced window has a time budget too: fewer runs per step for a slow test, and
-            # no traced window at all when even one run a step would take far too long.
-            budget = max(settings.confirm_seconds, MIN_TRACED_SECONDS)
-            affordable = int(budget / max(traced_run, 1e-6))
-            if affordable < steps:
-                return LeakResult(
+            affordable = int(TRACED_SHARE * stage.left / max(traced_run, 1e-6)) // STEPS
+            if affordable < 1:
+                return deciding.unsettled(
                     nodeid,
-                    INCONCLUSIVE,
-                    f"the screen saw growth, but one traced run takes {traced_run:.1f} s: "
-                    f"{steps} of them do not fit in {budget:g} s (raise confirm_seconds to confirm)",
+                    f"growth persisted untraced, but one traced run takes {traced_run:.2f} s: {STEPS} of them do not fit "
+                    f"in the {bound:.1f} s bound (raise confirm_seconds to attribute it)",
+                    seen,
                 )
-            per_step = max(1, min(per_step, affordable // steps))
-            result = judge(nodeid, settings, confirm_window(run, classifier, steps, per_step), per_step, classifier)
+            traced_step = max(1, min(per_step, affordable))
+            run.deadline = float("inf")  # the window was sized to fit
+            cps = attribution_window(run, classifier, traced_step, census=True)
+            result = _confirm(nodeid, settings, cps, traced_step, classifier)
     finally:
         if started:
             tracemalloc.stop()
             tracing_owner.owned = False
     if not result.leaked:
         return result
-    if all(site.total_blocks <= 0 for site in result.sites):
-        return result  # bytes growing at a steady count (a string, a buffer): no fill to wait for
-    project_types = _project_types(result.grown_types, classifier)
-    if project_types:
-        result.details.append(
-            f"instances of {', '.join(project_types[:3])} grew in every step: objects the test made "
-            "and dropped are still alive, so no longer window was given for them to plateau"
-        )
-        return result
-    big_blocks = sum(g.total_bytes for g in result.sites) > deciding.SMALL_BLOCK * max(
-        1, sum(g.total_blocks for g in result.sites)
-    )
-    began = time.perf_counter()
-    window_runs = steps * per_step
-    last = 0.0
+    return long_windows(run, settings, stage, result, per_step)
+
+
+def long_windows(run: Runner, settings: TestSettings, stage: Stage, result: LeakResult, per_step: int) -> LeakResult:
+    """Untraced windows, doubling, until growth stops (a bounded cache) or outlasts MIN_LEAK_RUNS."""
+    big_blocks = sum(g.total_bytes for g in result.sites) > deciding.SMALL_BLOCK * max(1, sum(g.total_blocks for g in result.sites))
+    # The allocators' bytes for a leak of big blocks or of one growing object; blocks otherwise.
+    what = "heap bytes" if big_blocks or all(g.total_blocks <= 0 for g in result.sites) else "allocated blocks"
+    reference = result.retained_per_run if what == "heap bytes" else sum(g.blocks_per_run for g in result.sites)
+    # The sites already show a leak: what is left of confirm_seconds goes to telling it from
+    # a bounded cache that is still filling.
+    stage.seconds = settings.confirm_seconds
+    run.deadline = stage.began + stage.seconds
     windows = 1
-    while True:
-        per_step *= 2
-        if steps * per_step > MAX_WINDOW_RUNS or time.perf_counter() - began + 2 * last > settings.confirm_seconds:
-            break
-        if result.retained_per_run * steps * per_step > MAX_WINDOW_GROWTH:
+    while run.runs < deciding.MIN_LEAK_RUNS:
+        if result.retained_per_run * STEPS * per_step > MAX_WINDOW_GROWTH:
             break  # waiting longer for a plateau would itself cost too much memory
-        window_began = time.perf_counter()
-        counters = measuring.Counters(steps + 1)
-        counters.measure()
-        for _ in range(steps):
-            for _ in range(per_step):
-                run()
-            counters.measure()
-        last = time.perf_counter() - window_began
-        windows += 1
-        window_runs = steps * per_step
-        block_values = counters.values("blocks")
-        # malloc'd buffers (numpy arrays, anything past 512 bytes) never move pymalloc's block
-        # count: where the retaining sites allocate big blocks, heap bytes (mallinfo) answer.
-        signal = counters.values("heap") if big_blocks else block_values
-        # A fill has clearly stopped when the latest half of the window grows at under a tenth
-        # of the traced rate; one flat step (noise) does not clear a leak.
-        reference = result.retained_per_run if big_blocks else sum(g.blocks_per_run for g in result.sites)
-        if deciding.latest_rate(signal, per_step) <= STOPPED_FRACTION * reference:
-            result.status = CLEAN
-            result.reason = (
-                f"growth stopped after {run.runs} runs: a fill that plateaus, not a leak "
-                f"({'heap bytes' if big_blocks else 'allocated blocks'} every {per_step} runs: "
-                f"{[int(d) for d in deciding.steps(signal)]})"
-            )
-            result.findings = [f for f in result.findings if f.kind not in ("heap", "site")]
-            if result.findings:
-                result.status = LEAK
-                result.reason = result.findings[0].message
+        try:
+            counters = _window(run, per_step, full=True)
+        except OutOfTime:
+            deciding.unsettled_leak(result, run.runs)
             return result
-    if windows > 1:
-        result.details.append(
-            f"confirmation: {windows} windows; growth persisted in every one, the last of {window_runs} runs"
-        )
+        windows += 1
+        signal = counters.values("heap" if what == "heap bytes" else "blocks")
+        if not deciding.still_grows(signal, per_step, earlier_rate=reference):
+            deciding.cleared_by_long_window(result, run.runs, what, deciding.steps(signal), per_step)
+            return result
+        per_step *= 2
+    result.details.append(f"confirmation: growth persisted in every window, {run.runs} runs in all")
     return result
 
 
-def judge(
-    nodeid: str, settings: TestSettings, cps: Checkpoints, per_step: int, classifier: sites.Classifier
-) -> LeakResult:
-    """Turn the confirmation window into a verdict with its evidence."""
+def _confirm(nodeid: str, settings: TestSettings, cps: Checkpoints, per_step: int, classifier: sites.Classifier) -> LeakResult:
+    """Gather the attribution window's evidence and have it judged."""
     window_runs = per_step * (len(cps.totals) - 1)
     site_series = cps.site_series()
     site_counts = cps.site_series(counts=True)
     labels = {k: f"{classifier.relpath(k[0])}:{k[1]}" for k in site_series}
-    heap = deciding.decide_heap(
-        {labels[k]: v for k, v in site_series.items()},
-        per_step,
-        settings.retained,
-        settings.per_site,
+    evidence = deciding.Evidence(
+        per_step=per_step,
+        site_bytes={labels[k]: v for k, v in site_series.items()},
         site_counts={labels[k]: v for k, v in site_counts.items()},
         real_blocks=cps.blocks,
+        traced=cps.traced,
+        untraced_heap=cps.untraced,
+        rss=cps.rss,
+        counts=cps.counts,
+        types=cps.type_series(),
     )
-    findings: list[Finding] = []
+    result, heap = deciding.confirm(nodeid, settings, evidence)
     grown = sites.growth(cps.totals[0], cps.totals[-1], window_runs, classifier)
     persistent = [g for g in grown if g.site in heap.persistent_sites]
     for g in persistent:  # the latest-half rate is the one judged
         g.bytes_per_run = heap.persistent_sites[g.site]
-    top = persistent[: settings.top] or grown[: settings.top]
-    if heap.leaking:
-        where = f"; top site {top[0].site} {format_size(top[0].bytes_per_run, signed=True)}/run" if top else ""
-        if heap.retained_per_run > settings.retained:
-            findings.append(
-                Finding(
-                    "heap",
-                    heap.retained_per_run,
-                    settings.retained,
-                    "B",
-                    f"retained {format_size(heap.retained_per_run)}/run of Python heap "
-                    f"(budget {format_size(settings.retained)}/run){where}",
-                )
-            )
-        for site, rate in heap.over_site_budget.items():
-            findings.append(
-                Finding(
-                    "site",
-                    rate,
-                    float(settings.per_site or 0),
-                    "B",
-                    f"site {site} retained {format_size(rate)}/run (per-site budget {format_size(settings.per_site or 0)}/run)",
-                )
-            )
-    nouns = {"fds": "open file descriptors", "threads": "live threads", "processes": "child processes", "tasks": "pending asyncio tasks"}
-    for kind, values, allowed in (
-        ("fds", cps.fds, settings.fds),
-        ("threads", cps.threads, settings.threads),
-        ("processes", cps.processes, settings.processes),
-        ("tasks", cps.tasks, settings.tasks),
-    ):
-        leaking, per_run = deciding.decide_count(values, window_runs, allowed)
-        if leaking:
-            noun = nouns[kind]
-            findings.append(
-                Finding(kind, per_run, allowed, "", f"{noun} grew by {values[-1] - values[0]:.0f} over {window_runs} runs ({per_run:+.2f}/run, allowed {allowed}/run)")
-            )
-    native_leak, native_rate = deciding.decide_native(cps.rss, cps.traced, per_step, settings.native)
-    if native_leak:
-        findings.append(
-            Finding(
-                "native",
-                native_rate,
-                float(settings.native or 0),
-                "B",
-                f"native memory grew {format_size(native_rate)}/run outside Python's allocator "
-                f"(RSS minus traced heap; budget {format_size(settings.native or 0)}/run); tracemalloc cannot attribute it",
-            )
-        )
-    types = deciding.grown_types(cps.type_series(), per_step)
-    result = LeakResult(
-        nodeid=nodeid,
-        status=LEAK if findings else CLEAN,
-        reason=findings[0].message if findings else "no growth persisted over the confirmation runs",
-        retained_per_run=heap.retained_per_run,
-        findings=findings,
-        sites=top,
-        grown_types=dict(list(types.items())[:10]),
-        runs_per_step=per_step,
-    )
+    result.sites = persistent[: settings.top] or grown[: settings.top]
     result.series.update(
         {
             "heap": [float(t.total_bytes) for t in cps.totals],
             "blocks": cps.blocks,
             "traced": cps.traced,
+            "untraced": cps.untraced,
             "rss": cps.rss,
-            "fds": cps.fds,
-            "threads": cps.threads,
-            "processes": cps.processes,
-            "tasks": cps.tasks,
+            **cps.counts,
         }
     )
     return result
@@ -505,27 +587,36 @@ def measure_item(
     before_measuring: Callable[[], None],
     tracing_owner: TracingOwner,
     after_run: Callable[[pytest.Item, list[Any]], None] | None = None,
+    own_seconds: float = 0.0,
 ) -> tuple[LeakResult, Runner]:
     """The repeated-run check of one test whose own run has passed."""
     started = time.perf_counter()
     run = Runner(item, after_run)
-    with warnings.catch_warnings(record=True) as log:
-        run._log = log
+    series: dict[str, list[float]] = {}
+    with run.measuring():
         try:
             for _ in range(settings.warmup - 1):
                 run()
             before_measuring()
-            suspect, counters = screen(run, settings)
+            state, counters, quiet = screen(run, settings, own_seconds, item.get_closest_marker("memleak") is not None)
             series = {f"screen.{m}": [float(v) for v in counters.values(m)] for m in measuring.SCREEN_METRICS}
-            if not suspect:
-                result = LeakResult(item.nodeid, CLEAN, f"no growth over {counters.n - 1} measured run(s)")
+            measured = counters.n - 1
+            if state == "clean":
+                result = deciding.clean_screen(item.nodeid, measured, min(quiet, measured))
             else:
-                result = judged_windows(run, settings, classifier, tracing_owner, item.nodeid)
-            result.series = {**series, **{f"confirm.{k}": v for k, v in result.series.items()}}
+                result = judged(run, settings, classifier, tracing_owner, item.nodeid, measured)
         except NotRepeatable as exc:
-            result = LeakResult(item.nodeid, INCONCLUSIVE, str(exc))
+            result = deciding.inconclusive(item.nodeid, str(exc))
+        except SlowingDown:
+            durations = run.durations(deciding.SLOWING_RUNS + 1)
+            result = deciding.slowed_down(item.nodeid, durations, f"{run.runs} runs made")
+        except OutOfTime as exc:
+            result = deciding.unsettled(item.nodeid, f"the screen did not settle within its bound ({exc})", f"{run.runs} runs")
+    result.series = {**series, **{f"confirm.{k}": v for k, v in result.series.items()}}
     result.runs = run.runs + 1
     result.measured_runs = max(0, run.runs - (settings.warmup - 1))
     result.seconds = time.perf_counter() - started
     result.settings = settings.as_dict()
+    if not run.light:
+        result.details.append("runs went through pytest's full protocol (a light run was not possible)")
     return result, run

@@ -39,14 +39,14 @@ from .results import CLEAN, INCONCLUSIVE, LEAK, NO_VERDICT
 from .units import format_duration, format_size
 
 SCHEMA = "pytest-memleak/1"
-STATUSES = (LEAK, INCONCLUSIVE, NO_VERDICT, CLEAN)
+STATUSES: tuple[str, ...] = (LEAK.value, INCONCLUSIVE.value, NO_VERDICT.value, CLEAN.value)
 MAX_DETAILED = 300  # leaking/inconclusive tests with a full detail section and charts
 MAX_CHARTED_OTHERS = 200  # other tests that get a sparkline in the table
 MAX_CHART_POINTS = 600  # points per line in a chart; longer series are downsampled
 MAX_SUMMARY_ROWS = 50  # rows per table in the GitHub step summary
 MAX_SUMMARY_BYTES = 900_000  # GitHub refuses step summaries over 1 MiB
 
-_ORDER = {LEAK: 0, INCONCLUSIVE: 1, NO_VERDICT: 3, CLEAN: 4}  # unknown statuses sort at 2
+_ORDER: dict[str, int] = {LEAK.value: 0, INCONCLUSIVE.value: 1, NO_VERDICT.value: 3, CLEAN.value: 4}  # unknown statuses sort at 2
 
 
 class ReportWriteError(OSError):
@@ -222,10 +222,10 @@ def summarize(tests: Iterable[Mapping[str, Any]], soaks: Iterable[Mapping[str, A
     """Counts by status and the ids that need attention (the ``summary`` object of the JSON)."""
     tests = list(tests)
     soaks = list(soaks)
-    by_status = {s: 0 for s in STATUSES}
+    by_status: dict[str, int] = {s: 0 for s in STATUSES}
     for t in tests:
         by_status[_status(t)] = by_status.get(_status(t), 0) + 1
-    soaks_by_status = {s: 0 for s in STATUSES}
+    soaks_by_status: dict[str, int] = {s: 0 for s in STATUSES}
     for s in soaks:
         soaks_by_status[_status(s)] = soaks_by_status.get(_status(s), 0) + 1
     return {
@@ -1193,7 +1193,7 @@ def github_summary(
             expected = "—"
             if isinstance(expect, bool):
                 expected = ("leak" if expect else "no leak") + (" ⚠️ mismatch" if _expectation_mismatch(s) else " ✓")
-            verdict = {LEAK: "🔴 leak", CLEAN: "🟢 clean", INCONCLUSIVE: "🟡 inconclusive"}.get(_status(s), _status(s))
+            verdict = {LEAK.value: "🔴 leak", CLEAN.value: "🟢 clean", INCONCLUSIVE.value: "🟡 inconclusive"}.get(_status(s), _status(s))
             lines.append(
                 f"| {_md_cell(s.get('nodeid'), code=True)} | {_md_cell(verdict)} | "
                 f"{format_size(slope, signed=True) + '/h' if slope is not None else '—'} | {_md_cell(to_limit)} | {expected} |"

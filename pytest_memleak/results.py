@@ -7,13 +7,23 @@ survive pytest-xdist's serialisation and reach the controller, which aggregates 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
+from enum import Enum
 from typing import Any
 
-# A checked test ends in one of these.
-CLEAN = "clean"  # measured; nothing grew beyond its budget
-LEAK = "leak"  # measured; growth persisted beyond a budget: the test fails
-NO_VERDICT = "no-verdict"  # the test failed, errored, skipped or xfailed: its own outcome stands
-INCONCLUSIVE = "inconclusive"  # the measurement could not be trusted (reason says why)
+
+class Status(str, Enum):
+    """How a checked test ends. Every change of status is made in :mod:`pytest_memleak.deciding`."""
+
+    CLEAN = "clean"  # measured; nothing grew beyond its budget
+    LEAK = "leak"  # measured; growth persisted beyond a budget: the test fails
+    NO_VERDICT = "no-verdict"  # the test failed, errored, skipped or xfailed: its own outcome stands
+    INCONCLUSIVE = "inconclusive"  # the measurement could not settle it (the reason says why)
+
+    def __str__(self) -> str:
+        return self.value
+
+
+CLEAN, LEAK, NO_VERDICT, INCONCLUSIVE = Status.CLEAN, Status.LEAK, Status.NO_VERDICT, Status.INCONCLUSIVE
 
 
 @dataclass
@@ -51,7 +61,7 @@ class Finding:
 @dataclass
 class LeakResult:
     nodeid: str
-    status: str
+    status: Status
     reason: str  # one line, for the summary
     runs: int = 0  # runs made, the test's own run included
     measured_runs: int = 0
@@ -74,11 +84,17 @@ class LeakResult:
         return self.status == LEAK
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """A plain dict for JSON (one level of copying: ``asdict``'s deep copy cost more than a quick test)."""
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["status"] = self.status.value
+        data["findings"] = [asdict(f) for f in self.findings]
+        data["sites"] = [asdict(g) for g in self.sites]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LeakResult:
         kwargs = {f.name: data[f.name] for f in fields(cls) if f.name in data}
+        kwargs["status"] = Status(data["status"])
         kwargs["findings"] = [Finding.from_dict(d) for d in data.get("findings", [])]
         kwargs["sites"] = [SiteGrowth.from_dict(d) for d in data.get("sites", [])]
         return cls(**kwargs)

@@ -9,14 +9,15 @@ import os
 import signal
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from _pytest.runner import CallInfo, runtestprotocol
 
-from . import options, reporting, sites
-from .results import CLEAN, INCONCLUSIVE, LEAK, NO_VERDICT, LeakResult
+from . import deciding, options, reporting, sites
+from .results import CLEAN, INCONCLUSIVE, LEAK, LeakResult
 
 SETTINGS_KEY = pytest.StashKey[options.TestSettings]()
 REFREEZE_EVERY = 250  # tests between full collections of the frozen heap
@@ -141,13 +142,15 @@ class MemleakSession:
         settings = item.stash.get(SETTINGS_KEY, None) or options.settings_for(item, self.sources)
         tracing = TracingOwner()  # started for the screen, after the test's own (untraced) run
         try:
-            self._run_traced(item, nextitem, settings, tracing)
+            self._run_primary(item, nextitem, settings, tracing)
         finally:
             tracing.stop()
 
-    def _run_traced(self, item: pytest.Item, nextitem: pytest.Item | None, settings: options.TestSettings, tracing: Any) -> None:
+    def _run_primary(self, item: pytest.Item, nextitem: pytest.Item | None, settings: options.TestSettings, tracing: Any) -> None:
         gc_before = gc.isenabled()
+        began = time.perf_counter()
         primary = runtestprotocol(item, log=False, nextitem=item.parent)  # type: ignore[arg-type]
+        own_seconds = time.perf_counter() - began
         self.exit_if_forked_child(item, primary)
         setup, teardown = primary[0], primary[-1]
         call = primary[1] if len(primary) == 3 else None
@@ -155,15 +158,15 @@ class MemleakSession:
         session = item.session
         interrupted: BaseException | None = None
         if not passed:
-            result = LeakResult(item.nodeid, NO_VERDICT, "the test did not pass: its own outcome stands")
+            result = deciding.no_verdict(item.nodeid, "the test did not pass: its own outcome stands")
         elif session.shouldfail or session.shouldstop:
-            result = LeakResult(item.nodeid, NO_VERDICT, "the session is stopping")
+            result = deciding.no_verdict(item.nodeid, "the session is stopping")
         else:
             try:
-                result = self._measure(item, settings, tracing)
+                result = self._measure(item, settings, tracing, own_seconds)
             except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM or the test: its own outcome is still reported
                 interrupted = exc
-                result = LeakResult(item.nodeid, INCONCLUSIVE, "interrupted during the repeated runs: no verdict")
+                result = deciding.inconclusive(item.nodeid, "interrupted during the repeated runs: no verdict")
             else:
                 self._distrust(result, gc_before)
         final = self._final_teardown(item, nextitem)
@@ -183,14 +186,7 @@ class MemleakSession:
             reasons.append(f"the test {'disabled' if gc_before else 'enabled'} the garbage collector")
         if self._child_returned():
             reasons.append("the test forked and the child process returned into pytest (it was ended there)")
-        if not reasons:
-            return
-        why = "; ".join(reasons)
-        if result.status == CLEAN:
-            result.details.append(f"measured: {result.reason}")
-            result.status, result.reason = INCONCLUSIVE, f"{why}: the measurement cannot be trusted"
-        else:
-            result.problems.append(why)
+        deciding.distrust(result, reasons)
 
     # -- forks ------------------------------------------------------------------------------
     def exit_if_forked_child(self, item: pytest.Item, reports: list[pytest.TestReport]) -> None:
@@ -244,19 +240,19 @@ class MemleakSession:
                 item._request = False  # type: ignore[attr-defined]
                 item.funcargs = None  # type: ignore[attr-defined]
 
-    def _measure(self, item: pytest.Item, settings: options.TestSettings, tracing: Any) -> LeakResult:
+    def _measure(self, item: pytest.Item, settings: options.TestSettings, tracing: Any, own_seconds: float) -> LeakResult:
         from . import repeating
 
         try:
             result, run = repeating.measure_item(
-                item, settings, self.classifier, self._before_measuring, tracing, self.exit_if_forked_child
+                item, settings, self.classifier, self._before_measuring, tracing, self.exit_if_forked_child, own_seconds
             )
         except (KeyboardInterrupt, SystemExit):
             raise
         except pytest.fail.Exception:
             raise
         except Exception as exc:  # the plugin must never break the suite
-            return LeakResult(item.nodeid, INCONCLUSIVE, f"measurement failed: {type(exc).__name__}: {exc}")
+            return deciding.inconclusive(item.nodeid, f"measurement failed: {type(exc).__name__}: {exc}")
         if result.leaked:
             from . import diagnose
 

@@ -87,24 +87,46 @@ def test_per_site_budget() -> None:
     assert verdict.leaking and set(verdict.over_site_budget) == {"a.py:1"}
 
 
-@given(st.lists(st.integers(-5, 5), min_size=2, max_size=10))
-def test_screen_gate_needs_overall_growth_in_most_runs(values: list[int]) -> None:
-    deltas = deciding.steps(values)
-    suspect = deciding.screen_suspect(values)
-    if all(d > 0 for d in deltas):
-        assert suspect  # regrtest's rule: growth in every run is always suspect
-    if values[-1] <= values[0] or sum(d > 0 for d in deltas) * 2 <= len(deltas):
-        assert not suspect
+@given(st.lists(st.integers(-5, 5), min_size=1, max_size=14), st.integers(1, 10), st.integers(2, 14))
+def test_screen_quiet_runs_clear_and_growth_in_them_never_does(deltas: list[int], quiet: int, cap: int) -> None:
+    values = [100]
+    for d in deltas:
+        values.append(values[-1] + d)
+    state = deciding.screen_state({"blocks": values}, {"blocks": 0}, quiet, cap)
+    n = len(deltas)
+    latest_grew = any(d > 0 for d in deltas[-quiet:])
+    if n >= quiet and not latest_grew:
+        assert state == "clean"  # nothing grew in the latest `quiet` runs
+    if latest_grew and n < cap:
+        assert state == "open"  # growth in the streak keeps the screen going
+    if n >= cap and sum(deltas) > 0 and sum(d > 0 for d in deltas) >= 2 and latest_grew:
+        assert state == "suspect"
 
 
-def test_screen_gate_survives_one_masked_run() -> None:
-    assert deciding.screen_suspect([100, 102, 102, 104])  # a leak with one run hidden by a freed buffer
-    assert not deciding.screen_suspect([100, 101, 101, 101])  # a one-off step, then flat
+@given(st.integers(1, 10), st.integers(1, 64))
+def test_a_leak_every_k_runs_is_never_cleared_within_k_quiet_runs(k: int, extra: int) -> None:
+    quiet = k
+    cap = 2 * k + extra
+    values = [0]
+    state = "open"
+    for run in range(1, cap + 1):
+        values.append(values[-1] + (1 if run % k == 0 else 0))
+        state = deciding.screen_state({"blocks": values}, {"blocks": 0}, quiet, cap)
+        if state != "open":
+            break
+    assert state == "suspect"
 
 
-def test_screen_any_growth_for_resources() -> None:
-    assert deciding.screen_suspect([3, 3, 4, 4], any_growth=True)
-    assert not deciding.screen_suspect([3, 3, 3, 3], any_growth=True)
+def test_screen_one_warm_up_step_then_quiet_is_clean() -> None:
+    assert deciding.screen_state({"blocks": [100, 101, 101, 101]}, {"blocks": 0}, 2, 12) == "clean"
+    assert deciding.screen_state({"fds": [3, 3, 4, 4]}, {"fds": 0}, 3, 3) == "suspect"  # a descriptor after the first run
+    assert deciding.screen_state({"fds": [3, 3, 3, 3]}, {"fds": 0}, 2, 3) == "clean"
+
+
+def test_slowing_down_is_consecutive_and_large() -> None:
+    assert deciding.slowing([0.001 * 2**i for i in range(6)])
+    assert not deciding.slowing([0.001, 0.002, 0.001, 0.002, 0.004, 0.008])  # one dip breaks the streak
+    assert not deciding.slowing([0.010, 0.013, 0.017, 0.022, 0.029, 0.011, 0.015, 0.019, 0.025, 0.033][:5])
 
 
 def test_counts_and_native() -> None:
@@ -116,7 +138,10 @@ def test_counts_and_native() -> None:
     leaking, rate = deciding.decide_native(rss, heap, 4, budget=64 * 1024)
     assert leaking and rate == mib
     fragmentation = [100.0 * mib + i * 8192 for i in range(7)]
-    assert deciding.decide_native(fragmentation, heap, 4, budget=0) == (False, 0.0)
+    assert deciding.decide_native(fragmentation, heap, 4, budget=0, noise_per_step=deciding.RSS_NOISE) == (False, 0.0)
+    # a small native leak: 4 KiB a run, seen over steps of 64 runs above the page noise
+    small = [100.0 * mib + i * 64 * 4096 for i in range(7)]
+    assert deciding.decide_native(small, heap, 64, budget=1024, noise_per_step=deciding.RSS_NOISE) == (True, 4096.0)
 
 
 def test_grown_types() -> None:
