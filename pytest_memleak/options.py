@@ -120,7 +120,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("confirm_seconds", _seconds, 10.0, "time a still-growing confirmation may take to extend its window (doubling the runs) so a slow fill can plateau", DURATION_FORM),
     Setting("retained", parse_size, 0, "memory budget: Python heap retained per run, in total, that still passes", SIZE_FORM),
     Setting("per_site", _optional(parse_size), None, "memory budget: heap retained per run by any single allocation site (default: no per-site budget)", SIZE_FORM + ", or none"),
-    Setting("native", _optional(parse_size), "64 KiB", "native memory budget: growth per run of memory outside Python's allocator (RSS minus heap); none turns the native check off", SIZE_FORM + ", or none"),
+    Setting("native", _optional(parse_size), "1 KiB", "native memory budget: growth per run of memory outside Python's allocator (RSS minus heap); none turns the native check off", SIZE_FORM + ", or none"),
     Setting("fds", _count(0, 1_000_000), 0, "open file descriptors a test may leave behind per run", "a whole number from 0 to 1000000"),
     Setting("threads", _count(0, 1_000_000), 0, "live threads a test may leave behind per run", "a whole number from 0 to 1000000"),
     Setting("processes", _count(0, 1_000_000), 0, "live child processes a test may leave behind per run", "a whole number from 0 to 1000000"),

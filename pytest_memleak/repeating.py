@@ -39,6 +39,7 @@ from .results import LeakResult
 
 STEPS = 4  # checkpoints of a window (plus its start)
 FIRST_STEP = 4  # runs per step of the first persistence window; doubled per window
+SLOW_RUN = 0.05  # seconds: a test slower than a quarter of this gets fewer runs per step
 PERSIST_RUNS = 40  # runs of persisting growth, untraced, before tracing is spent on a suspect
 SCREEN_FACTOR = 1.0  # a clean test's screen may take about its own run's time ...
 SCREEN_FLOOR = 0.0  # ... plus this, in seconds
@@ -96,10 +97,20 @@ class Runner:
     _dependants: list[Any] | None = None  # higher-scoped fixturedefs that collect this item's finalizers
     clock: array = field(default_factory=lambda: array("d", bytes(8 * MAX_RUNS)))
     resources_before: Any = None  # what was alive when the last attribution window began
+    watch_slowing: bool = True  # off while traced: tracing itself slows the runs down
+    _function: Any = None  # the test function, whose attributes each run starts from
+    _function_state: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._sections = len(getattr(self.item, "_report_sections", ()))
         self._props = len(getattr(self.item, "user_properties", ()))
+        # The test function's own attributes as its own run left them: plugins set some at every
+        # setup (hypothesis chains a settings object onto the previous one), which a single run
+        # never repeats; each repeated run starts from the same state.
+        obj = self.item.__dict__.get("_obj")
+        function = getattr(obj, "__func__", obj)
+        self._function = function if isinstance(getattr(function, "__dict__", None), dict) else None
+        self._function_state = dict(function.__dict__) if self._function is not None else {}
         fixturenames = getattr(self.item, "fixturenames", None)
         # caplog reads state that pytest's logging hooks set for each phase
         self.light = isinstance(self.item, pytest.Function) and fixturenames is not None and "caplog" not in fixturenames
@@ -162,7 +173,7 @@ class Runner:
         self.runs += 1
         if failure is not None:
             raise NotRepeatable(f"run {self.runs + 1} {failure}: the test is not repeatable")
-        if self._inside and deciding.slowing(self.durations(deciding.SLOWING_RUNS + 1)):
+        if self._inside and self.watch_slowing and deciding.slowing(self.durations(deciding.SLOWING_RUNS + 1)):
             raise SlowingDown
 
     def _light_run(self) -> str | None:
@@ -208,6 +219,11 @@ class Runner:
     def _tidy(self) -> None:
         item = self.item
         self._drop_finished_dependants()
+        if self._function is not None:
+            state, saved = self._function.__dict__, self._function_state
+            if len(state) != len(saved) or any(state.get(k, state) is not v for k, v in saved.items()):
+                state.clear()
+                state.update(self._function_state)
         # Repeated runs must not pile up captured output, properties or warnings.
         del item._report_sections[self._sections :]
         del item.user_properties[self._props :]
@@ -223,15 +239,18 @@ class Runner:
         the function fixture has finished, calling it again would do nothing, so after a
         repeated run those entries are pytest's bookkeeping, not the test's retention.
         """
-        if self._dependants is None:
-            manager = getattr(self.item.session, "_fixturemanager", None)
-            defs = getattr(manager, "_arg2fixturedefs", {})
-            self._dependants = [
-                fd
-                for group in defs.values()
-                for fd in group
-                if getattr(fd, "scope", "function") != "function" and any(_is_finished_dependant(f, self.item) for f in getattr(fd, "_finalizers", ()))
-            ]
+        # The higher-scoped fixtures in use, dynamically requested ones included: each one
+        # set up registered its own finish on the node of its scope.
+        stack = getattr(self.item.session._setupstate, "stack", {})
+        self._dependants = [
+            fd
+            for node_finalizers, _ in stack.values()
+            for f in node_finalizers
+            if isinstance(f, functools.partial)
+            and getattr(f.func, "__name__", "") == "finish"
+            and getattr(fd := getattr(f.func, "__self__", None), "scope", "function") != "function"
+            and getattr(fd, "_finalizers", None)
+        ]
         for fixturedef in self._dependants:
             finalizers = fixturedef._finalizers
             keep = [f for f in finalizers if not _is_finished_dependant(f, self.item)]
@@ -413,7 +432,8 @@ def persistence(run: Runner, settings: TestSettings, stage: Stage, earlier: int)
 
     Returns (still growing, what was judged, runs per step, the last window's steps).
     """
-    per_step = FIRST_STEP
+    # a slow test gets short steps: its windows stay within a few of its runs
+    per_step = max(1, min(FIRST_STEP, int(SLOW_RUN / max(run.seconds, 1e-9))))
     runs = earlier
     allowed = {"blocks": 0.0, "heap": float(settings.retained)}
     while True:
@@ -487,6 +507,7 @@ def judged(
     from . import resources
 
     try:
+        run.watch_slowing = False
         with resources.track_task_origins():
             traced_began = time.perf_counter()
             try:
@@ -507,6 +528,7 @@ def judged(
             cps = attribution_window(run, classifier, traced_step, census=True)
             result = _confirm(nodeid, settings, cps, traced_step, classifier)
     finally:
+        run.watch_slowing = True
         if started:
             tracemalloc.stop()
             tracing_owner.owned = False

@@ -1,0 +1,284 @@
+"""What the benchmarks that run real libraries' test suites share.
+
+* ``fetch_sdist``: a library's PyPI **source distribution** (which ships its tests), downloaded
+  with ``pip download --no-binary :all: --no-deps`` into ``~/.cache/pytest-memleak-bench``
+  (``$MEMLEAK_BENCH_CACHE`` moves it) and unpacked there once;
+* ``ensure_venv``: a venv per library and version under ``<cache>/venvs/<lib>-<version>``,
+  holding the sdist, its pinned test dependencies and the plugin from a given source tree
+  (reinstalled whenever that tree's files change);
+* ``run_pytest``: one timed ``python -m pytest -q -p no:cacheprovider ...`` in a subprocess,
+  with an optional timeout, returning its output and, for a ``--memleak`` run, its JSON report;
+* ``failure_sections``: the text of each test in the FAILURES section of pytest's output.
+
+Nothing here is a benchmark on its own: ``suites.py`` and ``compare.py`` import it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent  # the plugin's source tree these scripts live in
+
+# The interpreter the library venvs are made with. Every venv uses it, so every suite measures the
+# same Python; $MEMLEAK_BENCH_PYTHON overrides it.
+DEFAULT_PYTHON = "/root/.pyenv/versions/3.11.7/bin/python3"
+
+# pytest itself is pinned in every library venv, so every suite runs under the same pytest (the
+# version the project's own .venv and CI install at the time of writing)
+PYTEST = "pytest==9.2.0"
+
+
+def base_python() -> str:
+    chosen = os.environ.get("MEMLEAK_BENCH_PYTHON")
+    if chosen:
+        return chosen
+    return DEFAULT_PYTHON if Path(DEFAULT_PYTHON).exists() else sys.executable
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("MEMLEAK_BENCH_CACHE") or Path.home() / ".cache" / "pytest-memleak-bench")
+
+
+def normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "_", name).lower()
+
+
+@dataclass(frozen=True)
+class Library:
+    """A library from PyPI whose sdist ships a pytest-runnable test suite, pinned."""
+
+    name: str  # the PyPI name
+    version: str  # pinned, so every run measures the same tests
+    paths: tuple[str, ...] = ()  # test paths relative to the unpacked sdist; () runs its own testpaths
+    options: tuple[str, ...] = ()  # more pytest options: --deselect, -k, -p, -W (both modes get them)
+    deps: tuple[str, ...] = ()  # the test dependencies its own CI installs, pinned
+    why: str = ""  # why the subset of paths and every deselect
+    install_env: tuple[tuple[str, str], ...] = ()  # environment for `pip install <sdist>`
+    note: str = ""  # size and plain time, for people
+
+    @property
+    def args(self) -> list[str]:
+        return [*self.paths, *self.options]
+
+    @property
+    def slug(self) -> str:
+        return f"{normalise(self.name)}-{self.version}"
+
+
+def _run(cmd: list[str], **kwargs) -> None:  # type: ignore[no-untyped-def]
+    proc = subprocess.run(cmd, capture_output=True, text=True, **kwargs)
+    if proc.returncode != 0:
+        print(proc.stdout[-4000:], proc.stderr[-4000:], sep="\n", file=sys.stderr)
+        raise SystemExit(f"command failed ({proc.returncode}): {' '.join(cmd)}")
+
+
+def fetch_sdist(name: str, version: str) -> Path:
+    """The unpacked sdist of `name`==`version`, downloaded and unpacked on first use."""
+    cache = cache_dir()
+    sdists = cache / "sdist"
+    sdists.mkdir(parents=True, exist_ok=True)
+    norm = normalise(name)
+
+    def find() -> Path | None:
+        for path in sdists.iterdir():
+            stem = normalise(path.name)
+            if stem.startswith(f"{norm}_{normalise(version)}_") and path.name.endswith((".tar.gz", ".zip")):
+                return path
+        return None
+
+    archive = find()
+    if archive is None:
+        print(f"downloading the sdist of {name}=={version} into {sdists}", flush=True)
+        _run([base_python(), "-m", "pip", "download", "--no-binary", ":all:", "--no-deps", "-q", "-d", str(sdists), f"{name}=={version}"])
+        archive = find()
+        if archive is None:
+            raise SystemExit(f"pip download left no sdist of {name}=={version} in {sdists}")
+    src = cache / "src" / f"{norm}-{version}"
+    if not src.exists():
+        tmp = Path(tempfile.mkdtemp(prefix="unpack-", dir=cache))
+        try:
+            if archive.name.endswith(".zip"):
+                shutil.unpack_archive(archive, tmp)
+            else:
+                with tarfile.open(archive) as tar:
+                    tar.extractall(tmp, filter="data")
+            (top,) = list(tmp.iterdir())  # an sdist holds one top-level directory
+            src.parent.mkdir(parents=True, exist_ok=True)
+            top.rename(src)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return src
+
+
+def plugin_fingerprint(plugin: Path) -> str:
+    """A hash of the plugin's source files, to tell when a venv's copy is stale."""
+    digest = hashlib.sha256()
+    files = [plugin / "pyproject.toml", *sorted((plugin / "pytest_memleak").rglob("*"))]
+    for path in files:
+        if path.is_file() and "__pycache__" not in path.parts and not path.name.endswith(".pyc"):
+            digest.update(str(path.relative_to(plugin)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def install_copy(python: Path, tree: Path, env: dict[str, str] | None = None, reinstall: bool = False) -> None:
+    """`pip install` the project in `tree` (non-editable) from a temporary copy of it.
+
+    A build writes build/ and *.egg-info into the tree it builds: the unpacked sdist must stay as
+    shipped (its tests run from it), and the plugin's tree may be someone's working tree.
+    """
+    with tempfile.TemporaryDirectory(prefix="memleak-bench-build-") as tmp:
+        copy = Path(tmp) / tree.name
+        shutil.copytree(tree, copy, ignore=shutil.ignore_patterns(".git", "build", "*.egg-info", "__pycache__", "reports", ".*cache"))
+        pip = [str(python), "-m", "pip", "install", "-q"]
+        environ = {**os.environ, **(env or {})}
+        _run([*pip, str(copy)], env=environ)  # with its dependencies
+        if reinstall:  # the same version may be installed already, from other files
+            _run([*pip, "--no-deps", "--force-reinstall", str(copy)], env=environ)
+
+
+def _venv_python(venv: Path) -> Path:
+    return venv / "bin" / "python"
+
+
+def ensure_venv(lib: Library, plugin: Path, extra: tuple[str, ...] = (), flavour: str = "") -> Path:
+    """The python of `lib`'s venv, made on first use: its sdist, test deps, and the plugin from `plugin`.
+
+    The venv lives in ``<cache>/venvs/<lib>-<version>`` (``<lib>-<version>+<flavour>`` for one
+    with `extra` packages, so that two scripts do not remake each other's venv). It is made
+    again when the library's requirements (deps, pytest, `extra`) change; the plugin is
+    installed again (non-editable, so what runs is a snapshot of `plugin`) whenever the files
+    of `plugin` change.
+    """
+    plugin = plugin.resolve()
+    if not (plugin / "pyproject.toml").is_file() or not (plugin / "pytest_memleak").is_dir():
+        raise SystemExit(f"--plugin {plugin}: not a pytest-memleak source tree (no pyproject.toml and pytest_memleak/)")
+    src = fetch_sdist(lib.name, lib.version)
+    venv = cache_dir() / "venvs" / (lib.slug + (f"+{flavour}" if flavour else ""))
+    python = _venv_python(venv)
+    wanted = json.dumps({"python": base_python(), "pytest": PYTEST, "deps": sorted(lib.deps + extra), "install_env": lib.install_env})
+    marker = venv / "memleak-bench-requirements.json"
+    if not python.exists() or not marker.exists() or marker.read_text() != wanted:
+        shutil.rmtree(venv, ignore_errors=True)
+        print(f"making the venv {venv}", flush=True)
+        _run([base_python(), "-m", "venv", str(venv)])
+        pip = [str(python), "-m", "pip", "install", "-q"]
+        # the library from its sdist, with its runtime dependencies
+        install_copy(python, src, dict(lib.install_env))
+        _run([*pip, PYTEST, *lib.deps, *extra])
+        (venv / "memleak-bench-plugin").unlink(missing_ok=True)
+        marker.write_text(wanted)
+    plugin_marker = venv / "memleak-bench-plugin"
+    fingerprint = f"{plugin}\n{plugin_fingerprint(plugin)}"
+    if not plugin_marker.exists() or plugin_marker.read_text() != fingerprint:
+        print(f"installing the plugin from {plugin} into {venv}", flush=True)
+        install_copy(python, plugin, reinstall=True)
+        plugin_marker.write_text(fingerprint)
+    return python
+
+
+@dataclass
+class Run:
+    seconds: float
+    returncode: int | None  # None: killed at the timeout
+    last_line: str
+    stdout: str
+    stderr: str
+    report: dict | None = None
+
+    @property
+    def timed_out(self) -> bool:
+        return self.returncode is None
+
+
+def clean_env() -> dict[str, str]:
+    """This environment without settings that would change either mode's behaviour."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("MEMLEAK", "PYTEST_ADDOPTS", "PYTEST_PLUGINS"))}
+
+
+def run_pytest(
+    python: Path | str,
+    cwd: Path,
+    args: list[str],
+    report_dir: Path | None = None,
+    timeout: float | None = None,
+) -> Run:
+    """One timed `python -m pytest -q -p no:cacheprovider *args` in `cwd`.
+
+    With `report_dir`, ``--memleak-report-dir=report_dir`` is added, the directory is emptied
+    first, and ``memleak.json`` from it is read into ``Run.report``. After `timeout` seconds the
+    whole process group is killed and ``Run.returncode`` is None.
+    """
+    args = list(args)
+    if report_dir is not None:
+        shutil.rmtree(report_dir, ignore_errors=True)
+        args.append(f"--memleak-report-dir={report_dir}")
+    cmd = [str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", *args]
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+        returncode: int | None = proc.returncode
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        returncode = None
+    seconds = time.perf_counter() - started
+    lines = stdout.strip().splitlines()
+    last = lines[-1] if lines else stderr.strip()[-300:]
+    run = Run(seconds, returncode, last, stdout, stderr)
+    if report_dir is not None and (report_dir / "memleak.json").exists():
+        run.report = json.loads((report_dir / "memleak.json").read_text())
+    return run
+
+
+def outcome_counts(last_line: str) -> dict[str, int]:
+    """pytest's closing line as counts: {"passed": 190, "skipped": 3, ...}."""
+    counts: dict[str, int] = {}
+    for number, word in re.findall(r"(\d+) (passed|failed|skipped|xfailed|xpassed|errors?|warnings?|deselected|subtests passed|subtests failed)", last_line):
+        word = "error" if word.startswith("error") else "warning" if word.startswith("warning") else word
+        counts[word] = counts.get(word, 0) + int(number)
+    return counts
+
+
+def count_tests(last_line: str) -> int:
+    """Tests that ran, from pytest's closing line (subtests and deselected ones left out)."""
+    counts = outcome_counts(last_line)
+    return sum(counts.get(k, 0) for k in ("passed", "failed", "skipped", "xfailed", "xpassed", "error"))
+
+
+def failure_sections(stdout: str) -> dict[str, str]:
+    """The FAILURES section's text per test, keyed by the name in its header line."""
+    sections: dict[str, str] = {}
+    body = stdout.split("= FAILURES =", 1)[-1] if "= FAILURES =" in stdout else ""
+    name, lines = None, []
+    for line in body.splitlines():
+        header = re.match(r"^_{3,} (.+?) _{3,}$", line)
+        if header or line.startswith("====="):
+            if name is not None:
+                sections[name] = "\n".join(lines).rstrip()
+            name, lines = (header.group(1) if header else None), []
+            continue
+        if name is not None:
+            lines.append(line)
+    return sections
+
+
+def failure_text(sections: dict[str, str], nodeid: str) -> str:
+    """The section of `failure_sections` that belongs to `nodeid`, or ""."""
+    short = nodeid.split("::", 1)[-1].replace("::", ".")
+    return sections.get(short) or next((v for k, v in sections.items() if nodeid.endswith(k.replace(".", "::"))), "")

@@ -1,0 +1,520 @@
+"""Cost of `pytest --memleak` against plain `pytest` on the own test suites of real libraries.
+
+Each library below is pinned and comes from PyPI as a **source distribution**, which ships its
+tests. It gets a venv of its own, ``~/.cache/pytest-memleak-bench/venvs/<lib>-<version>``
+(``$MEMLEAK_BENCH_CACHE`` moves the root), made with Python 3.11 and holding:
+
+* the library, ``pip install <unpacked sdist>``;
+* pytest (pinned) and the test dependencies the library's own CI installs (pinned);
+* the plugin, built from ``--plugin PATH`` (default: the source tree this script lives in) and
+  installed non-editable. It is installed again whenever a file of that tree changes, so a
+  run measures the tree as it was when the run started.
+
+The tests run from the unpacked sdist, with the library's own pytest configuration, in two
+modes with the same arguments (``-q -p no:cacheprovider`` and the library's paths and
+deselects):
+
+* ``plain``:     ``pytest -p no:memleak`` (the plugin installed but not loaded)
+* ``--memleak``: ``pytest --memleak --memleak-report-dir=<tmp>``
+
+After one unmeasured warm-up run of each mode, ``--rounds`` rounds alternate the order
+(plain then --memleak, then --memleak then plain, ...). Prints each round's times as they come,
+then a table: tests, the median time of each mode, the median of the per-round ratios, how
+many tests ``--memleak`` flagged as leaking and as inconclusive, and the three tests whose
+checking cost the most, with their verdict and reason from ``memleak.json``. Then the median
+and the largest ratio across suites against the targets: median <= 1.5x, every suite <= 2.0x,
+no false positive (on these suites every flagged test is one unless it truly leaks).
+
+    python benchmarks/suites.py                          # every library, 3 rounds
+    python benchmarks/suites.py --only cachetools,attrs --rounds 5
+    python benchmarks/suites.py --plugin /tmp/memleak-base --rounds 1 --json out.json
+    python benchmarks/suites.py --list                   # the libraries, paths and deselects
+    python benchmarks/suites.py --check                  # one plain run each: failures to deselect
+
+Exits 0 when it ran (a missed target is printed, not an error), 1 when a suite could not run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (  # noqa: E402
+    PYTEST,
+    REPO,
+    Library,
+    Run,
+    base_python,
+    cache_dir,
+    count_tests,
+    ensure_venv,
+    failure_sections,
+    failure_text,
+    fetch_sdist,
+    plugin_fingerprint,
+    run_pytest,
+)
+
+TARGET_MEDIAN = 1.5
+TARGET_MAX = 2.0
+
+HYPOTHESIS = "hypothesis==6.155.2"
+PYTEST_ASYNCIO = "pytest-asyncio==1.5.0"
+
+# Plain times are on this project's 2-core machine, idle. Every deselect and every subset of a
+# suite's paths says why in `why`.
+LIBRARIES: dict[str, Library] = {
+    lib.name: lib
+    for lib in (
+        Library(
+            "cachetools", "8.0.2", ("tests",),
+            note="caching: cache classes, @cached, @cachedmethod, locking",
+        ),
+        Library(
+            "boltons", "26.2.0", ("tests",),
+            why="its CI also runs the doctests of the installed package (--doctest-modules on site-packages); left out, the tests/ suite is the benchmark",
+            note="utilities, with socket and thread tests",
+        ),
+        Library(
+            "wrapt", "2.5.2", ("tests/core",),
+            why="tests/mypy runs mypy once per file (a type-checker benchmark, not a test one) and tests/stress are not pytest tests",
+            note="wrappers and proxies; C extension built from the sdist",
+        ),
+        Library(
+            "attrs", "26.1.0", ("tests",),
+            options=("--deselect=tests/test_converters.py::TestPipe::test_wrapped_annotation",),
+            deps=(HYPOTHESIS, "pympler==1.1", "cloudpickle==3.1.3"),
+            why=(
+                "TestPipe::test_wrapped_annotation fails plain on Python 3.11.7 (the pipe converter's return annotation comes back None); "
+                "run without pytest-xdist (its CI passes -n auto); test_mypy.yml needs pytest-mypy-plugins and is not collected without it"
+            ),
+            note="class building; hypothesis strategies",
+        ),
+        Library(
+            "aiofiles", "25.1.0", ("tests",),
+            options=("--deselect=tests/test_os.py::test_access",),
+            deps=(PYTEST_ASYNCIO,),
+            why="test_os.py::test_access fails plain as root (os.access grants root everything)",
+            note="asyncio file I/O in threads; pytest-asyncio, asyncio_mode=auto",
+        ),
+        Library(
+            "janus", "2.0.0", ("tests/test_async.py", "tests/test_mixed.py", "tests/test_sync.py"),
+            deps=(PYTEST_ASYNCIO, "pytest-cov==7.1.0"),
+            why="tests/test_benchmarks.py left out: it needs the `benchmark` fixture of pytest-codspeed; pytest-cov only because its addopts name --cov-branch",
+            note="sync/async queue; pytest-asyncio, strict mode",
+        ),
+        Library(
+            "asgiref", "3.13.0", ("tests",),
+            options=("--ignore=tests/test_benchmark_local.py",),
+            deps=(PYTEST_ASYNCIO, "packaging==26.4"),
+            why="tests/test_benchmark_local.py needs pytest-benchmark (its CI runs it in a separate benchmark env)",
+            note="sync_to_async, Local, ASGI server; pytest-asyncio",
+        ),
+        Library(
+            "httpcore", "1.0.9", ("tests",),
+            options=("--ignore=tests/_async/test_integration.py", "--ignore=tests/_sync/test_integration.py", "--ignore=tests/test_api.py"),
+            deps=("anyio==4.16.0", "trio==0.35.0", "pytest-trio==0.8.0", "h2==4.4.1", "socksio==1.0.0"),
+            why="tests/_async/test_integration.py, tests/_sync/test_integration.py and tests/test_api.py need pytest-httpbin's local servers (httpbin, httpbin_secure fixtures)",
+            note="HTTP/1.1, HTTP/2, proxies on mock streams; anyio's pytest plugin (@pytest.mark.anyio)",
+        ),
+        Library("toolz", "1.2.0", ("toolz",), note="functional utilities; tests in toolz/tests and toolz/sandbox/tests"),
+        Library("six", "1.17.0", ("test_six.py",), note="Python 2/3 compatibility; one test file"),
+        Library(
+            "more-itertools", "11.2.1", ("tests",),
+            note="iterator recipes; unittest TestCases with many subtests",
+        ),
+        Library(
+            "pyparsing", "3.3.3",
+            (
+                # in the order a run of tests/ takes: test_pre_pep8_deprecation_warnings.py must come
+                # before test_unit.py, whose calls use up the once-per-name deprecation warnings
+                "tests/test_diagram.py", "tests/test_pep8_converter.py", "tests/test_pre_pep8_deprecation_warnings.py",
+                "tests/test_simple_unit.py", "tests/test_testing.py", "tests/test_unit.py::Test02_WithoutPackrat",
+                "tests/test_util.py",
+            ),
+            deps=("railroad-diagrams==3.0.1", "jinja2==3.1.6"),
+            why=(
+                "the whole of tests/ takes 70-80 s plain: test_unit.py's Test04..Test10 run Test02's tests again under "
+                "packrat and left-recursion settings (Test02 kept), test_examples.py runs the examples (19 tests, 7 s); "
+                "test_matplotlib_cases.py skips without matplotlib, which its CI installs; examples/tiny/tests left out"
+            ),
+            note="parser combinators",
+        ),
+        Library(
+            "python-dateutil", "2.9.0.post0", ("tests",),
+            options=("-W", "ignore::pytest.PytestRemovedIn10Warning"),
+            deps=(HYPOTHESIS, "freezegun==1.5.5", "pytest-cov==7.1.0"),
+            why=(
+                "-W ignore::pytest.PytestRemovedIn10Warning: test_isoparser.py parametrizes with generators, which pytest 9 "
+                "deprecates, and its filterwarnings=error turns that into a collection error; "
+                "pytest-cov only because its conftest marks tests no_cover (and warnings are errors)"
+            ),
+            note="dates, time zones, rrule; hypothesis property tests",
+        ),
+        Library(
+            "marshmallow", "4.4.0", ("tests",),
+            deps=("simplejson==4.3.0",),
+            note="(de)serialisation schemas",
+        ),
+        Library("idna", "3.20", ("tests",), deps=(HYPOTHESIS,), note="IDNA 2008 / UTS 46 codec; large conformance tables"),
+    )
+}
+
+MODES = {"plain": ["-p", "no:memleak"], "memleak": ["--memleak"]}
+LABELS = {"plain": "plain", "memleak": "--memleak"}
+
+
+@dataclass
+class Suite:
+    lib: Library
+    status: str = "ok"  # ok, TIMEOUT, ERROR
+    problem: str = ""
+    tests: int | None = None
+    plain_line: str = ""
+    memleak_line: str = ""
+    warmup: dict[str, Run] = field(default_factory=dict)
+    runs: dict[str, list[Run]] = field(default_factory=lambda: {m: [] for m in MODES})
+
+    @property
+    def ratios(self) -> list[float]:
+        return [b.seconds / a.seconds for a, b in zip(self.runs["plain"], self.runs["memleak"], strict=True)]
+
+    def median(self, mode: str) -> float | None:
+        runs = self.runs[mode]
+        return statistics.median(r.seconds for r in runs) if runs else None
+
+    @property
+    def ratio(self) -> float | None:
+        return statistics.median(self.ratios) if self.ratios else None
+
+    def flagged(self) -> dict[str, list[dict]]:
+        """Each test that a measured --memleak round flagged (leak or inconclusive): its results."""
+        out: dict[str, list[dict]] = {}
+        for run in self.runs["memleak"]:
+            for test in (run.report or {}).get("tests", []):
+                if test.get("status") in ("leak", "inconclusive"):
+                    out.setdefault(test["nodeid"], []).append(test)
+        return out
+
+    def count(self, status: str) -> int:
+        return sum(1 for tests in self.flagged().values() if tests[-1]["status"] == status)
+
+    def costliest(self, n: int = 3) -> list[dict]:
+        """The `n` tests with the largest median checking time over the measured rounds."""
+        seconds: dict[str, list[float]] = {}
+        last: dict[str, dict] = {}
+        for run in self.runs["memleak"]:
+            for test in (run.report or {}).get("tests", []):
+                seconds.setdefault(test["nodeid"], []).append(float(test.get("seconds") or 0.0))
+                last[test["nodeid"]] = test
+        ranked = sorted(seconds, key=lambda k: -statistics.median(seconds[k]))[:n]
+        return [
+            {
+                "nodeid": k,
+                "seconds": statistics.median(seconds[k]),
+                "status": last[k].get("status"),
+                "reason": last[k].get("reason") or "",
+                "runs": last[k].get("runs"),
+            }
+            for k in ranked
+        ]
+
+
+def closing(run: Run) -> str:
+    if run.timed_out:
+        return f"TIMEOUT after {run.seconds:.0f} s"
+    return run.last_line
+
+
+def failed_tests(run: Run) -> list[str]:
+    """Node ids of the tests that failed or errored, from pytest's short summary (-rfE is the -q default)."""
+    out = []
+    for line in run.stdout.splitlines():
+        if line.startswith(("FAILED ", "ERROR ")):
+            out.append(line.split(" ", 1)[1].split(" - ", 1)[0])
+    return out
+
+
+def run_mode(suite: Suite, python: Path, src: Path, mode: str, report_dir: Path, timeout: float) -> Run:
+    args = [*MODES[mode], *suite.lib.args]
+    return run_pytest(python, src, args, report_dir=report_dir if mode == "memleak" else None, timeout=timeout)
+
+
+def usable(run: Run) -> bool:
+    """pytest ran the suite: 0 all passed, 1 some test failed (a leak, or the library's own failure)."""
+    return run.returncode in (0, 1)
+
+
+def measure(suite: Suite, python: Path, src: Path, rounds: int, timeout: float) -> None:
+    name = f"{suite.lib.name} {suite.lib.version}"
+    with tempfile.TemporaryDirectory(prefix="memleak-suites-") as tmp:
+        report_dir = Path(tmp) / "reports"
+        for mode in MODES:  # warm the file system and bytecode caches, unmeasured
+            run = suite.warmup[mode] = run_mode(suite, python, src, mode, report_dir, timeout)
+            print(f"  {name} warm-up {LABELS[mode]}: {run.seconds:.2f} s ({closing(run)})", flush=True)
+            if run.timed_out:
+                suite.status, suite.problem = "TIMEOUT", f"{LABELS[mode]} ran longer than --timeout {timeout:.0f} s"
+                return
+            if not usable(run):
+                suite.status = "ERROR"
+                suite.problem = f"{LABELS[mode]} exited {run.returncode}: {closing(run)}"
+                print(textwrap.indent((run.stdout[-3000:] + "\n" + run.stderr[-2000:]).strip(), "    | "))
+                return
+        failed = failed_tests(suite.warmup["plain"])
+        if failed:
+            print(f"  {name}: {len(failed)} tests FAIL PLAIN (deselect them): " + ", ".join(failed[:20]), flush=True)
+        for i in range(rounds):
+            order = list(MODES) if i % 2 == 0 else list(reversed(MODES))
+            times: dict[str, Run] = {}
+            for mode in order:
+                times[mode] = run_mode(suite, python, src, mode, report_dir, timeout)
+                if times[mode].timed_out:
+                    suite.status = "TIMEOUT"
+                    suite.problem = f"{LABELS[mode]} ran longer than --timeout {timeout:.0f} s in round {i + 1}"
+                    print(f"  {name} round {i + 1}: {LABELS[mode]} TIMEOUT after {times[mode].seconds:.0f} s", flush=True)
+                    return
+            for mode in MODES:
+                suite.runs[mode].append(times[mode])
+            print(
+                f"  {name} round {i + 1} ({' then '.join(LABELS[m] for m in order)}): "
+                f"plain {times['plain'].seconds:.2f} s, --memleak {times['memleak'].seconds:.2f} s, "
+                f"ratio {times['memleak'].seconds / times['plain'].seconds:.2f}x",
+                flush=True,
+            )
+
+
+def describe(suite: Suite) -> None:
+    """The per-suite details: closing lines, and every flagged test with its reason and failure text."""
+    name = f"{suite.lib.name} {suite.lib.version}"
+    print(f"\n== {name}: pytest {' '.join(suite.lib.args)}")
+    if suite.status != "ok":
+        print(f"  {suite.status}: {suite.problem}")
+    for mode in MODES:
+        runs = suite.runs[mode] or ([suite.warmup[mode]] if mode in suite.warmup else [])
+        if runs:
+            print(f"  {LABELS[mode]:>9}: {closing(runs[-1])}")
+    memleak = suite.runs["memleak"]
+    if not memleak:
+        return
+    summary = (memleak[-1].report or {}).get("summary", {})
+    if summary:
+        print(f"  --memleak verdicts (last round): {json.dumps(summary.get('by_status', {}))} of {summary.get('tests')} checked")
+    elif memleak[-1].report is None:
+        print("  --memleak wrote no memleak.json")
+    flagged = suite.flagged()
+    if not flagged:
+        print("  --memleak flagged no test")
+    sections = failure_sections(memleak[-1].stdout)
+    for nodeid, tests in flagged.items():
+        test = tests[-1]
+        print(f"  FLAGGED {test['status'].upper()} in {len(tests)}/{len(memleak)} rounds, {test.get('seconds', 0):.2f} s, {test.get('runs')} runs: {nodeid}")
+        print(f"    reason: {test.get('reason', '')}")
+        lines = failure_text(sections, nodeid).splitlines()
+        for line in lines[:40]:
+            print(f"    | {line}")
+        if len(lines) > 40:
+            print(f"    | ... {len(lines) - 40} more lines")
+
+
+def fmt(value: float | None, spec: str, missing: str = "-") -> str:
+    return missing if value is None else format(value, spec)
+
+
+def table(suites: list[Suite]) -> list[str]:
+    head = ("library", "version", "tests", "plain s", "--memleak s", "ratio", "flagged", "inconclusive")
+    rows = []
+    for s in suites:
+        ratio = fmt(s.ratio, ".2f") + "x" if s.ratio is not None else s.status
+        memleak = fmt(s.median("memleak"), ".2f", s.status if s.status != "ok" else "-")
+        plain = s.median("plain") or (s.warmup["plain"].seconds if "plain" in s.warmup and not s.warmup["plain"].timed_out else None)
+        rows.append((s.lib.name, s.lib.version, fmt(s.tests, "d"), fmt(plain, ".2f"), memleak, ratio, str(s.count("leak")), str(s.count("inconclusive"))))
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    line = lambda r: "| " + " | ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))) + " |"  # noqa: E731
+    out = [line(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    out.extend(line(row) for row in rows)
+    out.append("")
+    out.append("costliest tests under --memleak (median seconds of checking; verdict: reason):")
+    for s in suites:
+        costly = s.costliest()
+        if not costly:
+            continue
+        out.append(f"  {s.lib.name}:")
+        for c in costly:
+            reason = c["reason"] if len(c["reason"]) <= 160 else c["reason"][:157] + "..."
+            out.append(f"    {c['seconds']:7.2f} s  {c['nodeid']}  [{c['status']}, {c['runs']} runs] {reason}")
+    return out
+
+
+def verdict(suites: list[Suite]) -> list[str]:
+    ratios = [(s.ratio, s.lib.name) for s in suites if s.ratio is not None]
+    out = []
+    if not ratios:
+        return ["no suite measured"]
+    median = statistics.median(r for r, _ in ratios)
+    worst, worst_name = max(ratios)
+    leaks = sum(s.count("leak") for s in suites)
+    inconclusive = sum(s.count("inconclusive") for s in suites)
+    out.append(f"median ratio across {len(ratios)} suites: {median:.2f}x (target <= {TARGET_MEDIAN:.1f}x: {'met' if median <= TARGET_MEDIAN else 'NOT met'})")
+    over = [f"{n} {r:.2f}x" for r, n in sorted(ratios, reverse=True) if r > TARGET_MAX]
+    out.append(
+        f"max ratio: {worst:.2f}x ({worst_name}) (target every suite <= {TARGET_MAX:.1f}x: "
+        + ("met" if not over else f"NOT met by {len(over)}: {', '.join(over)}")
+        + ")"
+    )
+    out.append(
+        f"flagged tests: {leaks} leak, {inconclusive} inconclusive (target 0 false positives: "
+        + ("met" if leaks == 0 else "NOT met unless each leak is real; see FLAGGED above")
+        + ")"
+    )
+    unmeasured = [f"{s.lib.name} ({s.status})" for s in suites if s.ratio is None]
+    if unmeasured:
+        out.append("not measured: " + ", ".join(unmeasured))
+    return out
+
+
+def check(libs: list[Library], plugin: Path, timeout: float) -> int:
+    """One plain run of each suite: its time, closing line and failing tests."""
+    bad = 0
+    for lib in libs:
+        python = ensure_venv(lib, plugin)
+        src = fetch_sdist(lib.name, lib.version)
+        run = run_pytest(python, src, [*MODES["plain"], *lib.args], timeout=timeout)
+        print(f"{lib.name} {lib.version}: {run.seconds:.2f} s, {closing(run)}", flush=True)
+        failed = failed_tests(run)
+        if failed or run.returncode != 0:
+            bad += 1
+            for nodeid in failed:
+                print(f"    FAILS PLAIN: {nodeid}")
+            if not failed:
+                print(textwrap.indent((run.stdout[-2000:] + "\n" + run.stderr[-2000:]).strip(), "    | "))
+    return 1 if bad else 0
+
+
+def git_describe(path: Path) -> str | None:
+    proc = subprocess.run(["git", "-C", str(path), "describe", "--always", "--dirty"], capture_output=True, text=True)
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", default="", help="comma-separated libraries (default: all): " + ",".join(LIBRARIES))
+    parser.add_argument("--rounds", type=int, default=3, help="measured rounds of the two modes, alternating (default 3)")
+    parser.add_argument("--plugin", type=Path, default=REPO, help=f"the plugin's source tree to install (default: {REPO})")
+    parser.add_argument("--timeout", type=float, default=1200.0, help="seconds one pytest run may take before the suite is reported TIMEOUT (default 1200)")
+    parser.add_argument("--json", type=Path, help="save the raw results here")
+    parser.add_argument("--list", action="store_true", help="print the libraries, their paths and deselects, and exit")
+    parser.add_argument("--check", action="store_true", help="run each suite once plain, print failing tests, and exit")
+    opts = parser.parse_args(argv)
+
+    names = [n.strip() for n in opts.only.split(",") if n.strip()] or list(LIBRARIES)
+    unknown = [n for n in names if n not in LIBRARIES]
+    if unknown:
+        parser.error(f"unknown libraries {', '.join(unknown)}; known: {', '.join(LIBRARIES)}")
+    libs = [LIBRARIES[n] for n in names]
+    if opts.list:
+        for lib in libs:
+            print(f"{lib.name}=={lib.version}: pytest {' '.join(lib.args)}")
+            print(f"    deps: {', '.join((PYTEST, *lib.deps))}")
+            if lib.why:
+                print(f"    why: {lib.why}")
+        return 0
+    plugin = opts.plugin.resolve()
+    if opts.check:
+        return check(libs, plugin, opts.timeout)
+
+    started = time.time()
+    print(
+        f"Python {base_python()}, {PYTEST}; plugin from {plugin} (git {git_describe(plugin) or 'none'}, "
+        f"files {plugin_fingerprint(plugin)[:12]}); cache {cache_dir()}; {os.cpu_count()} cores, "
+        f"load average {os.getloadavg()[0]:.1f}; {opts.rounds} rounds, timeout {opts.timeout:.0f} s",
+        flush=True,
+    )
+    suites: list[Suite] = []
+    for lib in libs:
+        suite = Suite(lib)
+        suites.append(suite)
+        print(f"\n{lib.name} {lib.version}: pytest {' '.join(lib.args)}", flush=True)
+        try:
+            python = ensure_venv(lib, plugin)
+            src = fetch_sdist(lib.name, lib.version)
+        except (SystemExit, OSError, subprocess.SubprocessError) as exc:
+            suite.status, suite.problem = "ERROR", f"setting up: {exc}"
+            print(f"  {suite.problem}", flush=True)
+            continue
+        measure(suite, python, src, opts.rounds, opts.timeout)
+        plain = suite.runs["plain"] or [suite.warmup.get("plain")]
+        if plain[-1] is not None and not plain[-1].timed_out:
+            suite.tests = count_tests(plain[-1].last_line)
+    for suite in suites:
+        describe(suite)
+    print(f"\nsuites measured with {opts.rounds} rounds each; load average now {os.getloadavg()[0]:.1f}; took {time.time() - started:.0f} s\n")
+    lines = table(suites) + [""] + verdict(suites)
+    print("\n".join(lines))
+    if opts.json:
+        opts.json.write_text(json.dumps(raw(suites, opts, plugin), indent=1) + "\n")
+        print(f"\nraw results in {opts.json}")
+    return 1 if any(s.status == "ERROR" for s in suites) else 0
+
+
+def raw(suites: list[Suite], opts: argparse.Namespace, plugin: Path) -> dict:
+    def run_dict(run: Run) -> dict:
+        out = {"seconds": run.seconds, "returncode": run.returncode, "closing": closing(run)}
+        if run.report is not None:  # every checked test, compactly: [nodeid, status, seconds, runs]
+            out["tests"] = [[t.get("nodeid"), t.get("status"), t.get("seconds"), t.get("runs")] for t in run.report.get("tests", [])]
+        return out
+
+    return {
+        "meta": {
+            "python": base_python(),
+            "pytest": PYTEST,
+            "plugin": str(plugin),
+            "plugin_git": git_describe(plugin),
+            "plugin_files": plugin_fingerprint(plugin),
+            "rounds": opts.rounds,
+            "timeout": opts.timeout,
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "load_average": os.getloadavg()[0],
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        },
+        "suites": [
+            {
+                "library": s.lib.name,
+                "version": s.lib.version,
+                "args": s.lib.args,
+                "deps": [PYTEST, *s.lib.deps],
+                "why": s.lib.why,
+                "status": s.status,
+                "problem": s.problem,
+                "tests": s.tests,
+                "plain": [run_dict(r) for r in s.runs["plain"]],
+                "memleak": [run_dict(r) for r in s.runs["memleak"]],
+                "warmup": {m: run_dict(r) for m, r in s.warmup.items()},
+                "ratios": s.ratios,
+                "median_ratio": s.ratio,
+                "flagged": [
+                    {"nodeid": k, "status": v[-1]["status"], "reason": v[-1].get("reason"), "rounds": len(v), "seconds": v[-1].get("seconds"), "runs": v[-1].get("runs")}
+                    for k, v in s.flagged().items()
+                ],
+                "costliest": s.costliest(),
+                "versions": (s.runs["memleak"][-1].report or {}).get("meta", {}) if s.runs["memleak"] else {},
+            }
+            for s in suites
+        ],
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())
