@@ -15,6 +15,7 @@ Nothing here is a benchmark on its own: ``suites.py`` and ``compare.py`` import 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -203,9 +204,22 @@ class Run:
         return self.returncode is None
 
 
+def exit_on_sigterm() -> None:
+    """Make SIGTERM raise SystemExit, so that a pytest run under way is killed with this script."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 def clean_env() -> dict[str, str]:
     """This environment without settings that would change either mode's behaviour."""
     return {k: v for k, v in os.environ.items() if not k.startswith(("MEMLEAK", "PYTEST_ADDOPTS", "PYTEST_PLUGINS"))}
+
+
+INTERRUPT_GRACE = 60.0  # seconds a timed-out run gets to end its session after Ctrl-C
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def run_pytest(
@@ -218,8 +232,11 @@ def run_pytest(
     """One timed `python -m pytest -q -p no:cacheprovider *args` in `cwd`.
 
     With `report_dir`, ``--memleak-report-dir=report_dir`` is added, the directory is emptied
-    first, and ``memleak.json`` from it is read into ``Run.report``. After `timeout` seconds the
-    whole process group is killed and ``Run.returncode`` is None.
+    first, and ``memleak.json`` from it is read into ``Run.report``. The run has a session (and
+    process group) of its own. After `timeout` seconds it gets a SIGINT, as from Ctrl-C, then
+    `INTERRUPT_GRACE` seconds to end its session, then its process group is killed;
+    ``Run.returncode`` is then None and ``Run.seconds`` the timeout. If this process is
+    interrupted meanwhile, the run's process group is killed too.
     """
     args = list(args)
     if report_dir is not None:
@@ -233,11 +250,22 @@ def run_pytest(
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
         returncode: int | None = proc.returncode
+        seconds = time.perf_counter() - started
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        stdout, stderr = proc.communicate()
+        seconds = time.perf_counter() - started
+        # Ctrl-C first: pytest then prints where it was and still ends its session (the plugin
+        # writes its report of the tests done so far); whatever is left is killed
+        proc.send_signal(signal.SIGINT)
+        try:
+            stdout, stderr = proc.communicate(timeout=INTERRUPT_GRACE)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            stdout, stderr = proc.communicate()
+        _kill_group(proc)  # children it left behind
         returncode = None
-    seconds = time.perf_counter() - started
+    except BaseException:  # Ctrl-C or SIGTERM of this script: the run is in a session of its own
+        _kill_group(proc)
+        raise
     lines = stdout.strip().splitlines()
     last = lines[-1] if lines else stderr.strip()[-300:]
     run = Run(seconds, returncode, last, stdout, stderr)

@@ -40,7 +40,16 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from _common import REPO, Run, ensure_venv, failure_sections, failure_text, fetch_sdist, run_pytest  # noqa: E402
+from _common import (  # noqa: E402
+    REPO,
+    Run,
+    ensure_venv,
+    exit_on_sigterm,
+    failure_sections,
+    failure_text,
+    fetch_sdist,
+    run_pytest,
+)
 from suites import LIBRARIES  # noqa: E402
 
 TARGET = 2.0
@@ -158,6 +167,7 @@ def main() -> None:
     parser.add_argument("--tests", type=int, default=300, help="quick tests of our own")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the three modes (order rotates)")
     opts = parser.parse_args()
+    exit_on_sigterm()
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="memleak-quick-") as tmp:
         if opts.suite in ("quick", "both"):

@@ -60,6 +60,7 @@ from _common import (  # noqa: E402
     cache_dir,
     count_tests,
     ensure_venv,
+    exit_on_sigterm,
     failure_sections,
     failure_text,
     fetch_sdist,
@@ -185,6 +186,7 @@ class Suite:
     plain_line: str = ""
     memleak_line: str = ""
     warmup: dict[str, Run] = field(default_factory=dict)
+    partial: Run | None = None  # a --memleak run cut short by the timeout: its report of the tests done
     runs: dict[str, list[Run]] = field(default_factory=lambda: {m: [] for m in MODES})
 
     @property
@@ -212,10 +214,13 @@ class Suite:
         return sum(1 for tests in self.flagged().values() if tests[-1]["status"] == status)
 
     def costliest(self, n: int = 3) -> list[dict]:
-        """The `n` tests with the largest median checking time over the measured rounds."""
+        """The `n` tests with the largest median checking time over the measured rounds.
+
+        Without a measured round, those of the run that timed out (up to where it was stopped).
+        """
         seconds: dict[str, list[float]] = {}
         last: dict[str, dict] = {}
-        for run in self.runs["memleak"]:
+        for run in self.runs["memleak"] or ([self.partial] if self.partial else []):
             for test in (run.report or {}).get("tests", []):
                 seconds.setdefault(test["nodeid"], []).append(float(test.get("seconds") or 0.0))
                 last[test["nodeid"]] = test
@@ -257,16 +262,28 @@ def usable(run: Run) -> bool:
     return run.returncode in (0, 1)
 
 
+def timed_out(suite: Suite, run: Run, mode: str, when: str, timeout: float) -> None:
+    """Record a run stopped at the timeout, and print where it was."""
+    suite.status, suite.problem = "TIMEOUT", f"{LABELS[mode]} ran longer than --timeout {timeout:.0f} s ({when})"
+    if mode == "memleak":
+        suite.partial = run
+    print(f"  {suite.lib.name} {suite.lib.version} {when}: {LABELS[mode]} TIMEOUT after {run.seconds:.0f} s; its last lines:", flush=True)
+    print(textwrap.indent("\n".join(run.stdout.strip().splitlines()[-12:]), "    | "), flush=True)
+    if run.report:
+        tests = run.report.get("tests", [])
+        print(f"    the report written after Ctrl-C holds {len(tests)} checked tests; the last: {tests[-1]['nodeid'] if tests else '-'}", flush=True)
+
+
 def measure(suite: Suite, python: Path, src: Path, rounds: int, timeout: float) -> None:
     name = f"{suite.lib.name} {suite.lib.version}"
     with tempfile.TemporaryDirectory(prefix="memleak-suites-") as tmp:
         report_dir = Path(tmp) / "reports"
         for mode in MODES:  # warm the file system and bytecode caches, unmeasured
             run = suite.warmup[mode] = run_mode(suite, python, src, mode, report_dir, timeout)
-            print(f"  {name} warm-up {LABELS[mode]}: {run.seconds:.2f} s ({closing(run)})", flush=True)
             if run.timed_out:
-                suite.status, suite.problem = "TIMEOUT", f"{LABELS[mode]} ran longer than --timeout {timeout:.0f} s"
+                timed_out(suite, run, mode, "warm-up", timeout)
                 return
+            print(f"  {name} warm-up {LABELS[mode]}: {run.seconds:.2f} s ({closing(run)})", flush=True)
             if not usable(run):
                 suite.status = "ERROR"
                 suite.problem = f"{LABELS[mode]} exited {run.returncode}: {closing(run)}"
@@ -281,9 +298,7 @@ def measure(suite: Suite, python: Path, src: Path, rounds: int, timeout: float) 
             for mode in order:
                 times[mode] = run_mode(suite, python, src, mode, report_dir, timeout)
                 if times[mode].timed_out:
-                    suite.status = "TIMEOUT"
-                    suite.problem = f"{LABELS[mode]} ran longer than --timeout {timeout:.0f} s in round {i + 1}"
-                    print(f"  {name} round {i + 1}: {LABELS[mode]} TIMEOUT after {times[mode].seconds:.0f} s", flush=True)
+                    timed_out(suite, times[mode], mode, f"round {i + 1}", timeout)
                     return
             for mode in MODES:
                 suite.runs[mode].append(times[mode])
@@ -417,6 +432,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="print the libraries, their paths and deselects, and exit")
     parser.add_argument("--check", action="store_true", help="run each suite once plain, print failing tests, and exit")
     opts = parser.parse_args(argv)
+    exit_on_sigterm()
 
     names = [n.strip() for n in opts.only.split(",") if n.strip()] or list(LIBRARIES)
     unknown = [n for n in names if n not in LIBRARIES]

@@ -30,6 +30,8 @@ from .results import CLEAN, INCONCLUSIVE, LEAK, NO_VERDICT, Finding, LeakResult
 from .units import format_size
 
 SMALL_BLOCK = 512  # pymalloc serves requests up to this size; larger ones go to malloc
+SIZE_CLASS = 16  # pymalloc's size classes are this far apart
+WALK_NOISE = 512  # bytes pymalloc's total swings by between two checkpoints (free lists, buffers)
 RSS_NOISE = 64 * 1024  # RSS moves in pages: a single run's step below this is page noise
 STOPPED_FRACTION = 0.1  # growth under this share of the earlier rate means a fill has stopped
 MIN_LEAK_RUNS = 320  # typing's and functools' bounded caches hold 128-256 entries: a leak outlasts them
@@ -46,7 +48,8 @@ def screen_state(series: Mapping[str, Sequence[float]], allowed: Mapping[str, fl
     *Clean* once no counter has grown beyond its allowance in the latest ``quiet`` runs: a
     leak that grows at least every ``quiet`` runs cannot pass. At ``cap`` runs, *suspect* when
     a counter grew overall and either in two runs or in a run after the first (a first
-    measured run that grows once is a warm-up); otherwise clean.
+    measured run that grows once is a warm-up), its latest half grew too, and less than half
+    of what grew was given back (noise swings both ways); otherwise clean.
     """
     n = min(len(v) for v in series.values()) - 1
     if n < 1:
@@ -58,17 +61,32 @@ def screen_state(series: Mapping[str, Sequence[float]], allowed: Mapping[str, fl
         return "clean"
     if n < cap:
         return "open"
+    return "suspect" if suspect_metrics(series, allowed) else "clean"
+
+
+def suspect_metrics(series: Mapping[str, Sequence[float]], allowed: Mapping[str, float]) -> list[str]:
+    """The counters whose growth persists: grown overall and either in two runs or in a run
+    after the first (a first measured run that grows once is a warm-up), grown in the latest
+    half too, with under half of what grew given back (noise swings both ways)."""
+    out = []
     for m, values in series.items():
+        n = len(values) - 1
         allow = allowed.get(m, 0.0)
-        grew = [i for i in range(1, n + 1) if values[i] - values[i - 1] > allow]
-        if values[n] - values[0] > allow * n and (len(grew) >= 2 or (grew and grew[-1] > 1)):
-            return "suspect"
-    return "clean"
+        deltas = [values[i] - values[i - 1] for i in range(1, n + 1)]
+        grew = [i for i, d in enumerate(deltas, 1) if d > allow]
+        if not (n >= 1 and values[n] - values[0] > allow * n and (len(grew) >= 2 or (grew and grew[-1] > 1))):
+            continue
+        latest = deltas[n // 2 :]
+        given_back = -sum(d for d in deltas if d < 0)
+        if sum(latest) > allow * len(latest) and given_back * 2 < sum(d for d in deltas if d > 0):
+            out.append(m)
+    return out
 
 
-def screen_heap(before: float, after: float, runs: int, allowed_per_run: float) -> ScreenState:
-    """The allocators' bytes over a clean screen: growth beyond the allowance is suspect."""
-    return "suspect" if after - before > allowed_per_run * max(1, runs) else "clean"
+def heap_settled(runs_per_step: int) -> bool:
+    """Whether a window's steps are long enough for pymalloc's bytes to tell the smallest
+    persistent growth (one size class, 16 bytes a run) from what a walk swings by."""
+    return runs_per_step * SIZE_CLASS >= WALK_NOISE
 
 
 def quiet_runs(seconds_per_run: float, budget: float, floor: int, cap: int) -> int:
@@ -218,13 +236,13 @@ def clean_screen(nodeid: str, measured: int, quiet: int) -> LeakResult:
     return LeakResult(nodeid, CLEAN, f"no growth in the last {quiet} of {measured} measured run(s)")
 
 
+def _stopped(runs: int, what: str, deltas: Sequence[float], per_step: int) -> str:
+    return f"growth stopped after {runs} runs: a fill that plateaus, not a leak ({what} every {per_step} runs: {[int(d) for d in deltas]})"
+
+
 def stopped_growing(nodeid: str, runs: int, what: str, deltas: Sequence[float], per_step: int) -> LeakResult:
     """Growth the screen saw stopped within a persistence window: a fill, not a leak."""
-    return LeakResult(
-        nodeid,
-        CLEAN,
-        f"growth stopped after {runs} runs: a fill that plateaus, not a leak ({what} every {per_step} runs: {[int(d) for d in deltas]})",
-    )
+    return LeakResult(nodeid, CLEAN, _stopped(runs, what, deltas, per_step))
 
 
 def unsettled(nodeid: str, why: str, seen: str) -> LeakResult:
@@ -252,20 +270,15 @@ def cleared_by_long_window(result: LeakResult, runs: int, what: str, deltas: Seq
     if findings:
         result.status, result.reason = LEAK, findings[0].message
         return
-    result.status = CLEAN
-    result.reason = (
-        f"growth stopped after {runs} runs: a fill that plateaus, not a leak "
-        f"({what} every {per_step} runs: {[int(d) for d in deltas]})"
-    )
+    result.status, result.reason = CLEAN, _stopped(runs, what, deltas, per_step)
 
 
-def unsettled_leak(result: LeakResult, runs: int) -> None:
-    """A leak confirmed at its sites whose growth has not yet outlasted a bounded cache."""
-    result.details.append(f"measured: {result.reason}")
-    result.status = INCONCLUSIVE
-    result.reason = (
-        f"growth persisted over {runs} runs, fewer than the {MIN_LEAK_RUNS} that tell a leak from a bounded cache "
-        f"still filling, and the time bound ran out (raise confirm_seconds to settle it): {result.reason}"
+def not_outlasted(result: LeakResult, runs: int) -> None:
+    """A leak confirmed at its sites whose time bound ran out before ``MIN_LEAK_RUNS``: the
+    verdict stands on the evidence it has, and says what it could not rule out."""
+    result.details.append(
+        f"confirmation: growth persisted over all {runs} runs made; confirm_seconds ran out before {MIN_LEAK_RUNS} runs, "
+        f"so a bounded cache of more entries than that is not ruled out (raise confirm_seconds to settle it)"
     )
 
 

@@ -60,23 +60,24 @@ def retention_types(result: LeakResult, limit: int = RETENTION_TYPES) -> list[st
 
 
 def _new_instances(names: list[str], run: Callable[[], object] | None) -> dict[str, list[Any]] | None:
-    """Instances of ``names`` that are new since the measurement began.
+    """Instances of ``names`` that the test's runs leave behind.
 
-    With the heap frozen (the plugin freezes it before measuring), the objects the collector
-    still tracks are exactly those made since: use them all. Otherwise run the test a few more
-    times and keep the instances those runs left behind (None: fall back to every instance).
+    The test runs a few more times, and the instances those runs left are kept (None, with no
+    runner: fall back to every instance). The heap is unfrozen for it, so that every instance
+    is visible to the collector, and frozen again afterwards.
     """
-    if gc.get_freeze_count() > 0 or run is None:
+    if run is None:
         return None
     from . import measuring
 
-    measuring.collect()
-    before = {id(o) for o in gc.get_objects() if retention.type_name(o) in names}
-    for _ in range(RETENTION_RUNS):
-        run()
-    measuring.collect()
-    found = retention.find_instances(names)
-    return {n: [o for o in found[n] if id(o) not in before] for n in names if found.get(n)}
+    with measuring.thawed():
+        measuring.collect()
+        before = {id(o) for o in gc.get_objects() if retention.type_name(o) in names}
+        for _ in range(RETENTION_RUNS):
+            run()
+        measuring.collect()
+        found = retention.find_instances(names)
+        return {n: [o for o in found[n] if id(o) not in before] for n in names if found.get(n)}
 
 
 def explain(

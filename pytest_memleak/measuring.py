@@ -7,6 +7,7 @@ before the first run, as CPython's ``regrtest -R`` does.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import re
@@ -15,7 +16,7 @@ import tempfile
 import threading
 import time
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -102,6 +103,19 @@ def collect() -> None:
             break
 
 
+@contextlib.contextmanager
+def thawed() -> Iterator[None]:
+    """The heap unfrozen, so that ``gc.get_objects()`` and collections see every object, then frozen again."""
+    frozen = gc.get_freeze_count() > 0
+    if frozen:
+        gc.unfreeze()
+    try:
+        yield
+    finally:
+        if frozen:
+            gc.freeze()
+
+
 def full_collect(census: Callable[[], Any] | None = None) -> Any:
     """A collection of the whole heap, the frozen part included, then the heap frozen again.
 
@@ -110,15 +124,9 @@ def full_collect(census: Callable[[], Any] | None = None) -> Any:
     cyclic objects that evicts would look like a leak the plugin made. Checkpoints that judge
     use this instead. ``census`` runs while every object is visible to ``gc.get_objects()``.
     """
-    frozen = gc.get_freeze_count() > 0
-    if frozen:
-        gc.unfreeze()
-    try:
+    with thawed():
         collect()
         return census() if census is not None else None
-    finally:
-        if frozen:
-            gc.freeze()
 
 
 class HeapMeter:

@@ -44,8 +44,10 @@ PERSIST_RUNS = 40  # runs of persisting growth, untraced, before tracing is spen
 SCREEN_FACTOR = 1.0  # a clean test's screen may take about its own run's time ...
 SCREEN_FLOOR = 0.0  # ... plus this, in seconds
 QUIET_FLOOR = 2  # quiet runs in a row that clear a test, at the least
-SUSPECT_FLOOR = 5.0  # a suspect may take at least this long (seconds), ...
-SUSPECT_FACTOR = 50  # ... or this many of its runs, within confirm_seconds
+SCREEN_CAP_FACTOR = 4  # growth that keeps coming back may keep the screen going this many budgets
+MIN_SUSPECT_SECONDS = 2.0  # a suspect's persistence and attribution may always take this long, ...
+SUSPECT_FLOOR = 5.0  # ... and this long when confirm_seconds allows, ...
+SUSPECT_FACTOR = 50  # ... or as long as this many of its runs, within confirm_seconds
 TRACED_SHARE = 0.5  # of what is left of a suspect's time, for the traced window
 MAX_RUNS = 4096  # capacity of the per-run clock; no stage runs past it
 MAX_WINDOW_GROWTH = 64 * 1024 * 1024  # no longer window when it would retain more than this
@@ -94,7 +96,6 @@ class Runner:
     _log: list[Any] = field(default_factory=list)
     _inside: bool = False  # within measuring(): output captured, hook relay quiet
     _capman: Any = None
-    _dependants: list[Any] | None = None  # higher-scoped fixturedefs that collect this item's finalizers
     clock: array = field(default_factory=lambda: array("d", bytes(8 * MAX_RUNS)))
     resources_before: Any = None  # what was alive when the last attribution window began
     watch_slowing: bool = True  # off while traced: tracing itself slows the runs down
@@ -200,6 +201,8 @@ class Runner:
         excinfo = item.__dict__.pop("_excinfo", None)  # a unittest case records its failure here
         if excinfo:
             failure = failure or "failed"
+        if self.after_run is not None:  # a forked child that returned from the test ends here
+            self.after_run(item, [])
         return failure
 
     def _full_run(self) -> str | None:
@@ -242,7 +245,7 @@ class Runner:
         # The higher-scoped fixtures in use, dynamically requested ones included: each one
         # set up registered its own finish on the node of its scope.
         stack = getattr(self.item.session._setupstate, "stack", {})
-        self._dependants = [
+        dependants: list[Any] = [
             fd
             for node_finalizers, _ in stack.values()
             for f in node_finalizers
@@ -251,7 +254,7 @@ class Runner:
             and getattr(fd := getattr(f.func, "__self__", None), "scope", "function") != "function"
             and getattr(fd, "_finalizers", None)
         ]
-        for fixturedef in self._dependants:
+        for fixturedef in dependants:
             finalizers = fixturedef._finalizers
             keep = [f for f in finalizers if not _is_finished_dependant(f, self.item)]
             if len(keep) != len(finalizers):
@@ -381,7 +384,16 @@ class Stage:
         return self.began + self.seconds - time.perf_counter()
 
 
-def screen(run: Runner, settings: TestSettings, own_seconds: float, thorough: bool) -> tuple[deciding.ScreenState, measuring.Counters, int]:
+@dataclass
+class Screened:
+    state: deciding.ScreenState
+    counters: measuring.Counters
+    quiet: int
+    walk: bool  # pymalloc's bytes are in the heap column
+    suspects: list[str]  # the counters whose growth persisted
+
+
+def screen(run: Runner, settings: TestSettings, own_seconds: float, thorough: bool) -> Screened:
     """Cheap exact counters after each run, until the screen is clean or suspect.
 
     Everything the loop needs exists before the baseline, and nothing it makes survives a
@@ -395,27 +407,24 @@ def screen(run: Runner, settings: TestSettings, own_seconds: float, thorough: bo
     first = run.runs
     run.drain()
     # pymalloc's bytes (a walk of its arenas) see one object that grows below 512 bytes, which
-    # neither the block count nor malloc's statistics do: read at the start and the end when
-    # the screen's budget affords two walks, or the test was marked for checking (``thorough``).
-    meter = measuring.heap_meter()
-    walk = thorough or 2 * meter.walk_seconds() <= budget
-    if walk:
-        measuring.collect()
-    heap_before = meter(full=True) if walk else 0
-    counters.measure()
+    # neither the block count nor malloc's statistics do: in the heap column when the screen's
+    # budget affords a walk per run, or the test was marked for checking (``thorough``).
+    walk = thorough or 2 * measuring.heap_meter().walk_seconds() <= budget
+    counters.measure(walk=walk)
     state: deciding.ScreenState = "open"
-    quiet = QUIET_FLOOR
+    quiet, limit = QUIET_FLOOR, cap
     while state == "open":
         run()
         run.drain()
-        counters.measure()
-        # as many quiet runs as the screen's time affords, judged by the runs made so far
-        quiet = deciding.quiet_runs((time.perf_counter() - began) / (run.runs - first), budget, QUIET_FLOOR, cap)
-        state = deciding.screen_state(counters.series(allowed), allowed, quiet, cap)
-    if state == "clean" and walk:
-        measuring.collect()
-        state = deciding.screen_heap(heap_before, meter(full=True), counters.n - 1, allowed["heap"])
-    return state, counters, quiet
+        counters.measure(walk=walk)
+        # as many quiet runs as the screen's time affords, judged by the runs made so far; growth
+        # that keeps coming back may take a few times that before the screen calls it suspect
+        per_run = (time.perf_counter() - began) / (run.runs - first)
+        quiet = deciding.quiet_runs(per_run, budget, QUIET_FLOOR, cap)
+        limit = cap if thorough else min(cap, max(2 * quiet, int(SCREEN_CAP_FACTOR * budget / max(per_run, 1e-9))))
+        state = deciding.screen_state(counters.series(allowed), allowed, quiet, limit)
+    suspects = deciding.suspect_metrics(counters.series(allowed), allowed) if state == "suspect" else []
+    return Screened(state, counters, quiet, walk, suspects)
 
 
 def _screen_allowances(settings: TestSettings) -> dict[str, float]:
@@ -427,10 +436,13 @@ def _screen_allowances(settings: TestSettings) -> dict[str, float]:
     return allowed
 
 
-def persistence(run: Runner, settings: TestSettings, stage: Stage, earlier: int) -> tuple[bool, str, int, list[float]]:
+def persistence(run: Runner, settings: TestSettings, earlier: int, heap_only: bool) -> tuple[bool, str, int, list[float]]:
     """Untraced windows, runs per step doubling, while growth persists and until ``PERSIST_RUNS``.
 
-    Returns (still growing, what was judged, runs per step, the last window's steps).
+    ``heap_only``: only pymalloc's bytes grew in the screen, and a walk swings by more than a
+    small object grows in a few runs, so no growth clears it only once the steps are long
+    enough (:func:`deciding.heap_settled`). Returns (still growing, what was judged, runs per
+    step, the last window's steps).
     """
     # a slow test gets short steps: its windows stay within a few of its runs
     per_step = max(1, min(FIRST_STEP, int(SLOW_RUN / max(run.seconds, 1e-9))))
@@ -442,7 +454,7 @@ def persistence(run: Runner, settings: TestSettings, stage: Stage, earlier: int)
         growing = [m for m in ("blocks", "heap") if deciding.still_grows(counters.values(m), per_step, allowed[m])]
         what = growing[0] if growing else "blocks"
         deltas = deciding.steps(counters.values(what))
-        if not growing or runs >= PERSIST_RUNS:
+        if (not growing and (not heap_only or deciding.heap_settled(per_step))) or (growing and runs >= PERSIST_RUNS):
             return bool(growing), what, per_step, deltas
         per_step *= 2
 
@@ -486,14 +498,16 @@ def judged(
     tracing_owner: TracingOwner,
     nodeid: str,
     screen_runs: int,
+    heap_only: bool = False,
 ) -> LeakResult:
     """A suspect: persistence windows, then a traced attribution window, then long windows."""
-    bound = min(settings.confirm_seconds, max(SUSPECT_FLOOR, SUSPECT_FACTOR * run.seconds))
+    # enough for a quick test's persistence and attribution windows, whatever confirm_seconds says
+    bound = max(MIN_SUSPECT_SECONDS, min(max(settings.confirm_seconds, SUSPECT_FLOOR), SUSPECT_FACTOR * run.seconds))
     stage = Stage(time.perf_counter(), bound)
     run.deadline = stage.began + bound
     seen = f"{screen_runs} screening runs"
     try:
-        growing, what, per_step, deltas = persistence(run, settings, stage, screen_runs)
+        growing, what, per_step, deltas = persistence(run, settings, screen_runs, heap_only)
     except OutOfTime:
         return deciding.unsettled(nodeid, f"the screen saw growth, and the {bound:.1f} s bound ran out before it settled", seen)
     runs = run.runs
@@ -554,7 +568,7 @@ def long_windows(run: Runner, settings: TestSettings, stage: Stage, result: Leak
         try:
             counters = _window(run, per_step, full=True)
         except OutOfTime:
-            deciding.unsettled_leak(result, run.runs)
+            deciding.not_outlasted(result, run.runs)
             return result
         windows += 1
         signal = counters.values("heap" if what == "heap bytes" else "blocks")
@@ -620,13 +634,19 @@ def measure_item(
             for _ in range(settings.warmup - 1):
                 run()
             before_measuring()
-            state, counters, quiet = screen(run, settings, own_seconds, item.get_closest_marker("memleak") is not None)
+            screened = screen(run, settings, own_seconds, item.get_closest_marker("memleak") is not None)
+            counters = screened.counters
             series = {f"screen.{m}": [float(v) for v in counters.values(m)] for m in measuring.SCREEN_METRICS}
             measured = counters.n - 1
-            if state == "clean":
-                result = deciding.clean_screen(item.nodeid, measured, min(quiet, measured))
+            if screened.state == "clean":
+                result = deciding.clean_screen(item.nodeid, measured, min(screened.quiet, measured))
             else:
-                result = judged(run, settings, classifier, tracing_owner, item.nodeid, measured)
+                # only pymalloc's bytes grew, and steadily (not a swing): one object growing
+                # below 512 bytes, which a short window's walk noise could hide
+                heap = deciding.steps(counters.values("heap"))
+                steady = all(d > settings.retained for d in heap[len(heap) // 2 :])
+                heap_only = screened.walk and screened.suspects == ["heap"] and steady
+                result = judged(run, settings, classifier, tracing_owner, item.nodeid, measured, heap_only)
         except NotRepeatable as exc:
             result = deciding.inconclusive(item.nodeid, str(exc))
         except SlowingDown:

@@ -387,7 +387,11 @@ def _fd_owners(fds: set[int]) -> dict[int, str]:
 
     rank = {io.TextIOWrapper: 3, io.BufferedReader: 2, io.BufferedWriter: 2, io.BufferedRandom: 2, io.FileIO: 1}
     found: dict[int, tuple[int, str]] = {}
-    for obj in gc.get_objects():
+    from . import measuring
+
+    with measuring.thawed():
+        everything = gc.get_objects()
+    for obj in everything:
         cls = type(obj)
         level = rank.get(cls)  # type: ignore[call-overload]
         if level is None and isinstance(obj, socket.socket):

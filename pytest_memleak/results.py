@@ -156,7 +156,9 @@ class SoakResult:
         return (self.status == LEAK) == self.expect_leak
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["status"] = str(self.status)  # a Status is plain text on the wire (xdist, JSON)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SoakResult:

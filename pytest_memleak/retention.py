@@ -30,6 +30,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import measuring
 from .units import format_size
 
 MAX_OBJECTS = 50  # instances sampled
@@ -419,19 +420,6 @@ def _c_attributes(parent: Any, ids: set[int]) -> list[tuple[int, str, str, str]]
     return out
 
 
-@contextlib.contextmanager
-def _thawed() -> Any:
-    """Unfreeze the heap for the search (frozen referrers are invisible), then freeze it again."""
-    frozen = gc.get_freeze_count() > 0
-    if frozen:
-        gc.unfreeze()
-    try:
-        yield
-    finally:
-        if frozen:
-            gc.freeze()
-
-
 def _sample(objs: list[Any], limit: int) -> list[Any]:
     if len(objs) <= limit:
         return list(objs)
@@ -481,7 +469,7 @@ def search(
         return result
     own = [id(found), id(samples), id(targets), *(id(v) for v in found.values()), *(id(v) for v in samples.values())]
     own.extend(id(x) for x in exclude)
-    with _thawed():
+    with measuring.thawed():
         graph = _Graph(targets, own, max_depth, started + budget)
         try:
             graph.climb()
@@ -538,7 +526,7 @@ def paths_for(
     if not objs:
         return []
     started = time.perf_counter()
-    with _thawed():
+    with measuring.thawed():
         graph = _Graph(objs, [id(objs), *(id(x) for x in exclude)], max_depth, started + budget)
         try:
             graph.climb()

@@ -314,7 +314,7 @@ class MemleakSession:
         call.memleak = data  # type: ignore[attr-defined]
         teardown.user_properties.extend(
             [
-                ("memleak_status", result.status),
+                ("memleak_status", str(result.status)),
                 ("memleak_retained_per_run", f"{result.retained_per_run:.1f}"),
                 ("memleak_runs", str(result.runs)),
             ]

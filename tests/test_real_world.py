@@ -118,8 +118,8 @@ AUTO_ASYNCIO_INI = """
     "k",
     [
         2,
-        pytest.param(5, marks=pytest.mark.xfail(strict=True, reason="issue 11, still open: a quick test's screen affords 2-3 quiet runs, so growth every 5th run is missed")),
-        pytest.param(10, marks=pytest.mark.xfail(strict=True, reason="issue 11, still open: a quick test's screen affords 2-3 quiet runs, so growth every 10th run is missed")),
+        5,
+        pytest.param(10, marks=pytest.mark.xfail(strict=True, reason="issue 11, still open: a quick test's screen affords about 2x its quiet streak of 2-3 runs, so growth every 10th run is missed")),
     ],
 )
 def test_leak_every_kth_run_is_caught(pytester: pytest.Pytester, k: int) -> None:
@@ -135,7 +135,6 @@ def test_leak_every_kth_run_is_caught(pytester: pytest.Pytester, k: int) -> None
     expect_leak(pytester, "test_kth", source)
 
 
-@pytest.mark.xfail(strict=True, reason=OPEN + "growth every 5th run needs more quiet runs than a quick test's screen affords")
 def test_leak_every_kth_run_into_a_dict_is_caught(pytester: pytest.Pytester) -> None:
     """The same every 5th run, as a dict entry keyed on the counter."""
     source = """
@@ -160,7 +159,6 @@ def test_one_string_growing_100_bytes_a_run_is_caught(pytester: pytest.Pytester)
     expect_leak(pytester, "test_growing_str", source)
 
 
-@pytest.mark.xfail(strict=True, reason=OPEN + "the native rate from malloc statistics minus the traced heap is too noisy at the attribution checkpoints")
 def test_native_growth_of_4_kib_a_run_is_caught(pytester: pytest.Pytester) -> None:
     """A C library that keeps 4 KiB per call (40 MiB per 10,000 requests), far below the 64 KiB/run budget."""
     source = """
