@@ -34,12 +34,12 @@ SIZE_CLASS = 16  # pymalloc's size classes are this far apart
 WALK_NOISE = 512  # bytes pymalloc's total swings by between two checkpoints (free lists, buffers)
 RSS_NOISE = 64 * 1024  # RSS moves in pages: a single run's step below this is page noise
 STOPPED_FRACTION = 0.1  # growth under this share of the earlier rate means a fill has stopped
-MIN_LEAK_RUNS = 320  # typing's and functools' bounded caches hold 128-256 entries: a leak outlasts them
+MIN_LEAK_RUNS = 600  # bounded caches of 128-256 entries (typing's, functools') grow for up to twice that: a leak outlasts them
 SLOWING_RUNS = 4  # consecutive runs, each slower than the one before, that mean a test slows down
 SLOWING_STEP = 1.3
 SLOWING_TOTAL = 4.0
 
-ScreenState = Literal["clean", "open", "suspect"]
+ScreenState = Literal["clean", "open", "suspect", "settled"]  # settled: clean at the cap, growth did not persist
 
 
 def screen_state(series: Mapping[str, Sequence[float]], allowed: Mapping[str, float], quiet: int, cap: int) -> ScreenState:
@@ -61,7 +61,7 @@ def screen_state(series: Mapping[str, Sequence[float]], allowed: Mapping[str, fl
         return "clean"
     if n < cap:
         return "open"
-    return "suspect" if suspect_metrics(series, allowed) else "clean"
+    return "suspect" if suspect_metrics(series, allowed) else "settled"
 
 
 def suspect_metrics(series: Mapping[str, Sequence[float]], allowed: Mapping[str, float]) -> list[str]:
@@ -70,11 +70,14 @@ def suspect_metrics(series: Mapping[str, Sequence[float]], allowed: Mapping[str,
     half too, with under half of what grew given back (noise swings both ways)."""
     out = []
     for m, values in series.items():
+        warm = len(values) > 3  # the first measured run is a warm-up: what it gave back hides nothing
+        if warm:
+            values = values[1:]
         n = len(values) - 1
         allow = allowed.get(m, 0.0)
         deltas = [values[i] - values[i - 1] for i in range(1, n + 1)]
         grew = [i for i, d in enumerate(deltas, 1) if d > allow]
-        if not (n >= 1 and values[n] - values[0] > allow * n and (len(grew) >= 2 or (grew and grew[-1] > 1))):
+        if not (n >= 1 and values[n] - values[0] > allow * n and (len(grew) >= 2 or (grew and (warm or grew[-1] > 1)))):
             continue
         latest = deltas[n // 2 :]
         given_back = -sum(d for d in deltas if d < 0)
@@ -232,7 +235,9 @@ def inconclusive(nodeid: str, why: str, details: Sequence[str] = ()) -> LeakResu
     return LeakResult(nodeid, INCONCLUSIVE, why, details=list(details))
 
 
-def clean_screen(nodeid: str, measured: int, quiet: int) -> LeakResult:
+def clean_screen(nodeid: str, measured: int, quiet: int, settled: bool = False) -> LeakResult:
+    if settled:
+        return LeakResult(nodeid, CLEAN, f"growth came and went over {measured} measured runs without persisting")
     return LeakResult(nodeid, CLEAN, f"no growth in the last {quiet} of {measured} measured run(s)")
 
 

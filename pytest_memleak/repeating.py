@@ -33,6 +33,11 @@ import pytest
 from _pytest.outcomes import Exit, OutcomeException
 from _pytest.runner import runtestprotocol
 
+try:  # pytest >= 7.3: tmp_path's teardown reads the phases' outcomes from the item's stash
+    from _pytest.tmpdir import tmppath_result_key as _TMP_RESULT
+except ImportError:  # pragma: no cover
+    _TMP_RESULT = None  # type: ignore[assignment]
+
 from . import deciding, measuring, sites
 from .options import TestSettings
 from .results import LeakResult
@@ -46,10 +51,10 @@ SCREEN_FLOOR = 0.0  # ... plus this, in seconds
 QUIET_FLOOR = 2  # quiet runs in a row that clear a test, at the least
 SCREEN_CAP_FACTOR = 4  # growth that keeps coming back may keep the screen going this many budgets
 MIN_SUSPECT_SECONDS = 2.0  # a suspect's persistence and attribution may always take this long, ...
-SUSPECT_FLOOR = 5.0  # ... and this long when confirm_seconds allows, ...
-SUSPECT_FACTOR = 50  # ... or as long as this many of its runs, within confirm_seconds
+SUSPECT_FACTOR = 10  # ... or as long as this many of its runs, within confirm_seconds
 TRACED_SHARE = 0.5  # of what is left of a suspect's time, for the traced window
 MAX_RUNS = 4096  # capacity of the per-run clock; no stage runs past it
+MAX_LONG_STEP = 64  # runs per step of a long window at most: windows of 256 runs
 MAX_WINDOW_GROWTH = 64 * 1024 * 1024  # no longer window when it would retain more than this
 
 
@@ -189,6 +194,8 @@ class Runner:
             raise
         except (Exception, OutcomeException) as exc:
             failure = f"raised {type(exc).__name__}"
+        if _TMP_RESULT is not None:  # tmp_path's teardown reads what pytest's report hook records
+            item.stash[_TMP_RESULT] = {}
         try:
             setupstate.teardown_exact(item.parent)  # type: ignore[arg-type]
         except Exit:
@@ -410,21 +417,31 @@ def screen(run: Runner, settings: TestSettings, own_seconds: float, thorough: bo
     # neither the block count nor malloc's statistics do: in the heap column when the screen's
     # budget affords a walk per run, or the test was marked for checking (``thorough``).
     walk = thorough or 2 * measuring.heap_meter().walk_seconds() <= budget
+    limits = array("q", [QUIET_FLOOR, cap])  # the quiet streak and the cap, kept in place
     counters.measure(walk=walk)
     state: deciding.ScreenState = "open"
-    quiet, limit = QUIET_FLOOR, cap
     while state == "open":
         run()
         run.drain()
         counters.measure(walk=walk)
-        # as many quiet runs as the screen's time affords, judged by the runs made so far; growth
-        # that keeps coming back may take a few times that before the screen calls it suspect
-        per_run = (time.perf_counter() - began) / (run.runs - first)
-        quiet = deciding.quiet_runs(per_run, budget, QUIET_FLOOR, cap)
-        limit = cap if thorough else min(cap, max(2 * quiet, int(SCREEN_CAP_FACTOR * budget / max(per_run, 1e-9))))
-        state = deciding.screen_state(counters.series(allowed), allowed, quiet, limit)
+        state = _screen_step(counters, allowed, limits, (time.perf_counter() - began) / (run.runs - first), budget, thorough)
     suspects = deciding.suspect_metrics(counters.series(allowed), allowed) if state == "suspect" else []
-    return Screened(state, counters, quiet, walk, suspects)
+    return Screened(state, counters, limits[0], walk, suspects)
+
+
+def _screen_step(
+    counters: measuring.Counters, allowed: dict[str, float], limits: array, per_run: float, budget: float, thorough: bool
+) -> deciding.ScreenState:
+    """Judge the screen after a run. Nothing made here outlives the call (a float or a big int
+    kept between two measurements would itself read as a block of growth)."""
+    cap = counters.capacity - 1
+    # as many quiet runs as the screen's time affords, judged by the runs made so far; growth
+    # that keeps coming back may take a few times that before the screen calls it suspect
+    quiet = deciding.quiet_runs(per_run, budget, QUIET_FLOOR, cap)
+    # (a quick test may always take its `runs`: growth every few runs shows only over several)
+    limit = cap if thorough or per_run < SLOW_RUN else min(cap, max(2 * quiet, int(SCREEN_CAP_FACTOR * budget / per_run)))
+    limits[0], limits[1] = quiet, limit
+    return deciding.screen_state(counters.series(allowed), allowed, quiet, limit)
 
 
 def _screen_allowances(settings: TestSettings) -> dict[str, float]:
@@ -502,7 +519,7 @@ def judged(
 ) -> LeakResult:
     """A suspect: persistence windows, then a traced attribution window, then long windows."""
     # enough for a quick test's persistence and attribution windows, whatever confirm_seconds says
-    bound = max(MIN_SUSPECT_SECONDS, min(max(settings.confirm_seconds, SUSPECT_FLOOR), SUSPECT_FACTOR * run.seconds))
+    bound = max(MIN_SUSPECT_SECONDS, min(settings.confirm_seconds, SUSPECT_FACTOR * run.seconds))
     stage = Stage(time.perf_counter(), bound)
     run.deadline = stage.began + bound
     seen = f"{screen_runs} screening runs"
@@ -575,7 +592,7 @@ def long_windows(run: Runner, settings: TestSettings, stage: Stage, result: Leak
         if not deciding.still_grows(signal, per_step, earlier_rate=reference):
             deciding.cleared_by_long_window(result, run.runs, what, deciding.steps(signal), per_step)
             return result
-        per_step *= 2
+        per_step = min(2 * per_step, MAX_LONG_STEP)
     result.details.append(f"confirmation: growth persisted in every window, {run.runs} runs in all")
     return result
 
@@ -638,8 +655,8 @@ def measure_item(
             counters = screened.counters
             series = {f"screen.{m}": [float(v) for v in counters.values(m)] for m in measuring.SCREEN_METRICS}
             measured = counters.n - 1
-            if screened.state == "clean":
-                result = deciding.clean_screen(item.nodeid, measured, min(screened.quiet, measured))
+            if screened.state in ("clean", "settled"):
+                result = deciding.clean_screen(item.nodeid, measured, min(screened.quiet, measured), screened.state == "settled")
             else:
                 # only pymalloc's bytes grew, and steadily (not a swing): one object growing
                 # below 512 bytes, which a short window's walk noise could hide

@@ -257,9 +257,23 @@ class MemleakSession:
             from . import diagnose
 
             diagnose.explain(result, run, self.report_dir, run.resources_before, None)
+            self._hygiene(item, result)
         if result.leaked and settings.flamegraph != "none" or settings.flamegraph == "all" and result.status == CLEAN:
             self._flamegraph(item, result, run, settings)
         return result
+
+    @staticmethod
+    def _hygiene(item: pytest.Item, result: LeakResult) -> None:
+        """Say so when the growth holds a fresh temporary path per run (the re-run's own doing)."""
+        from . import hygiene
+
+        base = hygiene.basetemp(item.config)
+        if base is None:
+            return
+        try:
+            result.details.extend(hygiene.per_run_paths(base))
+        except Exception as exc:  # evidence only: never the verdict
+            result.problems.append(f"temporary-path scan failed: {type(exc).__name__}: {exc}")
 
     def _before_measuring(self) -> None:
         """Collect the session's garbage once, then freeze the heap so each run's collection is cheap."""

@@ -363,7 +363,6 @@ def test_hypothesis_tests_are_clean(pytester: pytest.Pytester) -> None:
     expect_clean(pytester, {"test_hyp": source}, 4)
 
 
-@pytest.mark.xfail(strict=True, reason=OPEN + "an lru_cache(maxsize=256) with a new key per run still reads as growing in the long windows")
 def test_bounded_caches_that_fill_slowly_are_clean(pytester: pytest.Pytester) -> None:
     source = """
         import collections
@@ -411,7 +410,6 @@ def test_big_temporaries_and_dropped_cycles_are_clean(pytester: pytest.Pytester)
 # -- re-run hygiene: growth the re-run itself causes ------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=OPEN + "the report does not yet tell growth from the test's own per-run setup apart")
 def test_state_patched_on_every_run_is_told_apart(pytester: pytest.Pytester) -> None:
     """A loader test that registers its fresh temporary zip path in sys.path_importer_cache on every run: it grows,
     and is reported, but as the test's own non-repeatable setup rather than a product leak.
