@@ -70,7 +70,7 @@ def suspect_metrics(series: Mapping[str, Sequence[float]], allowed: Mapping[str,
     half too, with under half of what grew given back (noise swings both ways)."""
     out = []
     for m, values in series.items():
-        warm = len(values) > 3  # the first measured run is a warm-up: what it gave back hides nothing
+        warm = len(values) > 2  # the first measured run is a warm-up: what it gave back hides nothing
         if warm:
             values = values[1:]
         n = len(values) - 1

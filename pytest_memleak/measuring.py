@@ -235,12 +235,13 @@ class Counters:
         self.columns = {name: array("q", bytes(8 * capacity)) for name in SCREEN_METRICS}
         self.n = 0
 
-    def measure(self, full: bool = False, walk: bool | None = None) -> None:
+    def measure(self, full: bool = False, walk: bool | None = None, quick: bool = False) -> None:
         """Collect garbage, then record one row. Allocates nothing that survives.
 
         ``full``: a collection of the frozen heap too; ``walk`` (default: ``full``): pymalloc's
         bytes in the heap column. Each costs milliseconds: for checkpoints, not for every
-        screening run.
+        screening run. ``quick``: descriptors and RSS (a directory listing and a file read) are
+        carried over from the previous row, for a screen that reads them at its ends only.
         """
         if self.n >= self.capacity:
             raise IndexError("Counters is full")
@@ -251,12 +252,20 @@ class Counters:
         walk = full if walk is None else walk
         cols = self.columns
         n = self.n
-        cols["fds"][n] = open_fds()
+        quick = quick and n > 0
+        cols["fds"][n] = cols["fds"][n - 1] if quick else open_fds()
         cols["threads"][n] = live_threads()
-        cols["rss"][n] = rss()
+        cols["rss"][n] = cols["rss"][n - 1] if quick else rss()
         cols["heap"][n] = self.heap(walk)
         cols["blocks"][n] = sys.getallocatedblocks()
         self.n = n + 1
+
+    def reread(self) -> None:
+        """Read descriptors and RSS again into the latest row (after quick measurements)."""
+        if self.n:
+            collect()
+            self.columns["fds"][self.n - 1] = open_fds()
+            self.columns["rss"][self.n - 1] = rss()
 
     def series(self, metrics: Any) -> dict[str, list[int]]:
         return {m: self.values(m) for m in metrics}

@@ -420,11 +420,18 @@ def screen(run: Runner, settings: TestSettings, own_seconds: float, thorough: bo
     limits = array("q", [QUIET_FLOOR, cap])  # the quiet streak and the cap, kept in place
     counters.measure(walk=walk)
     state: deciding.ScreenState = "open"
+    quick = True  # descriptors and RSS are read at the screen's two ends only
     while state == "open":
         run()
         run.drain()
-        counters.measure(walk=walk)
+        counters.measure(walk=walk, quick=quick)
         state = _screen_step(counters, allowed, limits, (time.perf_counter() - began) / (run.runs - first), budget, thorough)
+        if state != "open" and quick:
+            # the far end: growth of descriptors or RSS since the baseline reopens the screen,
+            # and from then on they are read after every run
+            quick = False
+            counters.reread()
+            state = _screen_step(counters, allowed, limits, (time.perf_counter() - began) / (run.runs - first), budget, thorough)
     suspects = deciding.suspect_metrics(counters.series(allowed), allowed) if state == "suspect" else []
     return Screened(state, counters, limits[0], walk, suspects)
 

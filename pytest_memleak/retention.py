@@ -201,6 +201,9 @@ class _Graph:
             self.keep.append(nxt)
             fan_in: dict[int, int] = {}
             for ref in referrers:
+                if time.perf_counter() > self.deadline:  # one level can be slow (deep proxy chains)
+                    self.truncated = True
+                    break
                 if self._excluded(ref):
                     if id(ref) not in self.own and not (
                         isinstance(ref, types.FrameType) and ref.f_code.co_filename in _SEARCH_FILES

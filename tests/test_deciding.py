@@ -99,11 +99,11 @@ def test_screen_quiet_runs_clear_and_growth_in_them_never_does(deltas: list[int]
         assert state == "clean"  # nothing grew in the latest `quiet` runs
     if latest_grew and n < cap:
         assert state == "open"  # growth in the streak keeps the screen going
-    judged = deltas[1:] if len(deltas) > 2 else deltas  # the first measured run is a warm-up
+    judged = deltas[1:] if len(deltas) > 1 else deltas  # the first measured run is a warm-up
     given_back = -sum(d for d in judged if d < 0)
     persistent = sum(judged[len(judged) // 2 :]) > 0 and 2 * given_back < sum(d for d in judged if d > 0)
     grew = [i for i, d in enumerate(judged, 1) if d > 0]
-    warm = len(deltas) > 2
+    warm = len(deltas) > 1
     if n >= cap and sum(judged) > 0 and (len(grew) >= 2 or (grew and (warm or grew[-1] > 1))) and latest_grew and persistent:
         assert state == "suspect"
     if n >= cap and not persistent:
