@@ -38,6 +38,7 @@ MIN_LEAK_RUNS = 600  # bounded caches of 128-256 entries (typing's, functools') 
 SLOWING_RUNS = 4  # consecutive runs, each slower than the one before, that mean a test slows down
 SLOWING_STEP = 1.3
 SLOWING_TOTAL = 4.0
+SLOWING_FLOOR = 0.001  # seconds: a slowdown smaller than this costs nothing worth stopping for
 
 ScreenState = Literal["clean", "open", "suspect", "settled"]  # settled: clean at the cap, growth did not persist
 
@@ -109,6 +110,15 @@ def still_grows(values: Sequence[float], runs_per_step: int, allowed_per_run: fl
     if earlier_rate is not None and earlier_rate > 0:
         floor = max(floor, STOPPED_FRACTION * earlier_rate)
     return rate > floor
+
+
+def slowed(first: Sequence[float], latest: Sequence[float]) -> bool:
+    """A test whose runs have become several times slower than its first repeated runs (a
+    slowdown that creeps, run by run, as state accumulates)."""
+    if len(first) < SLOWING_RUNS + 1 or len(latest) < SLOWING_RUNS + 1:
+        return False
+    before, now = sorted(first)[len(first) // 2], sorted(latest)[len(latest) // 2]
+    return now >= SLOWING_TOTAL * before and now - before >= SLOWING_FLOOR
 
 
 def slowing(durations: Sequence[float]) -> bool:
@@ -255,13 +265,13 @@ def unsettled(nodeid: str, why: str, seen: str) -> LeakResult:
     return LeakResult(nodeid, INCONCLUSIVE, f"{why}; seen: {seen}")
 
 
-def slowed_down(nodeid: str, durations: Sequence[float], seen: str) -> LeakResult:
-    first, last = min(durations), durations[-1]
+def slowed_down(nodeid: str, first: float, last: float, runs: int) -> LeakResult:
+    """A test whose runs kept getting slower: repeating it further would cost without bound."""
     return LeakResult(
         nodeid,
         INCONCLUSIVE,
-        f"each run takes longer than the one before ({first * 1e3:.1f} ms -> {last * 1e3:.1f} ms over {len(durations)} runs): "
-        f"the test accumulates state on every run, so repeating it was stopped; {seen}",
+        f"the runs got slower, from {first * 1e3:.1f} ms to {last * 1e3:.1f} ms a run over {runs} runs: the test "
+        "accumulates state on every run (repeating it does what one run never does), so repeating it was stopped",
     )
 
 
@@ -285,6 +295,21 @@ def not_outlasted(result: LeakResult, runs: int) -> None:
         f"confirmation: growth persisted over all {runs} runs made; confirm_seconds ran out before {MIN_LEAK_RUNS} runs, "
         f"so a bounded cache of more entries than that is not ruled out (raise confirm_seconds to settle it)"
     )
+
+
+def patches_every_run(result: LeakResult, rebound: Sequence[str]) -> LeakResult:
+    """Growth that comes from the test rebinding module state to a wrapper of itself on every
+    run: repeating such a test stacks its patches, which a single run never does. Not
+    repeatable, so not judged; the growth it caused is kept in the details."""
+    names = ", ".join(rebound[:3]) + (f" and {len(rebound) - 3} more" if len(rebound) > 3 else "")
+    result.details.append(f"measured: {result.reason}")
+    result.findings = []
+    result.status = INCONCLUSIVE
+    result.reason = (
+        f"the test rebinds {names} to a wrapper of its previous value on every run: repeated runs stack its patches "
+        "(test hygiene of the re-run, not a leak of the code under test)"
+    )
+    return result
 
 
 def distrust(result: LeakResult, reasons: Sequence[str]) -> None:
@@ -370,8 +395,11 @@ def confirm(nodeid: str, budgets: Budgets, ev: Evidence) -> tuple[LeakResult, He
             )
     native_leak, native_rate = decide_native(ev.untraced_heap, ev.traced, ev.per_step, native_budget, noise_per_step=SMALL_BLOCK)
     source = "the C allocator's statistics minus the traced heap"
-    if not native_leak:
-        native_leak, native_rate = decide_native(ev.rss, ev.untraced_heap, ev.per_step, native_budget, noise_per_step=RSS_NOISE)
+    if not native_leak and native_budget is not None:
+        # RSS also moves with fragmentation of pymalloc's arenas: only growth past a page-noise
+        # budget of its own counts there (native memory that malloc does not see: mmap)
+        rss_budget = max(native_budget, RSS_NOISE)
+        native_leak, native_rate = decide_native(ev.rss, ev.untraced_heap, ev.per_step, rss_budget, noise_per_step=RSS_NOISE)
         source = "RSS minus the allocators' statistics"
     if native_leak:
         findings.append(

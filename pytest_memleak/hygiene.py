@@ -63,3 +63,56 @@ def basetemp(config: Any) -> str | None:
     factory = getattr(config, "_tmp_path_factory", None)
     base = getattr(factory, "_basetemp", None)
     return str(base) if base is not None else None
+
+
+def _bindings() -> dict[tuple[str, str], Any]:
+    """Every module global and every attribute of a module-level class, by (owner, name)."""
+    out: dict[tuple[str, str], Any] = {}
+    for modname, module in list(sys.modules.items()):
+        namespace = getattr(module, "__dict__", None)
+        if not isinstance(namespace, dict):
+            continue
+        for attr, value in list(namespace.items()):
+            out[(modname, attr)] = value
+            if isinstance(value, type) and getattr(value, "__module__", None) == modname:
+                for cattr, cvalue in list(vars(value).items()):
+                    out[(f"{modname}.{attr}", cattr)] = cvalue
+    return out
+
+
+def _holds(new: Any, old: Any) -> bool:
+    """Whether ``new`` refers to ``old`` directly or through a wrapper's cell or ``__wrapped__``."""
+    if new is old:
+        return False
+    seen = 0
+    frontier = [new]
+    for _ in range(3):
+        nxt = []
+        for obj in frontier:
+            for ref in gc.get_referents(obj):
+                if ref is old:
+                    return True
+                seen += 1
+                if seen < 2000 and not isinstance(ref, (str, bytes, int, float, type)):
+                    nxt.append(ref)
+        frontier = nxt
+    return False
+
+
+def rebound_globals(run: Any) -> list[str]:
+    """Globals and class attributes that one more run rebinds to a wrapper of their previous
+    value: the test patches module state again on every run, and repeated runs stack it."""
+    before = _bindings()
+    run()
+    found = []
+    for (owner, name), old in before.items():
+        module = sys.modules.get(owner)
+        if module is not None:
+            new = getattr(module, "__dict__", {}).get(name, old)
+        else:
+            modname, _, clsname = owner.rpartition(".")
+            cls = getattr(sys.modules.get(modname), clsname, None)
+            new = vars(cls).get(name, old) if isinstance(cls, type) else old
+        if new is not old and _holds(new, old):
+            found.append(f"{owner}.{name}")
+    return found

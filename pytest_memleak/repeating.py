@@ -104,6 +104,7 @@ class Runner:
     clock: array = field(default_factory=lambda: array("d", bytes(8 * MAX_RUNS)))
     resources_before: Any = None  # what was alive when the last attribution window began
     watch_slowing: bool = True  # off while traced: tracing itself slows the runs down
+    watch_slowing_from: int = 0  # the run from which durations are comparable again (after tracing)
     _function: Any = None  # the test function, whose attributes each run starts from
     _function_state: dict[str, Any] = field(default_factory=dict)
 
@@ -179,8 +180,15 @@ class Runner:
         self.runs += 1
         if failure is not None:
             raise NotRepeatable(f"run {self.runs + 1} {failure}: the test is not repeatable")
-        if self._inside and self.watch_slowing and deciding.slowing(self.durations(deciding.SLOWING_RUNS + 1)):
-            raise SlowingDown
+        if self._inside and self.watch_slowing:
+            if not self.watch_slowing_from:
+                self.watch_slowing_from = self.runs  # the first run of a stretch that is not traced
+            recent = self.runs - self.watch_slowing_from
+            if deciding.slowing(self.durations(min(recent, deciding.SLOWING_RUNS + 1))):
+                raise SlowingDown
+            n = deciding.SLOWING_RUNS + 1
+            if self.runs % 8 == 0 and recent >= n and deciding.slowed(self.clock[:n], self.durations(n)):
+                raise SlowingDown
 
     def _light_run(self) -> str | None:
         item = self.item
@@ -538,6 +546,11 @@ def judged(
     if not growing:
         return deciding.stopped_growing(nodeid, runs, what, deltas, per_step)
     seen = f"{what} grew {deltas} every {per_step} runs, {runs} runs in all"
+    from . import hygiene
+
+    rebound = hygiene.rebound_globals(run)  # before tracing: such chains of wrappers trace slowly
+    if rebound:  # the growth is the test patching module state again on every run
+        return deciding.patches_every_run(deciding.inconclusive(nodeid, seen), rebound)
     started = tracing_owner.owned or not tracemalloc.is_tracing()
     if started:  # deeper stacks than the screen's
         tracemalloc.stop()
@@ -566,7 +579,7 @@ def judged(
             cps = attribution_window(run, classifier, traced_step, census=True)
             result = _confirm(nodeid, settings, cps, traced_step, classifier)
     finally:
-        run.watch_slowing = True
+        run.watch_slowing, run.watch_slowing_from = True, 0
         if started:
             tracemalloc.stop()
             tracing_owner.owned = False
@@ -674,8 +687,7 @@ def measure_item(
         except NotRepeatable as exc:
             result = deciding.inconclusive(item.nodeid, str(exc))
         except SlowingDown:
-            durations = run.durations(deciding.SLOWING_RUNS + 1)
-            result = deciding.slowed_down(item.nodeid, durations, f"{run.runs} runs made")
+            result = deciding.slowed_down(item.nodeid, min(run.clock[: deciding.SLOWING_RUNS + 1]), run.seconds, run.runs)
         except OutOfTime as exc:
             result = deciding.unsettled(item.nodeid, f"the screen did not settle within its bound ({exc})", f"{run.runs} runs")
     result.series = {**series, **{f"confirm.{k}": v for k, v in result.series.items()}}

@@ -407,12 +407,25 @@ def _edges(parent: Any, ids: set[int]) -> list[tuple[int, str, str, str]]:
 _DESCRIPTORS = (types.GetSetDescriptorType, types.MemberDescriptorType)
 
 
+# Modules whose C types' getters only read a field. A getter of another extension type runs
+# its own code: a proxy (wrapt's) forwards it down a chain of wrappers that can take forever.
+_PLAIN_C_MODULES = frozenset(
+    {"builtins", "_io", "io", "_asyncio", "asyncio", "_thread", "_socket", "socket", "_collections", "functools", "_functools", "_contextvars", "types"}
+)
+
+
 def _c_attributes(parent: Any, ids: set[int]) -> list[tuple[int, str, str, str]]:
-    """Attributes of a C type (``TextIOWrapper.buffer``, ``Task._coro``) that refer to ids."""
+    """Attributes of a C type (``TextIOWrapper.buffer``, ``Task._coro``) that refer to ids.
+
+    Slots (member descriptors) are read anywhere; other getters only on the standard
+    library's own C types."""
     out = []
     for cls in type(parent).__mro__:
+        plain = getattr(cls, "__module__", None) in _PLAIN_C_MODULES
         for name, desc in list(vars(cls).items()):
             if not isinstance(desc, _DESCRIPTORS) or name in ("__dict__", "__weakref__"):
+                continue
+            if not plain and not isinstance(desc, types.MemberDescriptorType):
                 continue
             try:
                 value = desc.__get__(parent, cls)
