@@ -452,7 +452,7 @@ def _screen_step(
     cap = counters.capacity - 1
     # as many quiet runs as the screen's time affords, judged by the runs made so far; growth
     # that keeps coming back may take a few times that before the screen calls it suspect
-    quiet = deciding.quiet_runs(per_run, budget, QUIET_FLOOR, cap)
+    quiet = cap if thorough else deciding.quiet_runs(per_run, budget, QUIET_FLOOR, cap)  # a marked test: every run
     # (a quick test may always take its `runs`: growth every few runs shows only over several)
     limit = cap if thorough or per_run < SLOW_RUN else min(cap, max(2 * quiet, int(SCREEN_CAP_FACTOR * budget / per_run)))
     limits[0], limits[1] = quiet, limit
