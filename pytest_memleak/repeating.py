@@ -46,8 +46,7 @@ STEPS = 4  # checkpoints of a window (plus its start)
 FIRST_STEP = 4  # runs per step of the first persistence window; doubled per window
 SLOW_RUN = 0.05  # seconds: a test slower than a quarter of this gets fewer runs per step
 PERSIST_RUNS = 40  # runs of persisting growth, untraced, before tracing is spent on a suspect
-SCREEN_FACTOR = 1.0  # a clean test's screen may take about its own run's time ...
-SCREEN_FLOOR = 0.0  # ... plus this, in seconds
+SCREEN_FACTOR = 1.0  # a clean test's quiet streak may take about its own run's time
 QUIET_FLOOR = 2  # quiet runs in a row that clear a test, at the least
 SCREEN_CAP_FACTOR = 4  # growth that keeps coming back may keep the screen going this many budgets
 MIN_SUSPECT_SECONDS = 2.0  # a suspect's persistence and attribution may always take this long, ...
@@ -418,7 +417,7 @@ def screen(run: Runner, settings: TestSettings, own_seconds: float, thorough: bo
     cap = settings.runs
     counters = measuring.Counters(cap + 1)
     allowed = _screen_allowances(settings)
-    budget = SCREEN_FLOOR + SCREEN_FACTOR * own_seconds
+    budget = SCREEN_FACTOR * own_seconds
     first = run.runs
     run.drain()
     # pymalloc's bytes (a walk of its arenas) see one object that grows below 512 bytes, which
@@ -574,7 +573,7 @@ def judged(
                     f"in the {bound:.1f} s bound (raise confirm_seconds to attribute it)",
                     seen,
                 )
-            traced_step = max(1, min(per_step, affordable))
+            traced_step = max(1, min(per_step, affordable, settings.confirm_runs // STEPS))
             run.deadline = float("inf")  # the window was sized to fit
             cps = attribution_window(run, classifier, traced_step, census=True)
             result = _confirm(nodeid, settings, cps, traced_step, classifier)
