@@ -4,8 +4,9 @@
   with ``pip download --no-binary :all: --no-deps`` into ``~/.cache/pytest-memleak-bench``
   (``$MEMLEAK_BENCH_CACHE`` moves it) and unpacked there once;
 * ``ensure_venv``: a venv per library and version under ``<cache>/venvs/<lib>-<version>``,
-  holding the sdist, its pinned test dependencies and the plugin from a given source tree
-  (reinstalled whenever that tree's files change);
+  holding the sdist, its pinned test dependencies and the plugin's dependencies; and
+  ``plugin_snapshot``: the plugin built from a given source tree into
+  ``<cache>/plugins/<hash of its files>``, which the runs put on PYTHONPATH;
 * ``run_pytest``: one timed ``python -m pytest -q -p no:cacheprovider ...`` in a subprocess,
   with an optional timeout, returning its output and, for a ``--memleak`` run, its JSON report;
 * ``failure_sections``: the text of each test in the FAILURES section of pytest's output.
@@ -29,6 +30,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import tomllib
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent  # the plugin's source tree these scripts live in
@@ -134,34 +137,73 @@ def plugin_fingerprint(plugin: Path) -> str:
     return digest.hexdigest()
 
 
-def install_copy(python: Path, tree: Path, env: dict[str, str] | None = None, reinstall: bool = False) -> None:
-    """`pip install` the project in `tree` (non-editable) from a temporary copy of it.
+def _copy_tree(tree: Path, dest: Path) -> Path:
+    """A copy of `tree` to build from: a build writes build/ and *.egg-info into the tree it
+    builds, and the unpacked sdist must stay as shipped (its tests run from it), and the
+    plugin's tree may be someone's working tree."""
+    copy = dest / tree.name
+    shutil.copytree(tree, copy, ignore=shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "__pycache__", "reports", ".*cache"))
+    return copy
 
-    A build writes build/ and *.egg-info into the tree it builds: the unpacked sdist must stay as
-    shipped (its tests run from it), and the plugin's tree may be someone's working tree.
+
+def plugin_snapshot(plugin: Path) -> Path:
+    """The plugin built from `plugin` and installed, without dependencies, into a directory of
+    its own, ``<cache>/plugins/<hash of its files>``, made on first use.
+
+    The runs put that directory on PYTHONPATH: its ``.dist-info`` carries the ``pytest11``
+    entry point, so pytest loads the plugin from it. The plugin is never installed into a
+    library's venv, so two runs with different plugins (a baseline and a working tree) can
+    share the venvs, even at the same time, and each measures the plugin it was given.
     """
-    with tempfile.TemporaryDirectory(prefix="memleak-bench-build-") as tmp:
-        copy = Path(tmp) / tree.name
-        shutil.copytree(tree, copy, ignore=shutil.ignore_patterns(".git", "build", "*.egg-info", "__pycache__", "reports", ".*cache"))
-        pip = [str(python), "-m", "pip", "install", "-q"]
-        environ = {**os.environ, **(env or {})}
-        _run([*pip, str(copy)], env=environ)  # with its dependencies
-        if reinstall:  # the same version may be installed already, from other files
-            _run([*pip, "--no-deps", "--force-reinstall", str(copy)], env=environ)
+    dest = cache_dir() / "plugins" / plugin_fingerprint(plugin)[:16]
+    if (dest / ".complete").exists():
+        return dest
+    print(f"building the plugin from {plugin} into {dest}", flush=True)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="build-", dir=dest.parent))
+    try:
+        site = tmp / "site"
+        _run([base_python(), "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(_copy_tree(plugin, tmp))])
+        (site / ".complete").write_text(f"{plugin}\n")
+        try:
+            site.rename(dest)
+        except OSError:
+            if not (dest / ".complete").exists():  # not a concurrent run that made it first
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def plugin_requirements(plugin: Path) -> list[str]:
+    """The plugin's dependencies, from its pyproject.toml."""
+    with open(plugin / "pyproject.toml", "rb") as f:
+        return list(tomllib.load(f).get("project", {}).get("dependencies", []))
 
 
 def _venv_python(venv: Path) -> Path:
     return venv / "bin" / "python"
 
 
-def ensure_venv(lib: Library, plugin: Path, extra: tuple[str, ...] = (), flavour: str = "") -> Path:
-    """The python of `lib`'s venv, made on first use: its sdist, test deps, and the plugin from `plugin`.
+@dataclass(frozen=True)
+class Venv:
+    """A library's venv and the plugin snapshot its runs put on PYTHONPATH."""
+
+    python: Path
+    plugin: Path
+
+    def run(self, cwd: Path, args: list[str], report_dir: Path | None = None, timeout: float | None = None) -> Run:
+        return run_pytest(self.python, cwd, args, report_dir=report_dir, timeout=timeout, pythonpath=self.plugin)
+
+
+def ensure_venv(lib: Library, plugin: Path, extra: tuple[str, ...] = (), flavour: str = "") -> Venv:
+    """`lib`'s venv, made on first use, and the plugin built from `plugin` (see plugin_snapshot).
 
     The venv lives in ``<cache>/venvs/<lib>-<version>`` (``<lib>-<version>+<flavour>`` for one
-    with `extra` packages, so that two scripts do not remake each other's venv). It is made
-    again when the library's requirements (deps, pytest, `extra`) change; the plugin is
-    installed again (non-editable, so what runs is a snapshot of `plugin`) whenever the files
-    of `plugin` change.
+    with `extra` packages, so that two scripts do not remake each other's venv). It holds the
+    library, ``pip install <unpacked sdist>``, pytest and the library's test deps, `extra`, and
+    the plugin's dependencies (not the plugin). It is made again when the library's
+    requirements change; the plugin's dependencies are installed again when they change.
     """
     plugin = plugin.resolve()
     if not (plugin / "pyproject.toml").is_file() or not (plugin / "pytest_memleak").is_dir():
@@ -175,19 +217,25 @@ def ensure_venv(lib: Library, plugin: Path, extra: tuple[str, ...] = (), flavour
         shutil.rmtree(venv, ignore_errors=True)
         print(f"making the venv {venv}", flush=True)
         _run([base_python(), "-m", "venv", str(venv)])
-        pip = [str(python), "-m", "pip", "install", "-q"]
-        # the library from its sdist, with its runtime dependencies
-        install_copy(python, src, dict(lib.install_env))
-        _run([*pip, PYTEST, *lib.deps, *extra])
-        (venv / "memleak-bench-plugin").unlink(missing_ok=True)
+        with tempfile.TemporaryDirectory(prefix="memleak-bench-build-") as tmp:
+            # the library from its sdist, with its runtime dependencies
+            _run([str(python), "-m", "pip", "install", "-q", str(_copy_tree(src, Path(tmp)))], env={**os.environ, **dict(lib.install_env)})
+        _run([str(python), "-m", "pip", "install", "-q", PYTEST, *lib.deps, *extra])
         marker.write_text(wanted)
-    plugin_marker = venv / "memleak-bench-plugin"
-    fingerprint = f"{plugin}\n{plugin_fingerprint(plugin)}"
-    if not plugin_marker.exists() or plugin_marker.read_text() != fingerprint:
-        print(f"installing the plugin from {plugin} into {venv}", flush=True)
-        install_copy(python, plugin, reinstall=True)
-        plugin_marker.write_text(fingerprint)
-    return python
+    requirements = plugin_requirements(plugin)
+    deps_marker = venv / "memleak-bench-plugin-deps.json"
+    if not deps_marker.exists() or deps_marker.read_text() != json.dumps(requirements):
+        print(f"installing the plugin's dependencies into {venv}", flush=True)
+        _run([str(python), "-m", "pip", "install", "-q", *requirements])
+        deps_marker.write_text(json.dumps(requirements))
+    snapshot = plugin_snapshot(plugin)
+    # a copy of the plugin installed in the venv itself (by an older version of this script)
+    # must not be what runs: PYTHONPATH comes first on sys.path, check that it wins
+    env = {**clean_env(), "PYTHONPATH": str(snapshot)}
+    proc = subprocess.run([str(python), "-c", "import pytest_memleak; print(pytest_memleak.__file__)"], capture_output=True, text=True, env=env, cwd=venv)
+    if proc.returncode != 0 or not proc.stdout.strip().startswith(str(snapshot)):
+        raise SystemExit(f"{venv}: the plugin does not import from {snapshot}: {proc.stdout.strip() or proc.stderr.strip()[-500:]}")
+    return Venv(python, snapshot)
 
 
 @dataclass
@@ -228,6 +276,7 @@ def run_pytest(
     args: list[str],
     report_dir: Path | None = None,
     timeout: float | None = None,
+    pythonpath: Path | None = None,
 ) -> Run:
     """One timed `python -m pytest -q -p no:cacheprovider *args` in `cwd`.
 
@@ -236,7 +285,8 @@ def run_pytest(
     process group) of its own. After `timeout` seconds it gets a SIGINT, as from Ctrl-C, then
     `INTERRUPT_GRACE` seconds to end its session, then its process group is killed;
     ``Run.returncode`` is then None and ``Run.seconds`` the timeout. If this process is
-    interrupted meanwhile, the run's process group is killed too.
+    interrupted meanwhile, the run's process group is killed too. `pythonpath` goes first on
+    PYTHONPATH (the plugin's snapshot, see plugin_snapshot).
     """
     args = list(args)
     if report_dir is not None:
@@ -244,8 +294,11 @@ def run_pytest(
         args.append(f"--memleak-report-dir={report_dir}")
     cmd = [str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", *args]
     started = time.perf_counter()
+    env = clean_env()
+    if pythonpath is not None:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(pythonpath), env.get("PYTHONPATH", "")) if p)
     proc = subprocess.Popen(
-        cmd, cwd=cwd, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
     )
     try:
         stdout, stderr = proc.communicate(timeout=timeout)

@@ -8,9 +8,9 @@ Two suites, each measured in one run with the order of the three modes rotated e
 * ``library``: the test suite of a real library, one of ``suites.py``'s (same pinned version,
   paths and deselects), from its PyPI **source distribution**, which ships its tests. It runs
   in a venv of its own, ``<cache>/venvs/<lib>-<version>+memray``: the library, its test
-  dependencies, pytest-memray, and the plugin built from ``--plugin`` (default: this source
-  tree). See ``_common.py``; the cache is ``~/.cache/pytest-memleak-bench`` or
-  ``$MEMLEAK_BENCH_CACHE``.
+  dependencies and pytest-memray, with the plugin built from ``--plugin`` (default: this
+  source tree) on PYTHONPATH. See ``_common.py``; the cache is ``~/.cache/pytest-memleak-bench``
+  or ``$MEMLEAK_BENCH_CACHE``.
 
 Modes (each loads only its own plugin, so plain is pytest alone):
 
@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -78,12 +79,13 @@ class Suite:
     root: Path
     args: list[str]
     python: str = sys.executable
+    pythonpath: Path | None = None  # the plugin snapshot of a library's venv
     runs: dict[str, list[Run]] = field(default_factory=lambda: {m: [] for m in MODES})
 
 
 def run_once(suite: Suite, mode: str, report_dir: Path) -> Run:
     args = [*MODES[mode], *suite.args]
-    run = run_pytest(suite.python, suite.root, args, report_dir=report_dir if mode == "memleak" else None)
+    run = run_pytest(suite.python, suite.root, args, report_dir=report_dir if mode == "memleak" else None, pythonpath=suite.pythonpath)
     if run.returncode not in (0, 1):  # 1: some test failed (a leak, or the library's own failure)
         print(run.stdout[-3000:], run.stderr[-2000:])
         raise SystemExit(f"{suite.name}: pytest {' '.join(args)} exited {run.returncode}")
@@ -146,7 +148,7 @@ def summarise(suite: Suite) -> dict[str, float]:
     return {"memleak": ratio_memleak, "memray": ratio_memray, "flagged": float(len(flagged))}
 
 
-def versions(python: str) -> str:
+def versions(python: str, pythonpath: Path | None = None) -> str:
     """Python and the versions of the measured packages in the interpreter `python`."""
     code = (
         "import sys\nfrom importlib.metadata import version\nout = []\n"
@@ -155,7 +157,8 @@ def versions(python: str) -> str:
         "    except Exception: out.append(f'{d} (not installed)')\n"
         "print(f'Python {sys.version.split()[0]}, ' + ', '.join(out))"
     )
-    proc = subprocess.run([python, "-c", code], capture_output=True, text=True)
+    env = {**os.environ, "PYTHONPATH": str(pythonpath)} if pythonpath else None
+    proc = subprocess.run([python, "-c", code], capture_output=True, text=True, env=env)
     return f"{python}: {proc.stdout.strip() or proc.stderr.strip()[-300:]}"
 
 
@@ -179,10 +182,11 @@ def main() -> None:
             results[suite.name] = summarise(suite)
         if opts.suite in ("library", "both"):
             lib = LIBRARIES[opts.library]
-            python = str(ensure_venv(lib, opts.plugin, extra=(PYTEST_MEMRAY,), flavour="memray"))
-            print(versions(python), flush=True)
+            venv = ensure_venv(lib, opts.plugin, extra=(PYTEST_MEMRAY,), flavour="memray")
+            print(versions(str(venv.python), venv.plugin), flush=True)
             src = fetch_sdist(lib.name, lib.version)
-            suite = Suite(f"{lib.name} {lib.version} (its sdist's tests: {' '.join(lib.args)}; {lib.note})", src, lib.args, python)
+            name = f"{lib.name} {lib.version} (its sdist's tests: {' '.join(lib.args)}; {lib.note})"
+            suite = Suite(name, src, lib.args, str(venv.python), venv.plugin)
             measure(suite, opts.rounds)
             results[suite.name] = summarise(suite)
     print("\nmedian ratios to plain pytest:")

@@ -6,9 +6,11 @@ tests. It gets a venv of its own, ``~/.cache/pytest-memleak-bench/venvs/<lib>-<v
 
 * the library, ``pip install <unpacked sdist>``;
 * pytest (pinned) and the test dependencies the library's own CI installs (pinned);
-* the plugin, built from ``--plugin PATH`` (default: the source tree this script lives in) and
-  installed non-editable. It is installed again whenever a file of that tree changes, so a
-  run measures the tree as it was when the run started.
+* the plugin's dependencies. The plugin itself is built from ``--plugin PATH`` (default: the
+  source tree this script lives in), non-editable, into ``<cache>/plugins/<hash of its
+  files>``, which each pytest run puts on PYTHONPATH (pytest finds its entry point there). A
+  changed file makes a new snapshot, so a run measures the tree as it was when the run
+  started, and runs with different plugins can share the venvs, even at the same time.
 
 The tests run from the unpacked sdist, with the library's own pytest configuration, in two
 modes with the same arguments (``-q -p no:cacheprovider`` and the library's paths and
@@ -56,6 +58,7 @@ from _common import (  # noqa: E402
     REPO,
     Library,
     Run,
+    Venv,
     base_python,
     cache_dir,
     count_tests,
@@ -65,7 +68,6 @@ from _common import (  # noqa: E402
     failure_text,
     fetch_sdist,
     plugin_fingerprint,
-    run_pytest,
 )
 
 TARGET_MEDIAN = 1.5
@@ -174,6 +176,7 @@ LIBRARIES: dict[str, Library] = {
 }
 
 MODES = {"plain": ["-p", "no:memleak"], "memleak": ["--memleak"]}
+FAILURE_TEXTS = 5  # flagged tests per suite whose failure text is printed
 LABELS = {"plain": "plain", "memleak": "--memleak"}
 
 
@@ -201,17 +204,31 @@ class Suite:
     def ratio(self) -> float | None:
         return statistics.median(self.ratios) if self.ratios else None
 
+    @property
+    def memleak_runs(self) -> list[Run]:
+        """The measured --memleak runs; without one, the run stopped at the timeout (its report
+        holds the tests checked until then)."""
+        return self.runs["memleak"] or ([self.partial] if self.partial else [])
+
+    @property
+    def verdict_runs(self) -> list[Run]:
+        """The --memleak runs whose verdicts count: the warm-up too (a verdict is not a time)."""
+        warm = self.warmup.get("memleak")
+        return ([warm] if warm is not None and warm.report is not None else []) + self.memleak_runs
+
     def flagged(self) -> dict[str, list[dict]]:
-        """Each test that a measured --memleak round flagged (leak or inconclusive): its results."""
+        """Each test that a --memleak run, the warm-up included, flagged (leak or inconclusive):
+        its results. A test flagged in some runs only shows as such."""
         out: dict[str, list[dict]] = {}
-        for run in self.runs["memleak"]:
+        for run in self.verdict_runs:
             for test in (run.report or {}).get("tests", []):
                 if test.get("status") in ("leak", "inconclusive"):
                     out.setdefault(test["nodeid"], []).append(test)
         return out
 
     def count(self, status: str) -> int:
-        return sum(1 for tests in self.flagged().values() if tests[-1]["status"] == status)
+        """Tests flagged with `status` in at least one --memleak run."""
+        return sum(1 for tests in self.flagged().values() if any(t["status"] == status for t in tests))
 
     def costliest(self, n: int = 3) -> list[dict]:
         """The `n` tests with the largest median checking time over the measured rounds.
@@ -220,7 +237,7 @@ class Suite:
         """
         seconds: dict[str, list[float]] = {}
         last: dict[str, dict] = {}
-        for run in self.runs["memleak"] or ([self.partial] if self.partial else []):
+        for run in self.memleak_runs:
             for test in (run.report or {}).get("tests", []):
                 seconds.setdefault(test["nodeid"], []).append(float(test.get("seconds") or 0.0))
                 last[test["nodeid"]] = test
@@ -252,9 +269,9 @@ def failed_tests(run: Run) -> list[str]:
     return out
 
 
-def run_mode(suite: Suite, python: Path, src: Path, mode: str, report_dir: Path, timeout: float) -> Run:
+def run_mode(suite: Suite, venv: Venv, src: Path, mode: str, report_dir: Path, timeout: float) -> Run:
     args = [*MODES[mode], *suite.lib.args]
-    return run_pytest(python, src, args, report_dir=report_dir if mode == "memleak" else None, timeout=timeout)
+    return venv.run(src, args, report_dir=report_dir if mode == "memleak" else None, timeout=timeout)
 
 
 def usable(run: Run) -> bool:
@@ -274,12 +291,12 @@ def timed_out(suite: Suite, run: Run, mode: str, when: str, timeout: float) -> N
         print(f"    the report written after Ctrl-C holds {len(tests)} checked tests; the last: {tests[-1]['nodeid'] if tests else '-'}", flush=True)
 
 
-def measure(suite: Suite, python: Path, src: Path, rounds: int, timeout: float) -> None:
+def measure(suite: Suite, venv: Venv, src: Path, rounds: int, timeout: float) -> None:
     name = f"{suite.lib.name} {suite.lib.version}"
     with tempfile.TemporaryDirectory(prefix="memleak-suites-") as tmp:
         report_dir = Path(tmp) / "reports"
         for mode in MODES:  # warm the file system and bytecode caches, unmeasured
-            run = suite.warmup[mode] = run_mode(suite, python, src, mode, report_dir, timeout)
+            run = suite.warmup[mode] = run_mode(suite, venv, src, mode, report_dir, timeout)
             if run.timed_out:
                 timed_out(suite, run, mode, "warm-up", timeout)
                 return
@@ -296,7 +313,7 @@ def measure(suite: Suite, python: Path, src: Path, rounds: int, timeout: float) 
             order = list(MODES) if i % 2 == 0 else list(reversed(MODES))
             times: dict[str, Run] = {}
             for mode in order:
-                times[mode] = run_mode(suite, python, src, mode, report_dir, timeout)
+                times[mode] = run_mode(suite, venv, src, mode, report_dir, timeout)
                 if times[mode].timed_out:
                     timed_out(suite, times[mode], mode, f"round {i + 1}", timeout)
                     return
@@ -320,80 +337,93 @@ def describe(suite: Suite) -> None:
         runs = suite.runs[mode] or ([suite.warmup[mode]] if mode in suite.warmup else [])
         if runs:
             print(f"  {LABELS[mode]:>9}: {closing(runs[-1])}")
-    memleak = suite.runs["memleak"]
+    memleak = suite.memleak_runs
     if not memleak:
         return
     summary = (memleak[-1].report or {}).get("summary", {})
     if summary:
-        print(f"  --memleak verdicts (last round): {json.dumps(summary.get('by_status', {}))} of {summary.get('tests')} checked")
+        which = "last round" if suite.runs["memleak"] else f"the run stopped at the timeout, {closing(memleak[-1])}"
+        print(f"  --memleak verdicts ({which}): {json.dumps(summary.get('by_status', {}))} of {summary.get('tests')} checked")
     elif memleak[-1].report is None:
         print("  --memleak wrote no memleak.json")
     flagged = suite.flagged()
     if not flagged:
         print("  --memleak flagged no test")
     sections = failure_sections(memleak[-1].stdout)
-    for nodeid, tests in flagged.items():
+    for i, (nodeid, tests) in enumerate(flagged.items()):
         test = tests[-1]
-        print(f"  FLAGGED {test['status'].upper()} in {len(tests)}/{len(memleak)} rounds, {test.get('seconds', 0):.2f} s, {test.get('runs')} runs: {nodeid}")
+        print(f"  FLAGGED {test['status'].upper()} in {len(tests)}/{len(suite.verdict_runs)} --memleak runs (warm-up included), {test.get('seconds', 0):.2f} s, {test.get('runs')} runs: {nodeid}")
         print(f"    reason: {test.get('reason', '')}")
+        if i >= FAILURE_TEXTS:  # the first few tell the story; memleak.json has the rest
+            continue
         lines = failure_text(sections, nodeid).splitlines()
         for line in lines[:40]:
             print(f"    | {line}")
         if len(lines) > 40:
             print(f"    | ... {len(lines) - 40} more lines")
+    if len(flagged) > FAILURE_TEXTS:
+        print(f"  (failure text shown for the first {FAILURE_TEXTS} flagged tests only)")
 
 
 def fmt(value: float | None, spec: str, missing: str = "-") -> str:
     return missing if value is None else format(value, spec)
 
 
-def table(suites: list[Suite]) -> list[str]:
+def table(entries: list[dict]) -> list[str]:
+    """The table of results, from the suites' entries (see `entry`), and their costliest tests."""
     head = ("library", "version", "tests", "plain s", "--memleak s", "ratio", "flagged", "inconclusive")
     rows = []
-    for s in suites:
-        ratio = fmt(s.ratio, ".2f") + "x" if s.ratio is not None else s.status
-        memleak = fmt(s.median("memleak"), ".2f", s.status if s.status != "ok" else "-")
-        plain = s.median("plain") or (s.warmup["plain"].seconds if "plain" in s.warmup and not s.warmup["plain"].timed_out else None)
-        rows.append((s.lib.name, s.lib.version, fmt(s.tests, "d"), fmt(plain, ".2f"), memleak, ratio, str(s.count("leak")), str(s.count("inconclusive"))))
+    for e in entries:
+        status = e["status"]
+        ratio = fmt(e["median_ratio"], ".2f") + "x" if e["median_ratio"] is not None else status
+        partial = "*" if e["partial"] else ""  # counted before the timeout
+        rows.append((
+            e["library"], e["version"], fmt(e["tests"], "d"), fmt(e["plain_seconds"], ".2f"),
+            fmt(e["memleak_seconds"], ".2f", status if status != "ok" else "-"), ratio,
+            f"{e['leaks']}{partial}", f"{e['inconclusive']}{partial}",
+        ))
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     line = lambda r: "| " + " | ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))) + " |"  # noqa: E731
     out = [line(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
     out.extend(line(row) for row in rows)
+    if any(e["partial"] for e in entries):
+        out.append("* counted over the tests checked before the timeout stopped the --memleak run")
     out.append("")
     out.append("costliest tests under --memleak (median seconds of checking; verdict: reason):")
-    for s in suites:
-        costly = s.costliest()
-        if not costly:
+    for e in entries:
+        if not e["costliest"]:
             continue
-        out.append(f"  {s.lib.name}:")
-        for c in costly:
+        out.append(f"  {e['library']}{' (of the tests checked before the timeout)' if e['partial'] else ''}:")
+        for c in e["costliest"]:
             reason = c["reason"] if len(c["reason"]) <= 160 else c["reason"][:157] + "..."
             out.append(f"    {c['seconds']:7.2f} s  {c['nodeid']}  [{c['status']}, {c['runs']} runs] {reason}")
     return out
 
 
-def verdict(suites: list[Suite]) -> list[str]:
-    ratios = [(s.ratio, s.lib.name) for s in suites if s.ratio is not None]
+def verdict(entries: list[dict]) -> list[str]:
+    """The median and largest ratio across suites, and the flagged tests, against the targets."""
+    ratios = [(e["median_ratio"], e["library"]) for e in entries if e["median_ratio"] is not None]
     out = []
-    if not ratios:
-        return ["no suite measured"]
-    median = statistics.median(r for r, _ in ratios)
-    worst, worst_name = max(ratios)
-    leaks = sum(s.count("leak") for s in suites)
-    inconclusive = sum(s.count("inconclusive") for s in suites)
-    out.append(f"median ratio across {len(ratios)} suites: {median:.2f}x (target <= {TARGET_MEDIAN:.1f}x: {'met' if median <= TARGET_MEDIAN else 'NOT met'})")
-    over = [f"{n} {r:.2f}x" for r, n in sorted(ratios, reverse=True) if r > TARGET_MAX]
-    out.append(
-        f"max ratio: {worst:.2f}x ({worst_name}) (target every suite <= {TARGET_MAX:.1f}x: "
-        + ("met" if not over else f"NOT met by {len(over)}: {', '.join(over)}")
-        + ")"
-    )
+    leaks = sum(e["leaks"] for e in entries)
+    inconclusive = sum(e["inconclusive"] for e in entries)
+    if ratios:
+        median = statistics.median(r for r, _ in ratios)
+        worst, worst_name = max(ratios)
+        out.append(f"median ratio across {len(ratios)} suites: {median:.2f}x (target <= {TARGET_MEDIAN:.1f}x: {'met' if median <= TARGET_MEDIAN else 'NOT met'})")
+        over = [f"{n} {r:.2f}x" for r, n in sorted(ratios, reverse=True) if r > TARGET_MAX]
+        out.append(
+            f"max ratio: {worst:.2f}x ({worst_name}) (target every suite <= {TARGET_MAX:.1f}x: "
+            + ("met" if not over else f"NOT met by {len(over)}: {', '.join(over)}")
+            + ")"
+        )
+    else:
+        out.append("no suite measured")
     out.append(
         f"flagged tests: {leaks} leak, {inconclusive} inconclusive (target 0 false positives: "
         + ("met" if leaks == 0 else "NOT met unless each leak is real; see FLAGGED above")
         + ")"
     )
-    unmeasured = [f"{s.lib.name} ({s.status})" for s in suites if s.ratio is None]
+    unmeasured = [f"{e['library']} ({e['status']}{', over the timeout: every suite target NOT met' if e['status'] == 'TIMEOUT' else ''})" for e in entries if e["median_ratio"] is None]
     if unmeasured:
         out.append("not measured: " + ", ".join(unmeasured))
     return out
@@ -403,9 +433,9 @@ def check(libs: list[Library], plugin: Path, timeout: float) -> int:
     """One plain run of each suite: its time, closing line and failing tests."""
     bad = 0
     for lib in libs:
-        python = ensure_venv(lib, plugin)
+        venv = ensure_venv(lib, plugin)
         src = fetch_sdist(lib.name, lib.version)
-        run = run_pytest(python, src, [*MODES["plain"], *lib.args], timeout=timeout)
+        run = venv.run(src, [*MODES["plain"], *lib.args], timeout=timeout)
         print(f"{lib.name} {lib.version}: {run.seconds:.2f} s, {closing(run)}", flush=True)
         failed = failed_tests(run)
         if failed or run.returncode != 0:
@@ -431,8 +461,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="save the raw results here")
     parser.add_argument("--list", action="store_true", help="print the libraries, their paths and deselects, and exit")
     parser.add_argument("--check", action="store_true", help="run each suite once plain, print failing tests, and exit")
+    parser.add_argument("--merge", type=Path, nargs="+", metavar="JSON", help="print the table over results saved with --json (the last file wins per library) and exit; with --json, save the merged entries")
     opts = parser.parse_args(argv)
     exit_on_sigterm()
+    if opts.merge:
+        return merge(opts.merge, opts.json)
 
     names = [n.strip() for n in opts.only.split(",") if n.strip()] or list(LIBRARIES)
     unknown = [n for n in names if n not in LIBRARIES]
@@ -463,25 +496,81 @@ def main(argv: list[str] | None = None) -> int:
         suites.append(suite)
         print(f"\n{lib.name} {lib.version}: pytest {' '.join(lib.args)}", flush=True)
         try:
-            python = ensure_venv(lib, plugin)
-            src = fetch_sdist(lib.name, lib.version)
-        except (SystemExit, OSError, subprocess.SubprocessError) as exc:
-            suite.status, suite.problem = "ERROR", f"setting up: {exc}"
-            print(f"  {suite.problem}", flush=True)
-            continue
-        measure(suite, python, src, opts.rounds, opts.timeout)
-        plain = suite.runs["plain"] or [suite.warmup.get("plain")]
-        if plain[-1] is not None and not plain[-1].timed_out:
-            suite.tests = count_tests(plain[-1].last_line)
+            try:
+                venv = ensure_venv(lib, plugin)
+                src = fetch_sdist(lib.name, lib.version)
+            except (OSError, subprocess.SubprocessError) as exc:
+                raise SystemExit(str(exc)) from exc
+            except SystemExit as exc:
+                if isinstance(exc.code, int):  # SIGTERM (exit_on_sigterm), not a failed setup
+                    raise
+                suite.status, suite.problem = "ERROR", f"setting up: {exc}"
+                print(f"  {suite.problem}", flush=True)
+                continue
+            measure(suite, venv, src, opts.rounds, opts.timeout)
+        except (KeyboardInterrupt, SystemExit) as exc:  # Ctrl-C or SIGTERM: report what was measured
+            suite.status, suite.problem = "INTERRUPTED", f"this script was interrupted ({type(exc).__name__})"
+            print(f"\n{suite.problem}: the results so far follow", flush=True)
+            break
+        finally:
+            plain = suite.runs["plain"] or [suite.warmup.get("plain")]
+            if plain[-1] is not None and not plain[-1].timed_out:
+                suite.tests = count_tests(plain[-1].last_line)
+            if opts.json:  # after every suite, so that a killed run keeps what it measured
+                opts.json.write_text(json.dumps(raw(suites, opts, plugin), indent=1) + "\n")
     for suite in suites:
         describe(suite)
     print(f"\nsuites measured with {opts.rounds} rounds each; load average now {os.getloadavg()[0]:.1f}; took {time.time() - started:.0f} s\n")
-    lines = table(suites) + [""] + verdict(suites)
-    print("\n".join(lines))
+    results = raw(suites, opts, plugin)
+    print("\n".join(table(results["suites"]) + [""] + verdict(results["suites"])))
     if opts.json:
-        opts.json.write_text(json.dumps(raw(suites, opts, plugin), indent=1) + "\n")
+        opts.json.write_text(json.dumps(results, indent=1) + "\n")
         print(f"\nraw results in {opts.json}")
-    return 1 if any(s.status == "ERROR" for s in suites) else 0
+    return 1 if any(s.status in ("ERROR", "INTERRUPTED") for s in suites) else 0
+
+
+def completed(e: dict) -> dict:
+    """An entry of a results file with the summary fields that earlier versions did not save."""
+    def median(runs: list[dict]) -> float | None:
+        return statistics.median(r["seconds"] for r in runs) if runs else None
+
+    warm = e.get("warmup", {}).get("plain")
+    plain = median(e.get("plain", [])) or (warm["seconds"] if warm and warm.get("returncode") is not None else None)
+    return {
+        "plain_seconds": plain,
+        "memleak_seconds": median(e.get("memleak", [])),
+        "leaks": sum(1 for f in e.get("flagged", []) if f["status"] == "leak"),
+        "inconclusive": sum(1 for f in e.get("flagged", []) if f["status"] == "inconclusive"),
+        "partial": not e.get("memleak") and bool(e.get("timed_out_run")),
+        **e,
+    }
+
+
+def merge(files: list[Path], out: Path | None) -> int:
+    """The table and verdict over the results of several runs (saved with --json): a library
+    measured in more than one file counts from the last of them."""
+    by_library: dict[str, dict] = {}
+    for path in files:
+        results = json.loads(path.read_text())
+        meta = results.get("meta", {})
+        print(f"{path}: plugin {meta.get('plugin')} (files {str(meta.get('plugin_files'))[:12]}), {meta.get('rounds')} rounds, finished {meta.get('finished')}: "
+              + ", ".join(e["library"] for e in results["suites"]))
+        for e in results["suites"]:
+            by_library[e["library"]] = {**completed(e), "from": str(path)}
+    order = [name for name in LIBRARIES if name in by_library] + [n for n in by_library if n not in LIBRARIES]
+    entries = [by_library[name] for name in order]
+    fingerprints = {json.loads(p.read_text()).get("meta", {}).get("plugin_files") for p in files}
+    if len(fingerprints) > 1:
+        print("WARNING: these files measured different plugins (their files differ)")
+    for e in entries:
+        for f in e["flagged"]:
+            print(f"  {e['library']}: FLAGGED {f['status'].upper()} in {f['rounds']}/{f.get('of_runs', '?')} --memleak runs: {f['nodeid']}\n    reason: {f['reason']}")
+    print()
+    print("\n".join(table(entries) + [""] + verdict(entries)))
+    if out:
+        out.write_text(json.dumps({"merged_from": [str(p) for p in files], "suites": entries}, indent=1) + "\n")
+        print(f"\nmerged results in {out}")
+    return 0
 
 
 def raw(suites: list[Suite], opts: argparse.Namespace, plugin: Path) -> dict:
@@ -518,14 +607,20 @@ def raw(suites: list[Suite], opts: argparse.Namespace, plugin: Path) -> dict:
                 "plain": [run_dict(r) for r in s.runs["plain"]],
                 "memleak": [run_dict(r) for r in s.runs["memleak"]],
                 "warmup": {m: run_dict(r) for m, r in s.warmup.items()},
+                "timed_out_run": run_dict(s.partial) if s.partial else None,
                 "ratios": s.ratios,
                 "median_ratio": s.ratio,
+                "plain_seconds": s.median("plain") or (s.warmup["plain"].seconds if "plain" in s.warmup and not s.warmup["plain"].timed_out else None),
+                "memleak_seconds": s.median("memleak"),
+                "leaks": s.count("leak"),
+                "inconclusive": s.count("inconclusive"),
+                "partial": not s.runs["memleak"] and s.partial is not None,
                 "flagged": [
-                    {"nodeid": k, "status": v[-1]["status"], "reason": v[-1].get("reason"), "rounds": len(v), "seconds": v[-1].get("seconds"), "runs": v[-1].get("runs")}
+                    {"nodeid": k, "status": v[-1]["status"], "reason": v[-1].get("reason"), "rounds": len(v), "of_runs": len(s.verdict_runs), "seconds": v[-1].get("seconds"), "runs": v[-1].get("runs")}
                     for k, v in s.flagged().items()
                 ],
                 "costliest": s.costliest(),
-                "versions": (s.runs["memleak"][-1].report or {}).get("meta", {}) if s.runs["memleak"] else {},
+                "versions": (s.memleak_runs[-1].report or {}).get("meta", {}) if s.memleak_runs else {},
             }
             for s in suites
         ],
