@@ -38,7 +38,9 @@ MIN_LEAK_RUNS = 600  # bounded caches of 128-256 entries (typing's, functools') 
 SLOWING_RUNS = 4  # consecutive runs, each slower than the one before, that mean a test slows down
 SLOWING_STEP = 1.3
 SLOWING_TOTAL = 4.0
-SLOWING_FLOOR = 0.001  # seconds: a slowdown smaller than this costs nothing worth stopping for
+# seconds: a slowdown smaller than this costs nothing worth stopping for (the time bounds cap
+# it), and a loaded machine makes one of a few milliseconds out of a thread's hand-off alone
+SLOWING_FLOOR = 0.02
 
 ScreenState = Literal["clean", "open", "suspect", "settled"]  # settled: clean at the cap, growth did not persist
 
@@ -127,7 +129,8 @@ def slowing(durations: Sequence[float]) -> bool:
         return False
     tail = durations[-(SLOWING_RUNS + 1) :]
     rising = all(b >= SLOWING_STEP * a for a, b in zip(tail[:-1], tail[1:], strict=True))
-    return rising and durations[-1] >= SLOWING_TOTAL * max(min(durations), 1e-9)
+    least = min(durations)
+    return rising and durations[-1] >= SLOWING_TOTAL * max(least, 1e-9) and durations[-1] - least >= SLOWING_FLOOR
 
 
 def steps(values: Sequence[float]) -> list[float]:
@@ -361,6 +364,30 @@ class Budgets(Protocol):
     def tasks(self) -> int: ...
 
 
+def _count_finding(kind: str, values: Sequence[float], runs: int, allowed: float, note: str = "") -> Finding | None:
+    leaking, per_run = decide_count(values, runs, allowed)
+    if not leaking:
+        return None
+    grown = values[-1] - values[0]
+    return Finding(kind, per_run, allowed, "", f"{NOUNS[kind]} grew by {grown:.0f} over {runs} runs ({per_run:+.2f}/run, allowed {allowed:g}/run){note}")
+
+
+def counted_before_stop(result: LeakResult, budgets: Budgets, counts: Mapping[str, Sequence[float]], runs: int) -> LeakResult:
+    """A check stopped before its traced window (the runs slowed down, or its time ran out)
+    still fails on what exact counters saw: descriptors or threads that grew on the screen's
+    runs and are still alive when the runs stop, after finishing ones had time to end
+    (``counts``: the screen's growing ones, baseline first, the count at the stop last).
+    A leak of threads is what slows the runs down in the first place."""
+    findings = [
+        f
+        for kind, values in counts.items()
+        if (f := _count_finding(kind, values, runs, float(getattr(budgets, kind)), ", still alive when the runs stopped")) is not None
+    ]
+    if not findings:
+        return result
+    return LeakResult(result.nodeid, LEAK, findings[0].message, findings=findings, details=[f"repeating stopped early: {result.reason}"])
+
+
 def confirm(nodeid: str, budgets: Budgets, ev: Evidence) -> tuple[LeakResult, HeapVerdict]:
     """The verdict of the attribution window: every budget exceeded by growth that persists."""
     window_runs = ev.per_step * (len(ev.real_blocks) - 1)
@@ -387,12 +414,9 @@ def confirm(nodeid: str, budgets: Budgets, ev: Evidence) -> tuple[LeakResult, He
                 Finding("site", rate, float(per_site or 0), "B", f"site {site} retained {format_size(rate)}/run (per-site budget {format_size(per_site or 0)}/run)")
             )
     for kind, values in ev.counts.items():
-        allowed = float(getattr(budgets, kind))
-        leaking, per_run = decide_count(values, window_runs, allowed)
-        if leaking:
-            findings.append(
-                Finding(kind, per_run, allowed, "", f"{NOUNS[kind]} grew by {values[-1] - values[0]:.0f} over {window_runs} runs ({per_run:+.2f}/run, allowed {allowed:g}/run)")
-            )
+        found = _count_finding(kind, values, window_runs, float(getattr(budgets, kind)))
+        if found is not None:
+            findings.append(found)
     native_leak, native_rate = decide_native(ev.untraced_heap, ev.traced, ev.per_step, native_budget, noise_per_step=SMALL_BLOCK)
     source = "the C allocator's statistics minus the traced heap"
     if not native_leak and native_budget is not None:

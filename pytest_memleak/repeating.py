@@ -407,15 +407,15 @@ class Screened:
     suspects: list[str]  # the counters whose growth persisted
 
 
-def screen(run: Runner, settings: TestSettings, own_seconds: float, thorough: bool) -> Screened:
-    """Cheap exact counters after each run, until the screen is clean or suspect.
+def screen(run: Runner, settings: TestSettings, own_seconds: float, thorough: bool, counters: measuring.Counters) -> Screened:
+    """Cheap exact counters after each run into ``counters`` (room for ``runs`` + 1 rows), until
+    the screen is clean or suspect.
 
     Everything the loop needs exists before the baseline, and nothing it makes survives a
     measurement, so the loop itself adds no block per run.
     """
     began = time.perf_counter()
     cap = settings.runs
-    counters = measuring.Counters(cap + 1)
     allowed = _screen_allowances(settings)
     budget = SCREEN_FACTOR * own_seconds
     first = run.runs
@@ -652,6 +652,26 @@ def _confirm(nodeid: str, settings: TestSettings, cps: Checkpoints, per_step: in
     return result
 
 
+COUNTED = ("fds", "threads")  # exact counts the screen reads, judged on their own if the runs stop early
+
+
+def _counted_before_stop(run: Runner, settings: TestSettings, counters: measuring.Counters, first: int, result: LeakResult) -> LeakResult:
+    """The runs stopped before a traced window (in the screen or after it): descriptors or
+    threads whose growth persisted in the screen and that are still alive now, once finishing
+    threads had time to end, are a leak all the same."""
+    if counters.n < 3:
+        return result
+    suspects = deciding.suspect_metrics(counters.series(COUNTED), _screen_allowances(settings))
+    if not suspects:
+        return result
+    from . import resources
+
+    baseline = {m: counters.values(m)[0] for m in suspects}
+    now = {"fds": measuring.open_fds, "threads": lambda: resources.settled_threads(baseline.get("threads", 0))}
+    counts = {m: [float(baseline[m]), float(now[m]())] for m in suspects}
+    return deciding.counted_before_stop(result, settings, counts, run.runs - first)
+
+
 def measure_item(
     item: pytest.Item,
     settings: TestSettings,
@@ -664,15 +684,19 @@ def measure_item(
     """The repeated-run check of one test whose own run has passed."""
     started = time.perf_counter()
     run = Runner(item, after_run)
-    series: dict[str, list[float]] = {}
+    counters = measuring.Counters(settings.runs + 1)  # the screen's, kept for a stop before its end
+    first = 0
     with run.measuring():
         try:
             for _ in range(settings.warmup - 1):
                 run()
             before_measuring()
-            screened = screen(run, settings, own_seconds, item.get_closest_marker("memleak") is not None)
-            counters = screened.counters
-            series = {f"screen.{m}": [float(v) for v in counters.values(m)] for m in measuring.SCREEN_METRICS}
+            first = run.runs
+            screened = screen(run, settings, own_seconds, item.get_closest_marker("memleak") is not None, counters)
+            if set(screened.suspects) & set(COUNTED):
+                from . import resources
+
+                run.resources_before = resources.ResourceSnapshot.take()  # to name what is still alive at a stop
             measured = counters.n - 1
             if screened.state in ("clean", "settled"):
                 result = deciding.clean_screen(item.nodeid, measured, min(screened.quiet, measured), screened.state == "settled")
@@ -686,9 +710,13 @@ def measure_item(
         except NotRepeatable as exc:
             result = deciding.inconclusive(item.nodeid, str(exc))
         except SlowingDown:
-            result = deciding.slowed_down(item.nodeid, min(run.clock[: deciding.SLOWING_RUNS + 1]), run.seconds, run.runs)
+            recent = run.durations(deciding.SLOWING_RUNS + 1)
+            result = deciding.slowed_down(item.nodeid, min(run.clock[: deciding.SLOWING_RUNS + 1]), max(recent), run.runs)
+            result = _counted_before_stop(run, settings, counters, first, result)
         except OutOfTime as exc:
             result = deciding.unsettled(item.nodeid, f"the screen did not settle within its bound ({exc})", f"{run.runs} runs")
+            result = _counted_before_stop(run, settings, counters, first, result)
+    series = {f"screen.{m}": [float(v) for v in counters.values(m)] for m in measuring.SCREEN_METRICS}
     result.series = {**series, **{f"confirm.{k}": v for k, v in result.series.items()}}
     result.runs = run.runs + 1
     result.measured_runs = max(0, run.runs - (settings.warmup - 1))

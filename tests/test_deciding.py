@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -138,6 +140,7 @@ def test_screen_one_warm_up_step_then_quiet_is_clean() -> None:
 
 def test_slowing_down_is_consecutive_and_large() -> None:
     assert deciding.slowing([0.001 * 2**i for i in range(6)])
+    assert not deciding.slowing([0.0002 * 2**i for i in range(6)])  # 6.4 ms at the end: a loaded machine's hand-off
     assert not deciding.slowing([0.001, 0.002, 0.001, 0.002, 0.004, 0.008])  # one dip breaks the streak
     assert not deciding.slowing([0.010, 0.013, 0.017, 0.022, 0.029, 0.011, 0.015, 0.019, 0.025, 0.033][:5])
 
@@ -155,6 +158,30 @@ def test_counts_and_native() -> None:
     # a small native leak: 4 KiB a run, seen over steps of 64 runs above the page noise
     small = [100.0 * mib + i * 64 * 4096 for i in range(7)]
     assert deciding.decide_native(small, heap, 64, budget=1024, noise_per_step=deciding.RSS_NOISE) == (True, 4096.0)
+
+
+@dataclass
+class Budgets:
+    retained: int = 0
+    per_site: int | None = None
+    native: int | None = 1024
+    fds: int = 0
+    threads: int = 0
+    processes: int = 0
+    tasks: int = 0
+
+
+def test_counts_seen_before_a_stop_still_fail() -> None:
+    budgets = Budgets()
+    stopped = deciding.slowed_down("t.py::t", 0.0002, 0.008, 24)
+    leak = deciding.counted_before_stop(stopped, budgets, {"threads": [2.0, 26.0]}, 24)
+    assert leak.leaked and [f.kind for f in leak.findings] == ["threads"]
+    assert leak.findings[0].per_run == 1.0 and "still alive when the runs stopped" in leak.reason
+    assert any("got slower" in d for d in leak.details)  # why the runs stopped is kept
+    # the threads ended once given time: the stop's own verdict stands
+    assert deciding.counted_before_stop(stopped, budgets, {"threads": [2.0, 2.0]}, 24) is stopped
+    # within the budget
+    assert deciding.counted_before_stop(stopped, Budgets(threads=1), {"threads": [2.0, 26.0]}, 24) is stopped
 
 
 def test_grown_types() -> None:

@@ -473,6 +473,31 @@ def test_test_that_slows_down_every_run_finishes(pytester: pytest.Pytester) -> N
     assert any(fnmatch(verdict[0], p) for p in SLOWDOWN_PATTERNS), f"the reason does not say the runs got slower: {verdict[0]}"
 
 
+def test_thread_leak_that_slows_the_runs_still_fails(pytester: pytest.Pytester) -> None:
+    """Each run leaves a thread waiting and gets slower with the threads left (as a loaded machine
+    makes a thread leak slower): the runs are stopped, and the threads the screen counted, still
+    alive at the stop, are the verdict (seen as inconclusive in CI under xdist before)."""
+    source = """
+        import threading
+        import time
+
+        STOP = threading.Event()
+        LEFT = []
+
+        def test_leaves_a_thread():
+            t = threading.Thread(target=STOP.wait, daemon=True)
+            t.start()
+            LEFT.append(t)
+            time.sleep(0.0001 * len(LEFT) ** 2)
+    """
+    result = run(pytester, {"test_slowing_threads": source}, "-v")
+    assert_outcomes(result, pytester, failed=1)
+    result.stdout.fnmatch_lines(["LEAK test_slowing_threads.py::test_leaves_a_thread - live threads grew by * still alive when the runs stopped"])
+    report = _report(pytester)["test_slowing_threads.py::test_leaves_a_thread"]
+    assert [f["kind"] for f in report["findings"]] == ["threads"]
+    assert any("got slower" in d for d in report["details"]), report["details"]
+
+
 @pytest.mark.xfail(strict=True, reason=OPEN + "a socket test's heap jitter sends it to a persistence window")
 def test_slow_clean_test_is_run_only_a_few_times(pytester: pytest.Pytester) -> None:
     """A clean test of ~0.2 s a run (a socket round trip through a thread, then a wait) costs a few runs, not 30."""

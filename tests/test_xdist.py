@@ -180,11 +180,15 @@ def test_verdicts_under_n2_equal_serial_and_one_report(pytester: pytest.Pytester
     assert {n for n, s in parallel_verdicts.items() if s == "leak"} == LEAKING
     assert parallel_verdicts["test_clean_b.py::test_only_once"] == "inconclusive"
     assert parallel_verdicts["test_clean_a.py::test_fails"] == parallel_verdicts["test_clean_a.py::test_skips"] == "no-verdict"
-    # the leak is found at the same line either way
+    # the leak is found at the same line either way (where both runs traced it: on a loaded
+    # machine a thread leak can slow its runs down first, and then the thread count is the verdict)
     def top_sites(report: dict[str, Any]) -> dict[str, str]:
         return {t["nodeid"]: t["sites"][0]["site"] for t in report["tests"] if t["status"] == "leak" and t["sites"]}
 
-    assert top_sites(parallel_report) == top_sites(serial_report)
+    serial_sites, parallel_sites = top_sites(serial_report), top_sites(parallel_report)
+    both = set(serial_sites) & set(parallel_sites)
+    assert both >= LEAKING - {"test_leaks_resources.py::test_thread_left_running"}
+    assert {n: parallel_sites[n] for n in both} == {n: serial_sites[n] for n in both}
     assert parallel_report["summary"]["tests"] == ALL_CHECKED
     assert parallel_report["summary"]["by_status"] == serial_report["summary"]["by_status"]
     assert sorted(parallel_report["summary"]["leaking"]) == sorted(LEAKING)
