@@ -387,18 +387,6 @@ class Checkpoints:
 
 
 @dataclass
-class Stage:
-    """A suspect's time bound, shared by its persistence, attribution and long windows."""
-
-    began: float
-    seconds: float
-
-    @property
-    def left(self) -> float:
-        return self.began + self.seconds - time.perf_counter()
-
-
-@dataclass
 class Screened:
     state: deciding.ScreenState
     counters: measuring.Counters
@@ -534,8 +522,8 @@ def judged(
     """A suspect: persistence windows, then a traced attribution window, then long windows."""
     # enough for a quick test's persistence and attribution windows, whatever confirm_seconds says
     bound = max(MIN_SUSPECT_SECONDS, min(settings.confirm_seconds, SUSPECT_FACTOR * run.seconds))
-    stage = Stage(time.perf_counter(), bound)
-    run.deadline = stage.began + bound
+    began = time.perf_counter()  # the suspect's time bound runs from here, for all its windows
+    run.deadline = began + bound
     seen = f"{screen_runs} screening runs"
     try:
         growing, what, per_step, deltas = persistence(run, settings, screen_runs, heap_only)
@@ -565,7 +553,7 @@ def judged(
             except OutOfTime:
                 return deciding.unsettled(nodeid, "growth persisted untraced, and the time bound ran out before it was traced", seen)
             traced_run = time.perf_counter() - traced_began
-            affordable = int(TRACED_SHARE * stage.left / max(traced_run, 1e-6)) // STEPS
+            affordable = int(TRACED_SHARE * (run.deadline - time.perf_counter()) / max(traced_run, 1e-6)) // STEPS
             if affordable < 1:
                 return deciding.unsettled(
                     nodeid,
@@ -584,10 +572,10 @@ def judged(
             tracing_owner.owned = False
     if not result.leaked:
         return result
-    return long_windows(run, settings, stage, result, per_step)
+    return long_windows(run, settings, began, result, per_step)
 
 
-def long_windows(run: Runner, settings: TestSettings, stage: Stage, result: LeakResult, per_step: int) -> LeakResult:
+def long_windows(run: Runner, settings: TestSettings, began: float, result: LeakResult, per_step: int) -> LeakResult:
     """Untraced windows, doubling, until growth stops (a bounded cache) or outlasts MIN_LEAK_RUNS."""
     big_blocks = sum(g.total_bytes for g in result.sites) > deciding.SMALL_BLOCK * max(1, sum(g.total_blocks for g in result.sites))
     # The allocators' bytes for a leak of big blocks or of one growing object; blocks otherwise.
@@ -595,8 +583,7 @@ def long_windows(run: Runner, settings: TestSettings, stage: Stage, result: Leak
     reference = result.retained_per_run if what == "heap bytes" else sum(g.blocks_per_run for g in result.sites)
     # The sites already show a leak: what is left of confirm_seconds goes to telling it from
     # a bounded cache that is still filling.
-    stage.seconds = settings.confirm_seconds
-    run.deadline = stage.began + stage.seconds
+    run.deadline = began + settings.confirm_seconds
     windows = 1
     while run.runs < deciding.MIN_LEAK_RUNS:
         if result.retained_per_run * STEPS * per_step > MAX_WINDOW_GROWTH:

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import inspect
 import json
 import math
 import os
@@ -274,6 +275,14 @@ def scenario_variant(item: pytest.Item) -> tuple[str, str]:
 # -- the protocol ------------------------------------------------------------------------
 
 
+def _show_test_item(item: pytest.Item, add_space: bool) -> None:
+    """pytest's ``--setup-show`` line (recent pytest requires ``add_space``, older pytest does not take it)."""
+    if "add_space" in inspect.signature(show_test_item).parameters:
+        show_test_item(item, add_space=add_space)
+    else:
+        show_test_item(item)  # type: ignore[call-arg]
+
+
 def run_soak_protocol(
     item: pytest.Item,
     nextitem: pytest.Item | None,
@@ -300,9 +309,10 @@ def run_soak_protocol(
     result: SoakResult | None = None
     rep = call_and_report(item, "setup", True)
     if rep.passed:
+        setup_only = item.config.getoption("setuponly", False)
         if item.config.getoption("setupshow", False):
-            show_test_item(item)
-        if not item.config.getoption("setuponly", False):
+            _show_test_item(item, add_space=not setup_only)
+        if not setup_only:
             result = _call_phase(item, config, path)
     if item.session.shouldfail or item.session.shouldstop:
         nextitem = None

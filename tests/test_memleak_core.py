@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from verdicts import assert_outcomes
 
 LEAKS = {
     "dict_registry": """
@@ -136,20 +137,6 @@ CLEAN = {
             assert session in ACTIVE
     """,
 }
-
-
-def assert_outcomes(result: pytest.RunResult, pytester: pytest.Pytester, **outcomes: int) -> None:
-    """assert_outcomes, with the run's verdicts and series in the message when it fails."""
-    try:
-        result.assert_outcomes(**outcomes)
-    except AssertionError as exc:
-        reports = pytester.path / "reports" / "memleak.json"
-        verdicts = []
-        if reports.exists():
-            for test in json.loads(reports.read_text())["tests"]:
-                deltas = {k: [b - a for a, b in zip(v, v[1:], strict=False)] for k, v in test["series"].items()}
-                verdicts.append(f"{test['nodeid']}: {test['status']}: {test['reason']} runs={test['runs']} {deltas} {test['details']}")
-        raise AssertionError(f"{exc}\n" + "\n".join(verdicts)) from None
 
 
 def _run(pytester: pytest.Pytester, source: str, *args: str) -> pytest.RunResult:

@@ -16,6 +16,7 @@ import textwrap
 from fnmatch import fnmatch
 
 import pytest
+from verdicts import assert_outcomes, verdict_lines
 
 BASE_ARGS = ("--memleak", "--memleak-flamegraph=none", "-p", "no:cacheprovider")
 
@@ -36,25 +37,6 @@ def _line_of(source: str, marker: str = "LEAK-LINE") -> int:
     """The 1-based line of `marker` in `source` as pytester writes it (dedented, leading newlines stripped)."""
     text = textwrap.dedent(source).strip("\n")
     return next(i for i, line in enumerate(text.splitlines(), 1) if marker in line)
-
-
-def _verdicts(pytester: pytest.Pytester) -> str:
-    reports = pytester.path / "reports" / "memleak.json"
-    if not reports.exists():
-        return "(no reports/memleak.json)"
-    lines = []
-    for test in json.loads(reports.read_text())["tests"]:
-        deltas = {k: [round(b - a) for a, b in zip(v, v[1:], strict=False)] for k, v in test["series"].items()}
-        lines.append(f"{test['nodeid']}: {test['status']}: {test['reason']} runs={test['runs']} {deltas} {test['details']}")
-    return "\n".join(lines)
-
-
-def assert_outcomes(result: pytest.RunResult, pytester: pytest.Pytester, **outcomes: int) -> None:
-    """assert_outcomes, with the run's verdicts and series in the message when it fails."""
-    try:
-        result.assert_outcomes(**outcomes)
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}\n{_verdicts(pytester)}\n--- inner output tail ---\n" + "\n".join(result.outlines[-40:])) from None
 
 
 def _report(pytester: pytest.Pytester) -> dict[str, dict]:
@@ -469,7 +451,7 @@ def test_test_that_slows_down_every_run_finishes(pytester: pytest.Pytester) -> N
     assert outcomes.get("failed", 0) + outcomes.get("passed", 0) == 1, result.stdout.str()
     assert result.ret in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED), result.stdout.str()
     verdict = [line for line in result.outlines if line.startswith(("LEAK test_slower.py", "INCONCLUSIVE test_slower.py"))]
-    assert verdict, "reported neither leaking nor inconclusive:\n" + result.stdout.str() + "\n" + _verdicts(pytester)
+    assert verdict, "reported neither leaking nor inconclusive:\n" + result.stdout.str() + "\n" + verdict_lines(pytester)
     assert any(fnmatch(verdict[0], p) for p in SLOWDOWN_PATTERNS), f"the reason does not say the runs got slower: {verdict[0]}"
 
 

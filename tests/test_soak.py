@@ -434,3 +434,25 @@ def test_scenario_variant_from_names() -> None:
     assert soak.scenario_variant(item("test_cache[small]", "small")) == ("cache", "small")
     assert soak.scenario_variant(item("test_solo")) == ("solo", "")
     assert soak.scenario_variant(item("check_pool_big")) == ("check_pool", "big")
+
+
+def test_setup_show_lists_a_soak_tests_fixtures(pytester: pytest.Pytester) -> None:
+    """``--setup-show`` on a soak test prints its fixtures as pytest does (it once raised a
+    TypeError there: pytest 9 takes the line's spacing as an argument)."""
+    pytester.makepyfile(
+        test_shown="""
+        import pytest
+
+        @pytest.fixture
+        def service():
+            return []
+
+        @pytest.mark.soak(duration="1s", sample_every="0.1s")
+        def test_soaked(service):
+            service.append(1)
+            service.clear()
+        """
+    )
+    result = run(pytester, "--setup-show")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*SETUP    F service*", "*test_shown.py::test_soaked (fixtures used: *service*)*"])
