@@ -35,6 +35,9 @@ WALK_NOISE = 512  # bytes pymalloc's total swings by between two checkpoints (fr
 RSS_NOISE = 64 * 1024  # RSS moves in pages: a single run's step below this is page noise
 STOPPED_FRACTION = 0.1  # growth under this share of the earlier rate means a fill has stopped
 MIN_LEAK_RUNS = 600  # bounded caches of 128-256 entries (typing's, functools') grow for up to twice that: a leak outlasts them
+# bytes glibc's per-thread cache (tcache: up to 7 freed chunks of each of 64 sizes up to about
+# 1 KiB) can hold; mallinfo counts them as in use, so the allocator's bytes creep while it fills
+ALLOCATOR_CACHE = 256 * 1024
 SLOWING_RUNS = 4  # consecutive runs, each slower than the one before, that mean a test slows down
 SLOWING_STEP = 1.3
 SLOWING_TOTAL = 4.0
@@ -266,6 +269,26 @@ def stopped_growing(nodeid: str, runs: int, what: str, deltas: Sequence[float], 
 def unsettled(nodeid: str, why: str, seen: str) -> LeakResult:
     """A suspect whose time bound ran out before its growth stopped or outlasted a bounded cache."""
     return LeakResult(nodeid, INCONCLUSIVE, f"{why}; seen: {seen}")
+
+
+def allocator_creep(blocks: Sequence[float], heap: Sequence[float]) -> bool:
+    """The screen's growth could be the C allocator's caches filling: no Python block more
+    after the warm-up run, and the allocator's bytes grew by less than its caches hold."""
+    if len(blocks) < 3 or len(heap) < 3:
+        return False
+    return blocks[-1] - blocks[1] <= 0 and 0 < heap[-1] - heap[0] < ALLOCATOR_CACHE
+
+
+def allocator_cache_or_in_place(nodeid: str, grown: float, runs: int) -> LeakResult:
+    """A slow test whose only growth could be the allocator's caches filling: telling that from
+    a buffer growing in place or native memory would take more of its runs than it may cost."""
+    return LeakResult(
+        nodeid,
+        INCONCLUSIVE,
+        f"the C allocator's bytes grew {format_size(grown)} over {runs} runs with no new Python block: glibc's "
+        f"per-thread caches hold up to {format_size(ALLOCATOR_CACHE)} that way, and telling them from a buffer "
+        "growing in place or native memory takes more runs than a slow test is given (mark it memleak for that)",
+    )
 
 
 def slowed_down(nodeid: str, first: float, last: float, runs: int) -> LeakResult:

@@ -14,7 +14,6 @@ import re
 import sys
 import tempfile
 import threading
-import time
 from array import array
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -146,19 +145,10 @@ class HeapMeter:
         # kept open for the session (one constant descriptor), closed by close()
         self._scratch = tempfile.TemporaryFile() if hasattr(sys, "_debugmallocstats") else None  # noqa: SIM115
         self._mallinfo = _mallinfo2()
-        self._walk: float | None = None
 
     def __call__(self, full: bool = True) -> int:
         """Bytes in use: malloc's (cheap) and, when ``full``, pymalloc's (a walk of its arenas)."""
         return (self._pymalloc() if full else 0) + self._malloc()
-
-    def walk_seconds(self) -> float:
-        """What one read of pymalloc's bytes costs here (measured once, on first use)."""
-        if self._walk is None:
-            began = time.perf_counter()
-            self._pymalloc()
-            self._walk = time.perf_counter() - began
-        return self._walk
 
     def _pymalloc(self) -> int:
         scratch = self._scratch

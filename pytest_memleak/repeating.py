@@ -47,7 +47,7 @@ FIRST_STEP = 4  # runs per step of the first persistence window; doubled per win
 SLOW_RUN = 0.05  # seconds: a test slower than a quarter of this gets fewer runs per step
 PERSIST_RUNS = 40  # runs of persisting growth, untraced, before tracing is spent on a suspect
 SCREEN_FACTOR = 1.0  # a clean test's quiet streak may take about its own run's time
-QUIET_FLOOR = 2  # quiet runs in a row that clear a test, at the least
+QUIET_FLOOR = 2  # quiet runs in a row that clear a test, at the least (a slow test: one, see _screen_step)
 SCREEN_CAP_FACTOR = 4  # growth that keeps coming back may keep the screen going this many budgets
 MIN_SUSPECT_SECONDS = 2.0  # a suspect's persistence and attribution may always take this long, ...
 SUSPECT_FACTOR = 10  # ... or as long as this many of its runs, within confirm_seconds
@@ -409,9 +409,10 @@ def screen(run: Runner, settings: TestSettings, own_seconds: float, thorough: bo
     first = run.runs
     run.drain()
     # pymalloc's bytes (a walk of its arenas) see one object that grows below 512 bytes, which
-    # neither the block count nor malloc's statistics do: in the heap column when the screen's
-    # budget affords a walk per run, or the test was marked for checking (``thorough``).
-    walk = thorough or 2 * measuring.heap_meter().walk_seconds() <= budget
+    # neither the block count nor malloc's statistics do, at ~0.8 ms a walk: in the heap column
+    # of a test marked for checking (``thorough``) only. Such an object moves to malloc, whose
+    # statistics the column always has, once it passes 512 bytes: unmarked, it is caught then.
+    walk = thorough
     limits = array("q", [QUIET_FLOOR, cap])  # the quiet streak and the cap, kept in place
     counters.measure(walk=walk)
     state: deciding.ScreenState = "open"
@@ -439,7 +440,10 @@ def _screen_step(
     cap = counters.capacity - 1
     # as many quiet runs as the screen's time affords, judged by the runs made so far; growth
     # that keeps coming back may take a few times that before the screen calls it suspect
-    quiet = cap if thorough else deciding.quiet_runs(per_run, budget, QUIET_FLOOR, cap)  # a marked test: every run
+    # a slow test's every extra run costs as much as its whole plain run: one quiet run clears it
+    # (growth every other run then needs the memleak marker, as every-k-th-run growth does)
+    floor = QUIET_FLOOR if per_run < SLOW_RUN else 1
+    quiet = cap if thorough else deciding.quiet_runs(per_run, budget, floor, cap)  # a marked test: every run
     # (a quick test may always take its `runs`: growth every few runs shows only over several)
     limit = cap if thorough or per_run < SLOW_RUN else min(cap, max(2 * quiet, int(SCREEN_CAP_FACTOR * budget / per_run)))
     limits[0], limits[1] = quiet, limit
@@ -455,8 +459,9 @@ def _screen_allowances(settings: TestSettings) -> dict[str, float]:
     return allowed
 
 
-def persistence(run: Runner, settings: TestSettings, earlier: int, heap_only: bool) -> tuple[bool, str, int, list[float]]:
-    """Untraced windows, runs per step doubling, while growth persists and until ``PERSIST_RUNS``.
+def persistence(run: Runner, settings: TestSettings, earlier: int, heap_only: bool, handover: float) -> tuple[bool, str, int, list[float]]:
+    """Untraced windows, runs per step doubling, while growth persists and until ``PERSIST_RUNS``
+    or the ``handover`` time (a slow test's traced window needs the rest of its bound).
 
     ``heap_only``: only pymalloc's bytes grew in the screen, and a walk swings by more than a
     small object grows in a few runs, so no growth clears it only once the steps are long
@@ -468,27 +473,29 @@ def persistence(run: Runner, settings: TestSettings, earlier: int, heap_only: bo
     runs = earlier
     allowed = {"blocks": 0.0, "heap": float(settings.retained)}
     while True:
-        counters = _window(run, per_step, full=False)
+        counters = _window(run, per_step, full=False, walk=heap_only)  # a walk's swing is noise to the rest
         runs += STEPS * per_step
         growing = [m for m in ("blocks", "heap") if deciding.still_grows(counters.values(m), per_step, allowed[m])]
         what = growing[0] if growing else "blocks"
         deltas = deciding.steps(counters.values(what))
-        if (not growing and (not heap_only or deciding.heap_settled(per_step))) or (growing and runs >= PERSIST_RUNS):
+        if (not growing and (not heap_only or deciding.heap_settled(per_step))) or (
+            growing and (runs >= PERSIST_RUNS or time.perf_counter() + 2 * STEPS * per_step * run.seconds >= handover)
+        ):  # (the next window, of twice the runs, would end past the handover)
             return bool(growing), what, per_step, deltas
         per_step *= 2
 
 
-def _window(run: Runner, per_step: int, full: bool) -> measuring.Counters:
-    """STEPS steps of ``per_step`` runs, a checkpoint before and after each (pymalloc's bytes in
-    the heap column; ``full``: after a collection of the frozen heap too)."""
+def _window(run: Runner, per_step: int, full: bool, walk: bool = True) -> measuring.Counters:
+    """STEPS steps of ``per_step`` runs, a checkpoint before and after each (``walk``: pymalloc's
+    bytes in the heap column; ``full``: after a collection of the frozen heap too)."""
     counters = measuring.Counters(STEPS + 1)
     run.drain()
-    counters.measure(full=full, walk=True)
+    counters.measure(full=full, walk=walk)
     for _ in range(STEPS):
         for _ in range(per_step):
             run()
         run.drain()
-        counters.measure(full=full, walk=True)
+        counters.measure(full=full, walk=walk)
     return counters
 
 
@@ -526,7 +533,7 @@ def judged(
     run.deadline = began + bound
     seen = f"{screen_runs} screening runs"
     try:
-        growing, what, per_step, deltas = persistence(run, settings, screen_runs, heap_only)
+        growing, what, per_step, deltas = persistence(run, settings, screen_runs, heap_only, began + bound * (1 - TRACED_SHARE))
     except OutOfTime:
         return deciding.unsettled(nodeid, f"the screen saw growth, and the {bound:.1f} s bound ran out before it settled", seen)
     runs = run.runs
@@ -687,6 +694,14 @@ def measure_item(
             measured = counters.n - 1
             if screened.state in ("clean", "settled"):
                 result = deciding.clean_screen(item.nodeid, measured, min(screened.quiet, measured), screened.state == "settled")
+            elif (
+                screened.suspects == ["heap"]
+                and not screened.walk
+                and run.seconds >= SLOW_RUN
+                and deciding.allocator_creep(counters.values("blocks"), counters.values("heap"))
+            ):
+                grown = counters.values("heap")[-1] - counters.values("heap")[0]
+                result = deciding.allocator_cache_or_in_place(item.nodeid, grown, measured)
             else:
                 # only pymalloc's bytes grew, and steadily (not a swing): one object growing
                 # below 512 bytes, which a short window's walk noise could hide

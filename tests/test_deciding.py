@@ -184,6 +184,19 @@ def test_counts_seen_before_a_stop_still_fail() -> None:
     assert deciding.counted_before_stop(stopped, Budgets(threads=1), {"threads": [2.0, 26.0]}, 24) is stopped
 
 
+def test_allocator_creep_is_bounded_and_without_blocks() -> None:
+    kib = 1024.0
+    # blocks flat after the warm-up run, the allocator's bytes up by a few KiB a run: could be tcache
+    assert deciding.allocator_creep([100, 101, 101, 101, 101], [0, 7 * kib, 11 * kib, 17 * kib, 19 * kib])
+    # a new block in a later run: Python objects, not the allocator's caches
+    assert not deciding.allocator_creep([100, 101, 101, 102, 102], [0, 7 * kib, 11 * kib, 17 * kib, 19 * kib])
+    # more than the caches can hold
+    assert not deciding.allocator_creep([100, 100, 100], [0, 200 * kib, deciding.ALLOCATOR_CACHE + 1])
+    assert not deciding.allocator_creep([100, 100, 100], [0, 0, 0])  # nothing grew
+    result = deciding.allocator_cache_or_in_place("t.py::t", 19 * kib, 4)
+    assert result.status == deciding.INCONCLUSIVE and "mark it memleak" in result.reason
+
+
 def test_grown_types() -> None:
     series = {"app.Conversation": [0.0, 4, 8, 12, 16, 20, 24], "dict": [10.0, 12, 10, 12, 10, 12, 10]}
     assert deciding.grown_types(series, 4) == {"app.Conversation": 1.0}
