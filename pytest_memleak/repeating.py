@@ -526,12 +526,20 @@ def judged(
     screen_runs: int,
     heap_only: bool = False,
 ) -> LeakResult:
-    """A suspect: persistence windows, then a traced attribution window, then long windows."""
+    """A suspect: a check for module state re-patched per run, persistence windows, then a traced
+    attribution window, then long windows."""
     # enough for a quick test's persistence and attribution windows, whatever confirm_seconds says
     bound = max(MIN_SUSPECT_SECONDS, min(settings.confirm_seconds, SUSPECT_FACTOR * run.seconds))
     began = time.perf_counter()  # the suspect's time bound runs from here, for all its windows
     run.deadline = began + bound
     seen = f"{screen_runs} screening runs"
+    from . import hygiene
+
+    # first: such a chain of wrappers grows on every run and slows down, so persistence windows
+    # would only spend runs on it, and it traces slowly
+    rebound = hygiene.rebound_globals(run)
+    if rebound:  # the growth is the test patching module state again on every run
+        return deciding.patches_every_run(deciding.inconclusive(nodeid, seen), rebound)
     try:
         growing, what, per_step, deltas = persistence(run, settings, screen_runs, heap_only, began + bound * (1 - TRACED_SHARE))
     except OutOfTime:
@@ -540,11 +548,14 @@ def judged(
     if not growing:
         return deciding.stopped_growing(nodeid, runs, what, deltas, per_step)
     seen = f"{what} grew {deltas} every {per_step} runs, {runs} runs in all"
-    from . import hygiene
-
-    rebound = hygiene.rebound_globals(run)  # before tracing: such chains of wrappers trace slowly
-    if rebound:  # the growth is the test patching module state again on every run
-        return deciding.patches_every_run(deciding.inconclusive(nodeid, seen), rebound)
+    left = run.deadline - time.perf_counter()
+    if STEPS * run.seconds > TRACED_SHARE * left:  # even untraced, its runs would not fit: no traced run to learn that
+        return deciding.unsettled(
+            nodeid,
+            f"growth persisted untraced, but {STEPS} runs of {run.seconds:.2f} s, before any slowdown from tracing, do "
+            f"not fit in what is left of the {bound:.1f} s bound (raise confirm_seconds to attribute it)",
+            seen,
+        )
     started = tracing_owner.owned or not tracemalloc.is_tracing()
     if started:  # deeper stacks than the screen's
         tracemalloc.stop()
