@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import pytest
+from verdicts import default_sigint
 
 # Plugins this suite does not exercise, blocked so that each subprocess starts faster;
 # pytest-memray is blocked so that it cannot import memray behind a test's back.
@@ -624,6 +625,7 @@ def start(pytester: pytest.Pytester, *args: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "pytest", *QUIET, "-q", *args],
         cwd=pytester.path,
+        preexec_fn=default_sigint,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env={

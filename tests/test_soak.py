@@ -15,6 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 from _pytest.mark.structures import Mark
+from verdicts import default_sigint
 
 from pytest_memleak import soak
 from pytest_memleak.options import Sources
@@ -354,6 +355,7 @@ def test_ring_forever():
     proc = subprocess.Popen(
         [sys.executable, "-m", "pytest", *args, "-q"],
         cwd=pytester.path,
+        preexec_fn=default_sigint,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env={**os.environ, "PYTHONPATH": str(pytester.path)},

@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import json
+import signal
 
 import pytest
+
+
+def default_sigint() -> None:
+    """``preexec_fn`` for an inner pytest that a test interrupts: SIGINT as from a terminal. A shell
+    starts background jobs with SIGINT ignored, and Python keeps an ignored SIGINT ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def verdict_lines(pytester: pytest.Pytester) -> str:
