@@ -106,8 +106,10 @@ class Runner:
     watch_slowing_from: int = 0  # the run from which durations are comparable again (after tracing)
     _function: Any = None  # the test function, whose attributes each run starts from
     _function_state: dict[str, Any] = field(default_factory=dict)
+    _exception_queues: list[Any] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self._exception_queues = _exception_queues(self.item.config)
         self._sections = len(getattr(self.item, "_report_sections", ()))
         self._props = len(getattr(self.item, "user_properties", ()))
         # The test function's own attributes as its own run left them: plugins set some at every
@@ -245,6 +247,8 @@ class Runner:
         del item._report_sections[self._sections :]
         del item.user_properties[self._props :]
         self._log.clear()
+        for queue in self._exception_queues:  # each holds a traceback, and with it the run's frames
+            queue.clear()
 
     def _drop_finished_dependants(self) -> None:
         """Forget the finalizers a finished run left on higher-scoped fixtures.
@@ -273,6 +277,19 @@ class Runner:
             keep = [f for f in finalizers if not _is_finished_dependant(f, self.item)]
             if len(keep) != len(finalizers):
                 finalizers[:] = keep
+
+
+def _exception_queues(config: pytest.Config) -> list[Any]:
+    """pytest's queues of unraisable and thread exceptions (pytest 8.4 on), which its per-phase
+    hooks empty into warnings: a light run skips those hooks, and a repeated run's warnings are
+    dropped anyway."""
+    queues = []
+    for module, name in (("_pytest.unraisableexception", "unraisable_exceptions"), ("_pytest.threadexception", "thread_exceptions")):
+        key = getattr(sys.modules.get(module), name, None)
+        queue = config.stash.get(key, None) if key is not None else None
+        if queue is not None:
+            queues.append(queue)
+    return queues
 
 
 class _QuietRelay:
