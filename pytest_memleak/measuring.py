@@ -14,6 +14,7 @@ import re
 import sys
 import tempfile
 import threading
+import time
 from array import array
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -82,6 +83,17 @@ def open_fds() -> int:
 
 def live_threads() -> int:
     return threading.active_count()
+
+
+def settled_threads(floor: int, grace: float) -> int:
+    """The live thread count once threads that are finishing have ended: polled for up to
+    ``grace`` seconds while it is above ``floor``."""
+    deadline = time.monotonic() + max(0.0, grace)
+    count = live_threads()
+    while count > floor and time.monotonic() < deadline:
+        time.sleep(0.02)
+        count = live_threads()
+    return count
 
 
 _clear_type_cache = getattr(sys, "_clear_internal_caches", None) or getattr(sys, "_clear_type_cache", None)

@@ -406,9 +406,7 @@ class Checkpoints:
 @dataclass
 class Screened:
     state: deciding.ScreenState
-    counters: measuring.Counters
     quiet: int
-    walk: bool  # pymalloc's bytes are in the heap column
     suspects: list[str]  # the counters whose growth persisted
 
 
@@ -429,15 +427,14 @@ def screen(run: Runner, settings: TestSettings, own_seconds: float, thorough: bo
     # neither the block count nor malloc's statistics do, at ~0.8 ms a walk: in the heap column
     # of a test marked for checking (``thorough``) only. Such an object moves to malloc, whose
     # statistics the column always has, once it passes 512 bytes: unmarked, it is caught then.
-    walk = thorough
     limits = array("q", [QUIET_FLOOR, cap])  # the quiet streak and the cap, kept in place
-    counters.measure(walk=walk)
+    counters.measure(walk=thorough)
     state: deciding.ScreenState = "open"
     quick = True  # descriptors and RSS are read at the screen's two ends only
     while state == "open":
         run()
         run.drain()
-        counters.measure(walk=walk, quick=quick)
+        counters.measure(walk=thorough, quick=quick)
         state = _screen_step(counters, allowed, limits, (time.perf_counter() - began) / (run.runs - first), budget, thorough)
         if state != "open" and quick:
             # the far end: growth of descriptors or RSS since the baseline reopens the screen,
@@ -446,7 +443,7 @@ def screen(run: Runner, settings: TestSettings, own_seconds: float, thorough: bo
             counters.reread()
             state = _screen_step(counters, allowed, limits, (time.perf_counter() - began) / (run.runs - first), budget, thorough)
     suspects = deciding.suspect_metrics(counters.series(allowed), allowed) if state == "suspect" else []
-    return Screened(state, counters, limits[0], walk, suspects)
+    return Screened(state, limits[0], suspects)
 
 
 def _screen_step(
@@ -688,9 +685,11 @@ def _counted_before_stop(run: Runner, settings: TestSettings, counters: measurin
         return result
     from . import resources
 
-    baseline = {m: counters.values(m)[0] for m in suspects}
-    now = {"fds": measuring.open_fds, "threads": lambda: resources.settled_threads(baseline.get("threads", 0))}
-    counts = {m: [float(baseline[m]), float(now[m]())] for m in suspects}
+    counts = {}
+    for m in suspects:
+        baseline = counters.values(m)[0]
+        now = measuring.settled_threads(baseline, resources.GRACE) if m == "threads" else measuring.open_fds()
+        counts[m] = [float(baseline), float(now)]
     return deciding.counted_before_stop(result, settings, counts, run.runs - first)
 
 
@@ -708,13 +707,14 @@ def measure_item(
     run = Runner(item, after_run)
     counters = measuring.Counters(settings.runs + 1)  # the screen's, kept for a stop before its end
     first = 0
+    thorough = item.get_closest_marker("memleak") is not None  # screened for all its runs, pymalloc walked
     with run.measuring():
         try:
             for _ in range(settings.warmup - 1):
                 run()
             before_measuring()
             first = run.runs
-            screened = screen(run, settings, own_seconds, item.get_closest_marker("memleak") is not None, counters)
+            screened = screen(run, settings, own_seconds, thorough, counters)
             if set(screened.suspects) & set(COUNTED):
                 from . import resources
 
@@ -724,7 +724,7 @@ def measure_item(
                 result = deciding.clean_screen(item.nodeid, measured, min(screened.quiet, measured), screened.state == "settled")
             elif (
                 screened.suspects == ["heap"]
-                and not screened.walk
+                and not thorough
                 and run.seconds >= SLOW_RUN
                 and deciding.allocator_creep(counters.values("blocks"), counters.values("heap"))
             ):
@@ -735,7 +735,7 @@ def measure_item(
                 # below 512 bytes, which a short window's walk noise could hide
                 heap = deciding.steps(counters.values("heap"))
                 steady = all(d > settings.retained for d in heap[len(heap) // 2 :])
-                heap_only = screened.walk and screened.suspects == ["heap"] and steady
+                heap_only = thorough and screened.suspects == ["heap"] and steady
                 result = judged(run, settings, classifier, tracing_owner, item.nodeid, measured, heap_only)
         except NotRepeatable as exc:
             result = deciding.inconclusive(item.nodeid, str(exc))

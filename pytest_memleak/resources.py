@@ -586,17 +586,6 @@ def settle(before: ResourceSnapshot, grace: float = GRACE) -> float:
     return time.monotonic() - started
 
 
-def settled_threads(floor: int, grace: float = GRACE) -> int:
-    """The live thread count once threads that are finishing have ended: polled for up to
-    ``grace`` seconds while it is above ``floor``."""
-    deadline = time.monotonic() + max(0.0, grace)
-    count = threading.active_count()
-    while count > floor and time.monotonic() < deadline:
-        time.sleep(0.02)
-        count = threading.active_count()
-    return count
-
-
 def diff(before: ResourceSnapshot, after: ResourceSnapshot | None = None, grace: float = GRACE) -> ResourceDiff:
     """What is new since ``before`` and still alive, after waiting up to ``grace`` seconds for
     new threads and processes to finish (descriptors and tasks are not waited for)."""
