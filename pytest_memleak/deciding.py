@@ -45,49 +45,69 @@ SLOWING_TOTAL = 4.0
 # it), and a loaded machine makes one of a few milliseconds out of a thread's hand-off alone
 SLOWING_FLOOR = 0.02
 
+EXACT = ("blocks", "fds", "threads")  # counts without noise: one that falls gave something back
+
 ScreenState = Literal["clean", "open", "suspect", "settled"]  # settled: clean at the cap, growth did not persist
 
 
-def screen_state(series: Mapping[str, Sequence[float]], allowed: Mapping[str, float], quiet: int, cap: int) -> ScreenState:
-    """The screen after each measured run (values after each run, the baseline first).
+def screen_state(
+    series: Mapping[str, Sequence[float]], allowed: Mapping[str, float], quiet: int, cap: int, at: Sequence[int] | None = None
+) -> ScreenState:
+    """The screen after each row of measurements (values after each row, the baseline first;
+    ``at``: the runs made by each row, one per row by default; allowances are per run).
 
-    *Clean* once no counter has grown beyond its allowance in the latest ``quiet`` runs: a
-    leak that grows at least every ``quiet`` runs cannot pass. At ``cap`` runs, *suspect* when
-    a counter grew overall and either in two runs or in a run after the first (a first
-    measured run that grows once is a warm-up), its latest half grew too, and less than half
-    of what grew was given back (noise swings both ways); otherwise clean.
+    *Clean* once no counter has grown beyond its allowance in the latest rows that hold
+    ``quiet`` runs: a leak that grows at least every ``quiet`` runs cannot pass. A row in
+    which an exact count fell counts for none of them (what it gave back could hide growth,
+    as a test's first repeated run often frees what its own run left). At ``cap``
+    runs, *suspect* when a counter grew overall and either in two rows or in a row after the
+    first (a first row that grows once is a warm-up), its latest half grew too, and less than
+    half of what grew was given back (noise swings both ways); otherwise clean.
     """
     n = min(len(v) for v in series.values()) - 1
     if n < 1:
         return "open"
-    quiet = max(1, quiet)
-    if n >= quiet and not any(
-        values[i] - values[i - 1] > allowed.get(m, 0.0) for m, values in series.items() for i in range(n - quiet + 1, n + 1)
-    ):
+    at = _runs_at(at, n)
+    quiet, covered, i = max(1, quiet), 0, n
+    while i >= 1 and covered < quiet:
+        span = at[i] - at[i - 1]
+        if any(values[i] - values[i - 1] > allowed.get(m, 0.0) * span for m, values in series.items()):
+            break
+        if not any(m in EXACT and values[i] < values[i - 1] for m, values in series.items()):
+            covered += span  # (what an exact count gave back could hide growth: such a row clears nothing)
+        i -= 1
+    if covered >= quiet:
         return "clean"
-    if n < cap:
+    if at[n] < cap:
         return "open"
-    return "suspect" if suspect_metrics(series, allowed) else "settled"
+    return "suspect" if suspect_metrics(series, allowed, at) else "settled"
 
 
-def suspect_metrics(series: Mapping[str, Sequence[float]], allowed: Mapping[str, float]) -> list[str]:
-    """The counters whose growth persists: grown overall and either in two runs or in a run
-    after the first (a first measured run that grows once is a warm-up), grown in the latest
-    half too, with under half of what grew given back (noise swings both ways)."""
+def _runs_at(at: Sequence[int] | None, n: int) -> Sequence[int]:
+    return range(n + 1) if at is None else at
+
+
+def suspect_metrics(series: Mapping[str, Sequence[float]], allowed: Mapping[str, float], at: Sequence[int] | None = None) -> list[str]:
+    """The counters whose growth persists: grown overall and either in two rows or in a row
+    after the first (a first row that grows once is a warm-up), grown in the latest half
+    too, with under half of what grew given back (noise swings both ways). ``at``: the runs
+    made by each row (one per row by default); allowances are per run."""
     out = []
     for m, values in series.items():
-        warm = len(values) > 2  # the first measured run is a warm-up: what it gave back hides nothing
+        runs = _runs_at(at, len(values) - 1)
+        warm = len(values) > 2  # the first row is a warm-up: what it gave back hides nothing
         if warm:
-            values = values[1:]
+            values, runs = values[1:], runs[1:]
         n = len(values) - 1
         allow = allowed.get(m, 0.0)
         deltas = [values[i] - values[i - 1] for i in range(1, n + 1)]
-        grew = [i for i, d in enumerate(deltas, 1) if d > allow]
-        if not (n >= 1 and values[n] - values[0] > allow * n and (len(grew) >= 2 or (grew and (warm or grew[-1] > 1)))):
+        allows = [allow * (runs[i] - runs[i - 1]) for i in range(1, n + 1)]
+        grew = [i for i, (d, a) in enumerate(zip(deltas, allows, strict=True), 1) if d > a]
+        if not (n >= 1 and values[n] - values[0] > sum(allows) and (len(grew) >= 2 or (grew and (warm or grew[-1] > 1)))):
             continue
         latest = deltas[n // 2 :]
         given_back = -sum(d for d in deltas if d < 0)
-        if sum(latest) > allow * len(latest) and given_back * 2 < sum(d for d in deltas if d > 0):
+        if sum(latest) > sum(allows[n // 2 :]) and given_back * 2 < sum(d for d in deltas if d > 0):
             out.append(m)
     return out
 
@@ -96,12 +116,6 @@ def heap_settled(runs_per_step: int) -> bool:
     """Whether a window's steps are long enough for pymalloc's bytes to tell the smallest
     persistent growth (one size class, 16 bytes a run) from what a walk swings by."""
     return runs_per_step * SIZE_CLASS >= WALK_NOISE
-
-
-def quiet_runs(seconds_per_run: float, budget: float, floor: int, cap: int) -> int:
-    """How many quiet runs in a row clear a test: as many as its screen budget affords."""
-    affordable = int(budget / max(seconds_per_run, 1e-9))
-    return max(floor, min(cap, affordable))
 
 
 def still_grows(values: Sequence[float], runs_per_step: int, allowed_per_run: float = 0.0, earlier_rate: float | None = None) -> bool:

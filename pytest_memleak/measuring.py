@@ -227,23 +227,23 @@ SCREEN_METRICS = ("blocks", "heap", "rss", "fds", "threads")
 
 
 class Counters:
-    """Pre-allocated series of the screen's counters."""
+    """Pre-allocated series of the screen's counters, and the runs made by each row."""
 
-    __slots__ = ("capacity", "columns", "n", "heap")
+    __slots__ = ("capacity", "columns", "n", "heap", "at")
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.heap = heap_meter()
         self.columns = {name: array("q", bytes(8 * capacity)) for name in SCREEN_METRICS}
+        self.at = array("q", bytes(8 * capacity))
         self.n = 0
 
-    def measure(self, full: bool = False, walk: bool | None = None, quick: bool = False) -> None:
+    def measure(self, full: bool = False, walk: bool | None = None, at: int | None = None) -> None:
         """Collect garbage, then record one row. Allocates nothing that survives.
 
         ``full``: a collection of the frozen heap too; ``walk`` (default: ``full``): pymalloc's
         bytes in the heap column. Each costs milliseconds: for checkpoints, not for every
-        screening run. ``quick``: descriptors and RSS (a directory listing and a file read) are
-        carried over from the previous row, for a screen that reads them at its ends only.
+        screening run. ``at``: the runs made when the row is taken (default: one per row).
         """
         if self.n >= self.capacity:
             raise IndexError("Counters is full")
@@ -254,27 +254,19 @@ class Counters:
         walk = full if walk is None else walk
         cols = self.columns
         n = self.n
-        quick = quick and n > 0
-        cols["fds"][n] = cols["fds"][n - 1] if quick else open_fds()
+        cols["fds"][n] = open_fds()
         cols["threads"][n] = live_threads()
-        cols["rss"][n] = cols["rss"][n - 1] if quick else rss()
+        cols["rss"][n] = rss()
         cols["heap"][n] = self.heap(walk)
         cols["blocks"][n] = sys.getallocatedblocks()
+        self.at[n] = n if at is None else at
         self.n = n + 1
-
-    def reread(self) -> None:
-        """Read descriptors and RSS again into the latest row (after quick measurements)."""
-        if self.n:
-            collect()
-            self.columns["fds"][self.n - 1] = open_fds()
-            self.columns["rss"][self.n - 1] = rss()
 
     def series(self, metrics: Any) -> dict[str, list[int]]:
         return {m: self.values(m) for m in metrics}
 
-    def deltas(self, name: str) -> list[int]:
-        col = self.columns[name]
-        return [col[i] - col[i - 1] for i in range(1, self.n)]
+    def runs_at(self) -> list[int]:
+        return list(self.at[: self.n])
 
     def values(self, name: str) -> list[int]:
         return list(self.columns[name][: self.n])

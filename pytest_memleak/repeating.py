@@ -46,9 +46,9 @@ STEPS = 4  # checkpoints of a window (plus its start)
 FIRST_STEP = 4  # runs per step of the first persistence window; doubled per window
 SLOW_RUN = 0.05  # seconds: a test slower than a quarter of this gets fewer runs per step
 PERSIST_RUNS = 40  # runs of persisting growth, untraced, before tracing is spent on a suspect
-SCREEN_FACTOR = 1.0  # a clean test's quiet streak may take about its own run's time
-QUIET_FLOOR = 2  # quiet runs in a row that clear a test, at the least (a slow test: one, see _screen_step)
-SCREEN_CAP_FACTOR = 4  # growth that keeps coming back may keep the screen going this many budgets
+SCREEN_FACTOR = 0.5  # a clean test's quiet stretch may take half its own run's time, ...
+SCREEN_MIN = 0.0003  # ... plus this many seconds (a quick test's stretch then holds a dozen calls)
+SCREEN_STRETCHES = 3  # stretches the screen makes at most: growth in each of them is a suspect
 MIN_SUSPECT_SECONDS = 2.0  # a suspect's persistence and attribution may always take this long, ...
 SUSPECT_FACTOR = 10  # ... or as long as this many of its runs, within confirm_seconds
 TRACED_SHARE = 0.5  # of what is left of a suspect's time, for the traced window
@@ -107,6 +107,8 @@ class Runner:
     _function: Any = None  # the test function, whose attributes each run starts from
     _function_state: dict[str, Any] = field(default_factory=dict)
     _exception_queues: list[Any] = field(default_factory=list)
+    bare: bool = False  # runs may share one setup: the test uses no function-scoped fixture
+    _call: array = field(default_factory=lambda: array("d", [0.0]))  # in place: a float kept would be a block of growth
 
     def __post_init__(self) -> None:
         self._exception_queues = _exception_queues(self.item.config)
@@ -122,6 +124,8 @@ class Runner:
         fixturenames = getattr(self.item, "fixturenames", None)
         # caplog reads state that pytest's logging hooks set for each phase
         self.light = isinstance(self.item, pytest.Function) and fixturenames is not None and "caplog" not in fixturenames
+        # (with --pdb, pytest's unittest support defers tearDown to the teardown of each setup)
+        self.bare = self.light and _no_function_fixtures(self.item) and not self.item.config.getoption("usepdb", False)
 
     @contextlib.contextmanager
     def measuring(self) -> Iterator[None]:
@@ -156,6 +160,11 @@ class Runner:
         self._log.clear()
 
     @property
+    def call_seconds(self) -> float:
+        """The test's call alone, without setup and teardown, in the latest light setup's first run."""
+        return self._call[0]
+
+    @property
     def seconds(self) -> float:
         """The latest run's duration."""
         return self.clock[self.runs - 1] if self.runs else 0.0
@@ -164,17 +173,34 @@ class Runner:
         return list(self.clock[max(0, self.runs - last) : self.runs])
 
     def __call__(self) -> None:
+        """One run."""
+        self.repeat(1)
+
+    def repeat(self, n: int, until: float = float("inf")) -> int:
+        """Up to ``n`` runs, and after the first only those that the latest run's time says end
+        by ``until`` (a perf_counter time); returns the runs made. A test whose fixtures are all of a wider scope than the function makes them
+        under one setup (a *bare* run is its call alone, a quarter of a light run for a quick
+        test); any other test makes light runs (or full ones)."""
+        made = 0
+        while made < n and (not made or time.perf_counter() + self.seconds <= until):
+            if self.light and self._inside:
+                made += self._light_runs(n - made if self.bare else 1, until)
+            else:
+                began = time.perf_counter()
+                failure = self._full_run()
+                self._account(began, failure)
+                made += 1
+        return made
+
+    def _check_time(self) -> None:
         if self._inside:
             if self.runs >= MAX_RUNS:
                 raise OutOfTime(f"{MAX_RUNS} runs")
             if self.runs and time.perf_counter() + self.seconds > self.deadline:
                 raise OutOfTime("time bound")
-        began = time.perf_counter()
-        failure = self._light_run() if self.light and self._inside else None
-        if failure is not None:
-            self.light = False  # and once more through pytest's own protocol
-        if not (self.light and self._inside):
-            failure = self._full_run()
+
+    def _account(self, began: float, failure: str | None) -> None:
+        """Book a finished run: its time, tidying, then what it says (a failure, a slowdown)."""
         self._tidy()
         if self.runs < MAX_RUNS:
             self.clock[self.runs] = time.perf_counter() - began
@@ -184,6 +210,8 @@ class Runner:
         if self._inside and self.watch_slowing:
             if not self.watch_slowing_from:
                 self.watch_slowing_from = self.runs  # the first run of a stretch that is not traced
+            if self.clock[min(self.runs, MAX_RUNS) - 1] < deciding.SLOWING_FLOOR:
+                return  # a run quicker than the floor a slowdown must reach shows none
             recent = self.runs - self.watch_slowing_from
             if deciding.slowing(self.durations(min(recent, deciding.SLOWING_RUNS + 1))):
                 raise SlowingDown
@@ -191,22 +219,63 @@ class Runner:
             if self.runs % 8 == 0 and recent >= n and deciding.slowed(self.clock[:n], self.durations(n)):
                 raise SlowingDown
 
-    def _light_run(self) -> str | None:
+    def _light_runs(self, calls: int, until: float = float("inf")) -> int:
+        """Set the test up, call it up to ``calls`` times, tear it down; returns the runs made.
+
+        The first call's time is kept (``call_seconds``). A call
+        that failed, or that requested a function-scoped fixture of its own
+        (``request.getfixturevalue``), ends the calls under this setup: reused, such a fixture
+        would outlive a run; the test makes a setup per run from then on.
+        """
         item = self.item
-        setupstate = item.session._setupstate
+        self._check_time()
+        began = time.perf_counter()
+        made = 0
         failure: str | None = None
+        pending: Exception | None = None  # a stop (time bound, slowdown) raised once torn down
         item._initrequest()  # type: ignore[attr-defined]
         try:
-            setupstate.setup(item)
-            item.runtest()
+            item.session._setupstate.setup(item)
+            while True:
+                made += 1
+                called = time.perf_counter()
+                item.runtest()
+                if made == 1:
+                    self._call[0] = time.perf_counter() - called
+                if made >= calls or time.perf_counter() + self.seconds > until:
+                    break
+                if "_excinfo" in item.__dict__ or _function_scoped_request(item):
+                    self.bare = False
+                    break
+                try:
+                    self._account(began, None)
+                    self._check_time()
+                except (OutOfTime, SlowingDown) as exc:
+                    pending = exc
+                    break
+                began = time.perf_counter()
+                item.teardown()  # the item's own part of a teardown and a setup: a unittest case
+                item.setup()  # gets a fresh instance, as pytest gives it for each run
         except Exit:
             raise
         except (Exception, OutcomeException) as exc:
             failure = f"raised {type(exc).__name__}"
+        failure = self._teardown_light(failure)
+        if failure is not None:  # once more through pytest's own protocol, which may be what it needs
+            self.light = False
+            failure = self._full_run()
+        if pending is None or failure is not None:
+            self._account(began, failure)
+        if pending is not None:
+            raise pending
+        return made
+
+    def _teardown_light(self, failure: str | None) -> str | None:
+        item = self.item
         if _TMP_RESULT is not None:  # tmp_path's teardown reads what pytest's report hook records
             item.stash[_TMP_RESULT] = {}
         try:
-            setupstate.teardown_exact(item.parent)  # type: ignore[arg-type]
+            item.session._setupstate.teardown_exact(item.parent)  # type: ignore[arg-type]
         except Exit:
             raise
         except (Exception, OutcomeException) as exc:
@@ -277,6 +346,25 @@ class Runner:
             keep = [f for f in finalizers if not _is_finished_dependant(f, self.item)]
             if len(keep) != len(finalizers):
                 finalizers[:] = keep
+
+
+def _no_function_fixtures(item: pytest.Item) -> bool:
+    """Whether every fixture the test uses (autouse ones included) is wider than the function
+    scope, so that one setup serves several calls exactly as a setup per call would."""
+    info = getattr(item, "_fixtureinfo", None)
+    defs = getattr(info, "name2fixturedefs", None)
+    if defs is None:
+        return False
+    return all(chain and getattr(chain[-1], "scope", "function") != "function" for chain in defs.values())
+
+
+def _function_scoped_request(item: pytest.Item) -> bool:
+    """Whether the test's call requested a function-scoped fixture itself (``getfixturevalue``)."""
+    request = getattr(item, "_request", None)
+    used = getattr(request, "_fixture_defs", None)
+    if not isinstance(used, dict):
+        return True  # a pytest that does not say: no second call under the same setup
+    return any(getattr(fd, "scope", "function") == "function" for fd in used.values())
 
 
 def _exception_queues(config: pytest.Config) -> list[Any]:
@@ -406,62 +494,45 @@ class Checkpoints:
 @dataclass
 class Screened:
     state: deciding.ScreenState
-    quiet: int
+    stretch: int  # runs in each of the screen's stretches
     suspects: list[str]  # the counters whose growth persisted
 
 
 def screen(run: Runner, settings: TestSettings, own_seconds: float, thorough: bool, counters: measuring.Counters) -> Screened:
-    """Cheap exact counters after each run into ``counters`` (room for ``runs`` + 1 rows), until
-    the screen is clean or suspect.
+    """Cheap exact counters after stretches of runs into ``counters`` (a row per stretch, or
+    per run when marked), until the screen is clean or suspect.
+
+    The first stretch sets the length of all: as many runs as fit in half the time of the
+    test's own run, and a little (one at the least, ``runs`` at the most). A stretch with no
+    growth clears the test, so growth at least every stretch-th run cannot pass; growth in
+    stretch after stretch makes it a suspect. A test marked ``memleak`` gets a row after every
+    run, for all its ``runs``.
 
     Everything the loop needs exists before the baseline, and nothing it makes survives a
     measurement, so the loop itself adds no block per run.
     """
-    began = time.perf_counter()
-    cap = settings.runs
     allowed = _screen_allowances(settings)
-    budget = SCREEN_FACTOR * own_seconds
     first = run.runs
     run.drain()
     # pymalloc's bytes (a walk of its arenas) see one object that grows below 512 bytes, which
     # neither the block count nor malloc's statistics do, at ~0.8 ms a walk: in the heap column
     # of a test marked for checking (``thorough``) only. Such an object moves to malloc, whose
     # statistics the column always has, once it passes 512 bytes: unmarked, it is caught then.
-    limits = array("q", [QUIET_FLOOR, cap])  # the quiet streak and the cap, kept in place
-    counters.measure(walk=thorough)
-    state: deciding.ScreenState = "open"
-    quick = True  # descriptors and RSS are read at the screen's two ends only
-    while state == "open":
-        run()
+    counters.measure(walk=thorough, at=0)
+    if thorough:  # a row after every run, for all its runs: a walk swings by more than one object grows in a stretch
+        stretch, quiet, cap = run.repeat(1), settings.runs, settings.runs
+    else:  # the first stretch: as many runs as fit in half its own run's time, and a little
+        stretch = quiet = run.repeat(settings.runs, time.perf_counter() + SCREEN_FACTOR * own_seconds + SCREEN_MIN)
+        cap = SCREEN_STRETCHES * stretch
+    while True:
         run.drain()
-        counters.measure(walk=thorough, quick=quick)
-        state = _screen_step(counters, allowed, limits, (time.perf_counter() - began) / (run.runs - first), budget, thorough)
-        if state != "open" and quick:
-            # the far end: growth of descriptors or RSS since the baseline reopens the screen,
-            # and from then on they are read after every run
-            quick = False
-            counters.reread()
-            state = _screen_step(counters, allowed, limits, (time.perf_counter() - began) / (run.runs - first), budget, thorough)
-    suspects = deciding.suspect_metrics(counters.series(allowed), allowed) if state == "suspect" else []
-    return Screened(state, limits[0], suspects)
-
-
-def _screen_step(
-    counters: measuring.Counters, allowed: dict[str, float], limits: array, per_run: float, budget: float, thorough: bool
-) -> deciding.ScreenState:
-    """Judge the screen after a run. Nothing made here outlives the call (a float or a big int
-    kept between two measurements would itself read as a block of growth)."""
-    cap = counters.capacity - 1
-    # as many quiet runs as the screen's time affords, judged by the runs made so far; growth
-    # that keeps coming back may take a few times that before the screen calls it suspect
-    # a slow test's every extra run costs as much as its whole plain run: one quiet run clears it
-    # (growth every other run then needs the memleak marker, as every-k-th-run growth does)
-    floor = QUIET_FLOOR if per_run < SLOW_RUN else 1
-    quiet = cap if thorough else deciding.quiet_runs(per_run, budget, floor, cap)  # a marked test: every run
-    # (a quick test may always take its `runs`: growth every few runs shows only over several)
-    limit = cap if thorough or per_run < SLOW_RUN else min(cap, max(2 * quiet, int(SCREEN_CAP_FACTOR * budget / per_run)))
-    limits[0], limits[1] = quiet, limit
-    return deciding.screen_state(counters.series(allowed), allowed, quiet, limit)
+        counters.measure(walk=thorough, at=run.runs - first)
+        state = deciding.screen_state(counters.series(allowed), allowed, quiet, cap, counters.runs_at())
+        if state != "open":
+            break
+        run.repeat(stretch)
+    suspects = deciding.suspect_metrics(counters.series(allowed), allowed, counters.runs_at()) if state == "suspect" else []
+    return Screened(state, stretch, suspects)
 
 
 def _screen_allowances(settings: TestSettings) -> dict[str, float]:
@@ -473,17 +544,23 @@ def _screen_allowances(settings: TestSettings) -> dict[str, float]:
     return allowed
 
 
-def persistence(run: Runner, settings: TestSettings, earlier: int, heap_only: bool, handover: float) -> tuple[bool, str, int, list[float]]:
+def persistence(
+    run: Runner, settings: TestSettings, earlier: int, stretch: int, heap_only: bool, handover: float
+) -> tuple[bool, str, int, list[float]]:
     """Untraced windows, runs per step doubling, while growth persists and until ``PERSIST_RUNS``
     or the ``handover`` time (a slow test's traced window needs the rest of its bound).
 
     ``heap_only``: only pymalloc's bytes grew in the screen, and a walk swings by more than a
     small object grows in a few runs, so no growth clears it only once the steps are long
-    enough (:func:`deciding.heap_settled`). Returns (still growing, what was judged, runs per
-    step, the last window's steps).
+    enough (:func:`deciding.heap_settled`). Steps are at least the screen's ``stretch``, over
+    which the growth showed (growth every few runs is in every step). Returns (still growing,
+    what was judged, runs per step, the last window's steps).
     """
-    # a slow test gets short steps: its windows stay within a few of its runs
-    per_step = max(1, min(FIRST_STEP, int(SLOW_RUN / max(run.seconds, 1e-9))))
+    # a slow test gets short steps: its windows stay within a few of its runs; the screen's
+    # stretch, as far as a window of such steps fits in half the time left before the handover
+    seconds = max(run.seconds, 1e-9)
+    fit = int((handover - time.perf_counter()) / (2 * STEPS * seconds))
+    per_step = max(1, min(stretch, fit), min(FIRST_STEP, int(SLOW_RUN / seconds)))
     runs = earlier
     allowed = {"blocks": 0.0, "heap": float(settings.retained)}
     while True:
@@ -506,8 +583,7 @@ def _window(run: Runner, per_step: int, full: bool, walk: bool = True) -> measur
     run.drain()
     counters.measure(full=full, walk=walk)
     for _ in range(STEPS):
-        for _ in range(per_step):
-            run()
+        run.repeat(per_step)
         run.drain()
         counters.measure(full=full, walk=walk)
     return counters
@@ -521,8 +597,7 @@ def attribution_window(run: Runner, classifier: sites.Classifier, per_step: int,
     run.drain()
     cps.take(classifier, census)
     for step in range(STEPS):
-        for _ in range(per_step):
-            run()
+        run.repeat(per_step)
         if step == STEPS - 1:  # a thread or process that is finishing is not a leak
             resources.settle(cps.resources, resources.GRACE)
         run.drain()
@@ -538,6 +613,7 @@ def judged(
     tracing_owner: TracingOwner,
     nodeid: str,
     screen_runs: int,
+    stretch: int = 1,
     heap_only: bool = False,
 ) -> LeakResult:
     """A suspect: a check for module state re-patched per run, persistence windows, then a traced
@@ -555,7 +631,7 @@ def judged(
     if rebound:  # the growth is the test patching module state again on every run
         return deciding.patches_every_run(deciding.inconclusive(nodeid, seen), rebound)
     try:
-        growing, what, per_step, deltas = persistence(run, settings, screen_runs, heap_only, began + bound * (1 - TRACED_SHARE))
+        growing, what, per_step, deltas = persistence(run, settings, screen_runs, stretch, heap_only, began + bound * (1 - TRACED_SHARE))
     except OutOfTime:
         return deciding.unsettled(nodeid, f"the screen saw growth, and the {bound:.1f} s bound ran out before it settled", seen)
     runs = run.runs
@@ -680,7 +756,7 @@ def _counted_before_stop(run: Runner, settings: TestSettings, counters: measurin
     threads had time to end, are a leak all the same."""
     if counters.n < 3:
         return result
-    suspects = deciding.suspect_metrics(counters.series(COUNTED), _screen_allowances(settings))
+    suspects = deciding.suspect_metrics(counters.series(COUNTED), _screen_allowances(settings), counters.runs_at())
     if not suspects:
         return result
     from . import resources
@@ -705,7 +781,7 @@ def measure_item(
     """The repeated-run check of one test whose own run has passed."""
     started = time.perf_counter()
     run = Runner(item, after_run)
-    counters = measuring.Counters(settings.runs + 1)  # the screen's, kept for a stop before its end
+    counters = measuring.Counters(max(SCREEN_STRETCHES, settings.runs) + 1)  # the screen's, kept for a stop before its end
     first = 0
     thorough = item.get_closest_marker("memleak") is not None  # screened for all its runs, pymalloc walked
     with run.measuring():
@@ -719,9 +795,9 @@ def measure_item(
                 from . import resources
 
                 run.resources_before = resources.ResourceSnapshot.take()  # to name what is still alive at a stop
-            measured = counters.n - 1
+            measured = run.runs - first
             if screened.state in ("clean", "settled"):
-                result = deciding.clean_screen(item.nodeid, measured, min(screened.quiet, measured), screened.state == "settled")
+                result = deciding.clean_screen(item.nodeid, measured, min(screened.stretch, measured), screened.state == "settled")
             elif (
                 screened.suspects == ["heap"]
                 and not thorough
@@ -733,10 +809,10 @@ def measure_item(
             else:
                 # only pymalloc's bytes grew, and steadily (not a swing): one object growing
                 # below 512 bytes, which a short window's walk noise could hide
-                heap = deciding.steps(counters.values("heap"))
-                steady = all(d > settings.retained for d in heap[len(heap) // 2 :])
+                heap, spans = deciding.steps(counters.values("heap")), deciding.steps(counters.runs_at())
+                steady = all(d > settings.retained * r for d, r in list(zip(heap, spans, strict=True))[len(heap) // 2 :])
                 heap_only = thorough and screened.suspects == ["heap"] and steady
-                result = judged(run, settings, classifier, tracing_owner, item.nodeid, measured, heap_only)
+                result = judged(run, settings, classifier, tracing_owner, item.nodeid, measured, screened.stretch, heap_only)
         except NotRepeatable as exc:
             result = deciding.inconclusive(item.nodeid, str(exc))
         except SlowingDown:

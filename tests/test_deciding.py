@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from hypothesis import given
@@ -97,8 +98,15 @@ def test_screen_quiet_runs_clear_and_growth_in_them_never_does(deltas: list[int]
     state = deciding.screen_state({"blocks": values}, {"blocks": 0}, quiet, cap)
     n = len(deltas)
     latest_grew = any(d > 0 for d in deltas[-quiet:])
-    if n >= quiet and not latest_grew:
-        assert state == "clean"  # nothing grew in the latest `quiet` runs
+    trailing = []  # the latest runs without growth
+    for d in reversed(deltas):
+        if d > 0:
+            break
+        trailing.append(d)
+    if sum(1 for d in trailing if d == 0) >= quiet:
+        assert state == "clean"  # nothing grew, nor was given back, in `quiet` of the latest runs
+    if any(d < 0 for d in deltas[-quiet:]) and sum(1 for d in trailing if d == 0) < quiet:
+        assert state != "clean"  # a run that gave blocks back clears nothing
     if latest_grew and n < cap:
         assert state == "open"  # growth in the streak keeps the screen going
     judged = deltas[1:] if len(deltas) > 1 else deltas  # the first measured run is a warm-up
@@ -124,6 +132,45 @@ def test_a_leak_every_k_runs_is_never_cleared_within_k_quiet_runs(k: int, extra:
         if state != "open":
             break
     assert state == "suspect"
+
+
+def _stretch_screen(stretch: int, grows_at: Callable[[int], int], stretches: int = 3) -> str:
+    """The screen as repeating.screen drives it: a row after each stretch of runs, at most
+    ``stretches`` of them; ``grows_at(run)`` is what that run adds."""
+    at, values, state = [0], [0], "open"
+    while state == "open":
+        begin, end = at[-1] + 1, at[-1] + stretch
+        at.append(end)
+        values.append(values[-1] + sum(grows_at(run) for run in range(begin, end + 1)))
+        state = deciding.screen_state({"blocks": values}, {"blocks": 0}, stretch, stretches * stretch, at)
+    return state
+
+
+@given(st.integers(1, 12), st.integers(0, 12), st.integers(0, 11))
+def test_a_leak_every_k_runs_is_suspect_over_stretches_of_at_least_k(k: int, extra: int, offset: int) -> None:
+    """Stretches of at least k runs: each holds growth every k-th run, so no stretch is quiet."""
+    assert _stretch_screen(k + extra, lambda run: 1 if (run + offset) % k == 0 else 0) == "suspect"
+
+
+@given(st.integers(1, 12), st.integers(0, 30), st.integers(1, 50))
+def test_a_fill_that_stops_within_two_stretches_is_clean(stretch: int, fill_runs: int, per_run: int) -> None:
+    """Growth that stops before the last of three stretches leaves a quiet stretch: clean."""
+    fill_runs = min(fill_runs, 2 * stretch)
+    assert _stretch_screen(stretch, lambda run: per_run if run <= fill_runs else 0) == "clean"
+
+
+def test_a_row_that_gave_blocks_back_clears_nothing() -> None:
+    """A first stretch that freed more than a leak added (what the test's own run left) is not quiet."""
+    assert deciding.screen_state({"blocks": [100, 94]}, {"blocks": 0}, 1, 3, [0, 1]) == "open"
+    assert deciding.screen_state({"blocks": [100, 94, 95]}, {"blocks": 0}, 1, 3, [0, 1, 2]) == "open"
+    assert deciding.screen_state({"blocks": [100, 94, 94]}, {"blocks": 0}, 1, 3, [0, 1, 2]) == "clean"
+
+
+def test_heap_allowance_scales_with_the_runs_of_a_row() -> None:
+    """Allowances are per run: a stretch of 10 runs may hold 10 runs' worth."""
+    series = {"heap": [0, 900, 1800]}
+    assert deciding.screen_state(series, {"heap": 100}, 10, 30, [0, 10, 20]) == "clean"
+    assert deciding.screen_state(series, {"heap": 100}, 1, 3, [0, 1, 2]) == "open"
 
 
 def test_screen_noise_that_swings_both_ways_is_clean() -> None:
