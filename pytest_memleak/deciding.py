@@ -243,12 +243,10 @@ def decide_native(
     return rate > budget, rate
 
 
-def grown_types(type_series: Mapping[str, Sequence[float]], runs_per_step: int) -> dict[str, float]:
-    """Object types whose instance count rises in every step, with instances per run."""
-    out = {}
-    for name, values in type_series.items():
-        if persists(values):
-            out[name] = latest_rate(values, runs_per_step)
+def grown_types(type_series: Mapping[str, Sequence[float]], runs: int, least: float) -> dict[str, float]:
+    """Object types whose instance count rose from a window's first census to its last by
+    ``least`` at the least (one per step), with instances per run, most first."""
+    out = {name: (v[-1] - v[0]) / max(1, runs) for name, v in type_series.items() if len(v) >= 2 and v[-1] - v[0] >= least}
     return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
@@ -479,7 +477,7 @@ def confirm(nodeid: str, budgets: Budgets, ev: Evidence) -> tuple[LeakResult, He
         reason=findings[0].message if findings else "no growth of the test's own persisted while traced: what grew was pytest's or a plugin's",
         retained_per_run=heap.retained_per_run,
         findings=findings,
-        grown_types=dict(list(grown_types(ev.types, ev.per_step).items())[:10]),
+        grown_types=dict(list(grown_types(ev.types, window_runs, len(ev.real_blocks) - 1).items())[:10]),
         runs_per_step=ev.per_step,
     )
     return result, heap

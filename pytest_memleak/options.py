@@ -115,9 +115,9 @@ def _path(value: Any) -> str:
 SETTINGS: tuple[Setting, ...] = (
     Setting("enabled", _bool, False, "check every test for leaks by running it repeatedly", "true or false", marker=False, flag=True),
     Setting("warmup", _count(1, 1000), 1, "runs before the baseline, the test's own run included", "a whole number from 1 to 1000"),
-    Setting("runs", _count(2, 1000), 12, "most measured screening runs; a clean test stops once nothing has grown for as many runs in a row as its time allows (2 at least)", "a whole number from 2 to 1000"),
+    Setting("runs", _count(2, 1000), 12, "most runs in a screening stretch; a stretch is as many runs as a quarter of the test's own run affords, and a stretch without growth clears it", "a whole number from 2 to 1000"),
     Setting("confirm_runs", _count(4, 10000), 48, "traced runs of the attribution window at most, spent only on growth that persisted untraced", "a whole number from 4 to 10000"),
-    Setting("confirm_seconds", _seconds, 10.0, "time a suspect may take (at least 2 s): a leak confirmed at its sites gets all of it to outlast a bounded cache", DURATION_FORM),
+    Setting("confirm_seconds", _seconds, 10.0, "time a suspect may take at most (twenty of its runs, 0.5 s at the least; all of it when marked memleak): a leak confirmed at its sites gets all of it to outlast a bounded cache", DURATION_FORM),
     Setting("retained", parse_size, 0, "memory budget: Python heap retained per run, in total, that still passes", SIZE_FORM),
     Setting("per_site", _optional(parse_size), None, "memory budget: heap retained per run by any single allocation site (default: no per-site budget)", SIZE_FORM + ", or none"),
     Setting("native", _optional(parse_size), "1 KiB", "native memory budget: growth per run of memory outside Python's allocator (RSS minus heap); none turns the native check off", SIZE_FORM + ", or none"),

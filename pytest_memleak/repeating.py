@@ -45,12 +45,14 @@ from .results import LeakResult
 STEPS = 4  # checkpoints of a window (plus its start)
 FIRST_STEP = 4  # runs per step of the first persistence window; doubled per window
 SLOW_RUN = 0.05  # seconds: a test slower than a quarter of this gets fewer runs per step
-PERSIST_RUNS = 40  # runs of persisting growth, untraced, before tracing is spent on a suspect
-SCREEN_FACTOR = 0.5  # a clean test's quiet stretch may take half its own run's time, ...
-SCREEN_MIN = 0.0003  # ... plus this many seconds (a quick test's stretch then holds a dozen calls)
+PERSIST_RUNS = 256  # runs of persisting growth, untraced, before tracing is spent on a suspect (a bounded cache fills for a while)
+SCREEN_FACTOR = 0.25  # a clean test's quiet stretch may take a quarter of its own run's time, ...
+SCREEN_MIN = 0.0001  # ... plus this many seconds
+CHEAP_STRETCH = 10  # runs in a stretch at the least, when as many calls under one setup (the first one timed, ...
+CHEAP_SHARE = 2.0  # ... cold, so dearer than the rest) cost no more than this many of the test's own runs
 SCREEN_STRETCHES = 3  # stretches the screen makes at most: growth in each of them is a suspect
-MIN_SUSPECT_SECONDS = 2.0  # a suspect's persistence and attribution may always take this long, ...
-SUSPECT_FACTOR = 10  # ... or as long as this many of its runs, within confirm_seconds
+MIN_SUSPECT_SECONDS = 0.5  # a suspect's persistence and attribution may always take this long, ...
+SUSPECT_FACTOR = 20  # ... or as long as this many of its runs, within confirm_seconds
 TRACED_SHARE = 0.5  # of what is left of a suspect's time, for the traced window
 MAX_RUNS = 4096  # capacity of the per-run clock; no stage runs past it
 MAX_LONG_STEP = 64  # runs per step of a long window at most: windows of 256 runs
@@ -199,9 +201,9 @@ class Runner:
             if self.runs and time.perf_counter() + self.seconds > self.deadline:
                 raise OutOfTime("time bound")
 
-    def _account(self, began: float, failure: str | None) -> None:
+    def _account(self, began: float, failure: str | None, torn_down: bool = True) -> None:
         """Book a finished run: its time, tidying, then what it says (a failure, a slowdown)."""
-        self._tidy()
+        self._tidy(torn_down)
         if self.runs < MAX_RUNS:
             self.clock[self.runs] = time.perf_counter() - began
         self.runs += 1
@@ -248,7 +250,7 @@ class Runner:
                     self.bare = False
                     break
                 try:
-                    self._account(began, None)
+                    self._account(began, None, torn_down=False)
                     self._check_time()
                 except (OutOfTime, SlowingDown) as exc:
                     pending = exc
@@ -272,8 +274,8 @@ class Runner:
 
     def _teardown_light(self, failure: str | None) -> str | None:
         item = self.item
-        if _TMP_RESULT is not None:  # tmp_path's teardown reads what pytest's report hook records
-            item.stash[_TMP_RESULT] = {}
+        if _TMP_RESULT is not None:  # tmp_path's teardown reads what pytest's report hook recorded
+            item.stash.setdefault(_TMP_RESULT, {})  # (the test's own, passed run: replaced, it would free a block)
         try:
             item.session._setupstate.teardown_exact(item.parent)  # type: ignore[arg-type]
         except Exit:
@@ -304,9 +306,10 @@ class Runner:
             return None
         return f"{'skipped' if failed.skipped else 'failed'} in {failed.when}"
 
-    def _tidy(self) -> None:
+    def _tidy(self, torn_down: bool = True) -> None:
         item = self.item
-        self._drop_finished_dependants()
+        if torn_down:  # (a call under a shared setup finished no fixture)
+            self._drop_finished_dependants()
         if self._function is not None:
             state, saved = self._function.__dict__, self._function_state
             if len(state) != len(saved) or any(state.get(k, state) is not v for k, v in saved.items()):
@@ -469,7 +472,8 @@ class Checkpoints:
         snapshot = tracemalloc.take_snapshot()
         self.totals.append(sites.totals(snapshot, classifier))
         del snapshot
-        self.types.append(types or {})
+        if census:
+            self.types.append(types or {})
         if self.resources is None:
             self.resources = resources.ResourceSnapshot.take()
         measuring.collect()
@@ -502,8 +506,10 @@ def screen(run: Runner, settings: TestSettings, own_seconds: float, thorough: bo
     """Cheap exact counters after stretches of runs into ``counters`` (a row per stretch, or
     per run when marked), until the screen is clean or suspect.
 
-    The first stretch sets the length of all: as many runs as fit in half the time of the
-    test's own run, and a little (one at the least, ``runs`` at the most). A stretch with no
+    The first stretch sets the length of all: as many runs as fit in a quarter of the time of
+    the test's own run, and 0.1 ms (one at the least, ``runs`` at the most; ten at the least
+    when ten calls under a shared setup, timed by the first, cold one, cost no more than two own
+    runs). A stretch with no
     growth clears the test, so growth at least every stretch-th run cannot pass; growth in
     stretch after stretch makes it a suspect. A test marked ``memleak`` gets a row after every
     run, for all its ``runs``.
@@ -513,7 +519,7 @@ def screen(run: Runner, settings: TestSettings, own_seconds: float, thorough: bo
     """
     allowed = _screen_allowances(settings)
     first = run.runs
-    run.drain()
+    run.drain()  # (the first read of the capture frees what the test's own run left there)
     # pymalloc's bytes (a walk of its arenas) see one object that grows below 512 bytes, which
     # neither the block count nor malloc's statistics do, at ~0.8 ms a walk: in the heap column
     # of a test marked for checking (``thorough``) only. Such an object moves to malloc, whose
@@ -521,9 +527,11 @@ def screen(run: Runner, settings: TestSettings, own_seconds: float, thorough: bo
     counters.measure(walk=thorough, at=0)
     if thorough:  # a row after every run, for all its runs: a walk swings by more than one object grows in a stretch
         stretch, quiet, cap = run.repeat(1), settings.runs, settings.runs
-    else:  # the first stretch: as many runs as fit in half its own run's time, and a little
-        stretch = quiet = run.repeat(settings.runs, time.perf_counter() + SCREEN_FACTOR * own_seconds + SCREEN_MIN)
-        cap = SCREEN_STRETCHES * stretch
+    else:  # the first stretch: as many runs as fit in a quarter of its own run's time, and a little
+        stretch = run.repeat(settings.runs, time.perf_counter() + SCREEN_FACTOR * own_seconds + SCREEN_MIN)
+        if run.bare and CHEAP_STRETCH * run.call_seconds <= CHEAP_SHARE * own_seconds and stretch < CHEAP_STRETCH:
+            stretch += run.repeat(min(settings.runs, CHEAP_STRETCH) - stretch)  # growth every few runs costs little to see
+        quiet, cap = stretch, SCREEN_STRETCHES * stretch
     while True:
         run.drain()
         counters.measure(walk=thorough, at=run.runs - first)
@@ -566,12 +574,13 @@ def persistence(
     while True:
         counters = _window(run, per_step, full=False, walk=heap_only)  # a walk's swing is noise to the rest
         runs += STEPS * per_step
+        held = counters.values("heap")[-1] - counters.values("heap")[0]
         growing = [m for m in ("blocks", "heap") if deciding.still_grows(counters.values(m), per_step, allowed[m])]
         what = growing[0] if growing else "blocks"
         deltas = deciding.steps(counters.values(what))
         if (not growing and (not heap_only or deciding.heap_settled(per_step))) or (
-            growing and (runs >= PERSIST_RUNS or time.perf_counter() + 2 * STEPS * per_step * run.seconds >= handover)
-        ):  # (the next window, of twice the runs, would end past the handover)
+            growing and (runs >= PERSIST_RUNS or 2 * held > MAX_WINDOW_GROWTH or time.perf_counter() + 2 * STEPS * per_step * run.seconds >= handover)
+        ):  # (the next window, of twice the runs, would hold too much or end past the handover)
             return bool(growing), what, per_step, deltas
         per_step *= 2
 
@@ -601,7 +610,7 @@ def attribution_window(run: Runner, classifier: sites.Classifier, per_step: int,
         if step == STEPS - 1:  # a thread or process that is finishing is not a leak
             resources.settle(cps.resources, resources.GRACE)
         run.drain()
-        cps.take(classifier, census)
+        cps.take(classifier, census and step == STEPS - 1)  # a census (the whole heap, by type) at the two ends only
     run.resources_before = cps.resources
     return cps
 
@@ -615,21 +624,25 @@ def judged(
     screen_runs: int,
     stretch: int = 1,
     heap_only: bool = False,
+    thorough: bool = False,
 ) -> LeakResult:
     """A suspect: a check for module state re-patched per run, persistence windows, then a traced
     attribution window, then long windows."""
     # enough for a quick test's persistence and attribution windows, whatever confirm_seconds says
     bound = max(MIN_SUSPECT_SECONDS, min(settings.confirm_seconds, SUSPECT_FACTOR * run.seconds))
-    began = time.perf_counter()  # the suspect's time bound runs from here, for all its windows
-    run.deadline = began + bound
+    if thorough:  # a test marked for checking gets all of confirm_seconds
+        bound = max(bound, settings.confirm_seconds)
     seen = f"{screen_runs} screening runs"
     from . import hygiene
 
     # first: such a chain of wrappers grows on every run and slows down, so persistence windows
-    # would only spend runs on it, and it traces slowly
+    # would only spend runs on it, and it traces slowly (a scan of every module: outside the
+    # bound, which is the test's runs')
     rebound = hygiene.rebound_globals(run)
     if rebound:  # the growth is the test patching module state again on every run
         return deciding.patches_every_run(deciding.inconclusive(nodeid, seen), rebound)
+    began = time.perf_counter()  # the suspect's time bound runs from here, for all its windows
+    run.deadline = began + bound
     try:
         growing, what, per_step, deltas = persistence(run, settings, screen_runs, stretch, heap_only, began + bound * (1 - TRACED_SHARE))
     except OutOfTime:
@@ -812,7 +825,7 @@ def measure_item(
                 heap, spans = deciding.steps(counters.values("heap")), deciding.steps(counters.runs_at())
                 steady = all(d > settings.retained * r for d, r in list(zip(heap, spans, strict=True))[len(heap) // 2 :])
                 heap_only = thorough and screened.suspects == ["heap"] and steady
-                result = judged(run, settings, classifier, tracing_owner, item.nodeid, measured, screened.stretch, heap_only)
+                result = judged(run, settings, classifier, tracing_owner, item.nodeid, measured, screened.stretch, heap_only, thorough)
         except NotRepeatable as exc:
             result = deciding.inconclusive(item.nodeid, str(exc))
         except SlowingDown:

@@ -245,5 +245,6 @@ def test_allocator_creep_is_bounded_and_without_blocks() -> None:
 
 
 def test_grown_types() -> None:
-    series = {"app.Conversation": [0.0, 4, 8, 12, 16, 20, 24], "dict": [10.0, 12, 10, 12, 10, 12, 10]}
-    assert deciding.grown_types(series, 4) == {"app.Conversation": 1.0}
+    """A census at the window's two ends: a type that rose by one per step at the least."""
+    series = {"app.Conversation": [0.0, 24], "dict": [10.0, 12], "list": [10.0, 9]}
+    assert deciding.grown_types(series, 24, 4) == {"app.Conversation": 1.0}

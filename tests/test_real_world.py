@@ -96,8 +96,8 @@ AUTO_ASYNCIO_INI = """
 # -- MUST CATCH: blind spots, under default settings ------------------------------------------------------------
 
 
-# A quick test's stretch is as many runs as fit in half its own run plus 0.3 ms: for a test this quick,
-# all 12 of its `runs` (calls under one setup cost the call alone). A marked test always gets all of them.
+# A quick test's stretch is as many runs as fit in a quarter of its own run plus 0.1 ms, and ten at the least for a
+# call under 50 µs (under one setup, a call costs the call alone). A marked test gets a row after each of its runs.
 @pytest.mark.parametrize(("k", "marked"), [(2, False), (10, False), (5, True)])
 def test_leak_every_kth_run_is_caught(pytester: pytest.Pytester, k: int, marked: bool) -> None:
     """A history that grows on some requests only: 200 B every k-th run."""
