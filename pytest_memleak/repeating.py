@@ -40,7 +40,7 @@ except ImportError:  # pragma: no cover
 
 from . import deciding, measuring, sites
 from .options import TestSettings
-from .results import LeakResult
+from .results import INCONCLUSIVE, LeakResult
 
 STEPS = 4  # checkpoints of a window (plus its start)
 FIRST_STEP = 4  # runs per step of the first persistence window; doubled per window
@@ -54,6 +54,7 @@ SCREEN_STRETCHES = 3  # stretches the screen makes at most: growth in each of th
 MIN_SUSPECT_SECONDS = 0.5  # a suspect's persistence and attribution may always take this long, ...
 SUSPECT_FACTOR = 20  # ... or as long as this many of its runs, within confirm_seconds
 TRACED_SHARE = 0.5  # of what is left of a suspect's time, for the traced window
+TRACED_SLOWDOWN = 3  # times slower a run is under 8-frame tracemalloc, at the least (some code: 100x)
 MAX_RUNS = 4096  # capacity of the per-run clock; no stage runs past it
 MAX_LONG_STEP = 64  # runs per step of a long window at most: windows of 256 runs
 MAX_WINDOW_GROWTH = 64 * 1024 * 1024  # no longer window when it would retain more than this
@@ -652,11 +653,12 @@ def judged(
         return deciding.stopped_growing(nodeid, runs, what, deltas, per_step)
     seen = f"{what} grew {deltas} every {per_step} runs, {runs} runs in all"
     left = run.deadline - time.perf_counter()
-    if STEPS * run.seconds > TRACED_SHARE * left:  # even untraced, its runs would not fit: no traced run to learn that
+    longest = max(run.durations(STEPS))  # a run with its setup and teardown, not a bare call
+    if STEPS * TRACED_SLOWDOWN * longest > TRACED_SHARE * left:  # a traced run to learn that would itself not fit
         return deciding.unsettled(
             nodeid,
-            f"growth persisted untraced, but {STEPS} runs of {run.seconds:.2f} s, before any slowdown from tracing, do "
-            f"not fit in what is left of the {bound:.1f} s bound (raise confirm_seconds to attribute it)",
+            f"growth persisted untraced, but {STEPS} runs of {longest:.2f} s, {TRACED_SLOWDOWN}x slower traced at the "
+            f"least, do not fit in what is left of the {bound:.1f} s bound (raise confirm_seconds to attribute it)",
             seen,
         )
     started = tracing_owner.owned or not tracemalloc.is_tracing()
@@ -764,7 +766,7 @@ COUNTED = ("fds", "threads")  # exact counts the screen reads, judged on their o
 
 
 def _counted_before_stop(run: Runner, settings: TestSettings, counters: measuring.Counters, first: int, result: LeakResult) -> LeakResult:
-    """The runs stopped before a traced window (in the screen or after it): descriptors or
+    """The runs stopped before a traced window settled them (in the screen or after it): descriptors or
     threads whose growth persisted in the screen and that are still alive now, once finishing
     threads had time to end, are a leak all the same."""
     if counters.n < 3:
@@ -826,6 +828,8 @@ def measure_item(
                 steady = all(d > settings.retained * r for d, r in list(zip(heap, spans, strict=True))[len(heap) // 2 :])
                 heap_only = thorough and screened.suspects == ["heap"] and steady
                 result = judged(run, settings, classifier, tracing_owner, item.nodeid, measured, screened.stretch, heap_only, thorough)
+                if result.status == INCONCLUSIVE:  # stopped before a traced window could settle it
+                    result = _counted_before_stop(run, settings, counters, first, result)
         except NotRepeatable as exc:
             result = deciding.inconclusive(item.nodeid, str(exc))
         except SlowingDown:

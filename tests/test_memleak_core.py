@@ -251,6 +251,53 @@ def test_function_fixtures_are_set_up_per_run_and_module_fixtures_once(pytester:
     assert_outcomes(result, pytester, passed=2)
 
 
+def test_runs_under_one_setup_give_each_unittest_run_a_fresh_instance(pytester: pytest.Pytester) -> None:
+    """A quick test without function fixtures makes its runs under one setup; a unittest case
+    still gets a fresh instance per run (state kept on the instance would fail the second run)."""
+    pytester.makepyfile(
+        test_case="""
+        import unittest
+        class Case(unittest.TestCase):
+            def bump(self):
+                self.count = getattr(self, "count", -1) + 1
+                return self.count
+            def test_fresh_instance(self):
+                self.assertEqual(self.bump(), 0)
+        """
+    )
+    result = pytester.runpytest_subprocess("--memleak", "--memleak-flamegraph=none", "-p", "no:cacheprovider")
+    assert_outcomes(result, pytester, passed=1)
+    test = json.loads((pytester.path / "reports" / "memleak.json").read_text())["tests"][0]
+    assert test["status"] == "clean", test["reason"]
+    assert test["runs"] >= 3, test  # more than one run under the shared setup
+
+
+def test_a_function_fixture_requested_in_the_call_is_made_for_every_run(pytester: pytest.Pytester) -> None:
+    """``request.getfixturevalue`` of a function fixture ends the calls under one setup: every
+    run gets its own fixture, so a fixture filled by the test is not a leak."""
+    pytester.makepyfile(
+        test_dynamic="""
+        import pytest
+        MADE = []
+        @pytest.fixture
+        def bucket():
+            MADE.append(1)
+            return []
+        def test_fills_its_bucket(request):
+            request.getfixturevalue("bucket").append(bytearray(2000))
+        def test_one_bucket_per_run():
+            import pathlib
+            pathlib.Path("made.txt").write_text(str(len(MADE)))
+        """
+    )
+    result = pytester.runpytest_subprocess("--memleak", "--memleak-flamegraph=none", "-p", "no:cacheprovider")
+    assert_outcomes(result, pytester, passed=2)
+    tests = {t["nodeid"]: t for t in json.loads((pytester.path / "reports" / "memleak.json").read_text())["tests"]}
+    filled = tests["test_dynamic.py::test_fills_its_bucket"]
+    assert filled["status"] == "clean", filled["reason"]
+    assert int((pytester.path / "made.txt").read_text()) == filled["runs"]  # one bucket per run, the own run included
+
+
 def test_captured_output_is_not_repeated(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         test_out="""
