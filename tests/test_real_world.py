@@ -502,7 +502,8 @@ def test_thread_leak_that_slows_the_runs_still_fails(pytester: pytest.Pytester) 
     result.stdout.fnmatch_lines(["LEAK test_slowing_threads.py::test_leaves_a_thread - live threads grew by * still alive when the runs stopped"])
     report = _report(pytester)["test_slowing_threads.py::test_leaves_a_thread"]
     assert [f["kind"] for f in report["findings"]] == ["threads"]
-    assert any("got slower" in d for d in report["details"]), report["details"]
+    # stopped by the slowdown, or because its slowed runs no longer fit a traced window
+    assert any("repeating stopped early" in d for d in report["details"]), report["details"]
 
 
 def test_slow_buffer_growing_in_place_is_never_clean(pytester: pytest.Pytester) -> None:
@@ -556,7 +557,15 @@ def test_slow_clean_test_is_run_only_a_few_times(pytester: pytest.Pytester) -> N
         def test_sleeps():
             time.sleep(0.2)
     """
-    result = expect_clean(pytester, {"test_slow_clean": source}, 2)
-    runs = {nodeid: t["runs"] for nodeid, t in _report(pytester).items()}
+    result = run(pytester, {"test_slow_clean": source})
+    assert_outcomes(result, pytester, passed=2)
+    report = _report(pytester)
+    runs = {nodeid: t["runs"] for nodeid, t in report.items()}
     assert len(runs) == 2, runs
     assert all(n <= 6 for n in runs.values()), f"runs per test: {runs}\n{result.stdout.str()}"
+    # never a leak; the thread's round trip can leave glibc's per-thread caches a little fuller
+    # on one run than the next, which a slow test is not given the runs to tell from a leak
+    statuses = {nodeid: (t["status"], t["reason"]) for nodeid, t in report.items()}
+    assert statuses["test_slow_clean.py::test_sleeps"][0] == "clean", statuses
+    status, reason = statuses["test_slow_clean.py::test_socket_round_trip"]
+    assert status == "clean" or (status == "inconclusive" and "glibc's per-thread caches" in reason), statuses
