@@ -11,7 +11,8 @@ called and the fixtures are torn down, without pytest's reporting hooks around e
 (capture, logging, reports), which cost several times the test itself for a quick test.
 Output stays captured for the whole measurement. A test that cannot run that way (a light
 run raised, or it uses ``caplog``, which reads per-phase state) gets full runs through
-pytest's own protocol instead.
+pytest's own protocol instead. A test with no function-scoped fixture makes several runs
+under one setup, each its call alone (:meth:`Runner.repeat`).
 """
 
 from __future__ import annotations
@@ -181,9 +182,12 @@ class Runner:
 
     def repeat(self, n: int, until: float = float("inf")) -> int:
         """Up to ``n`` runs, and after the first only those that the latest run's time says end
-        by ``until`` (a perf_counter time); returns the runs made. A test whose fixtures are all of a wider scope than the function makes them
-        under one setup (a *bare* run is its call alone, a quarter of a light run for a quick
-        test); any other test makes light runs (or full ones)."""
+        by ``until`` (a perf_counter time); returns the runs made.
+
+        A test whose fixtures are all of a wider scope than the function makes them under one
+        setup (a *bare* run is its call alone, a quarter of a light run for a quick test); any
+        other test makes light runs (or full ones).
+        """
         made = 0
         while made < n and (not made or time.perf_counter() + self.seconds <= until):
             if self.light and self._inside:
@@ -225,10 +229,10 @@ class Runner:
     def _light_runs(self, calls: int, until: float = float("inf")) -> int:
         """Set the test up, call it up to ``calls`` times, tear it down; returns the runs made.
 
-        The first call's time is kept (``call_seconds``). A call
-        that failed, or that requested a function-scoped fixture of its own
-        (``request.getfixturevalue``), ends the calls under this setup: reused, such a fixture
-        would outlive a run; the test makes a setup per run from then on.
+        The first call's time is kept (``call_seconds``). A call that failed, or that requested
+        a function-scoped fixture of its own (``request.getfixturevalue``), ends the calls under
+        this setup: reused, such a fixture would outlive a run, so the test makes a setup per run
+        from then on.
         """
         item = self.item
         self._check_time()
