@@ -514,10 +514,9 @@ def screen(run: Runner, settings: TestSettings, own_seconds: float, thorough: bo
     The first stretch sets the length of all: as many runs as fit in a quarter of the time of
     the test's own run, and 0.1 ms (one at the least, ``runs`` at the most; ten at the least
     when ten calls under a shared setup, timed by the first, cold one, cost no more than two own
-    runs). A stretch with no
-    growth clears the test, so growth at least every stretch-th run cannot pass; growth in
-    stretch after stretch makes it a suspect. A test marked ``memleak`` gets a row after every
-    run, for all its ``runs``.
+    runs). A stretch with no growth clears the test, so growth at least every stretch-th run
+    cannot pass; growth in stretch after stretch makes it a suspect. A test marked ``memleak``
+    gets a row after every run, for all its ``runs``.
 
     Everything the loop needs exists before the baseline, and nothing it makes survives a
     measurement, so the loop itself adds no block per run.
