@@ -283,6 +283,12 @@ def unsettled(nodeid: str, why: str, seen: str) -> LeakResult:
     return LeakResult(nodeid, INCONCLUSIVE, f"{why}; seen: {seen}")
 
 
+def not_reached(nodeid: str, budget: str, credit: float, needed: float) -> LeakResult:
+    """A test the session's cost budget did not reach: unchecked, its own outcome stands."""
+    left = f"{max(credit, 0.0):.2f} s left"
+    return LeakResult(nodeid, NO_VERDICT, f"not checked: {budget} had {left}, and its check needs {needed:.2f} s", over_budget=True)
+
+
 def allocator_creep(blocks: Sequence[float], heap: Sequence[float]) -> bool:
     """The screen's growth could be the C allocator's caches filling: no Python block more
     after the warm-up run, and the allocator's bytes grew by less than its caches hold."""

@@ -105,6 +105,18 @@ def _seconds(value: Any) -> float:
     return parse_duration(value)
 
 
+def _share(value: Any) -> float:
+    text = str(value).strip()
+    scale = 100.0 if text.endswith("%") else 1.0
+    try:
+        number = float(text.rstrip("%")) / scale
+    except ValueError:
+        raise ValueError(f"{value!r} is not a number") from None
+    if not 0 <= number < float("inf"):
+        raise ValueError(f"{value!r} is not a number from 0 up")
+    return number
+
+
 def _path(value: Any) -> str:
     text = os.fspath(value) if isinstance(value, os.PathLike) else value
     if not isinstance(text, str) or not text.strip():
@@ -127,6 +139,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("tasks", _count(0, 1_000_000), 0, "pending asyncio tasks a test may leave behind per run", "a whole number from 0 to 1000000"),
     Setting("trace_frames", _count(1, 100), 8, "frames kept per allocation by tracemalloc while confirming", "a whole number from 1 to 100"),
     Setting("top", _count(1, 100), 5, "allocation sites listed in a failure report", "a whole number from 1 to 100"),
+    Setting(
+        "budget",
+        _optional(_share),
+        0.5,
+        "cost budget: the checker's time at most this share of the suite's own time, plus 1 s; tests it does not reach stay unchecked and are counted (none: check everything, at any cost)",
+        "a number from 0 up, such as 0.5, or none",
+        marker=False,
+    ),
     Setting("report_dir", _path, "reports", "directory for flamegraphs and the HTML and JSON reports", "a directory path", marker=False),
     Setting("flamegraph", _choice("failed", "all", "none"), "failed", "write memray leak flamegraphs for: failed (leaking) tests, all checked tests, or none", "failed, all or none"),
     Setting("native_stacks", _bool, False, "record native (C) stacks in memray captures", "true or false", flag=True),

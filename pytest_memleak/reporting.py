@@ -87,13 +87,20 @@ class LeakRepr(TerminalRepr):
             tw.line(line, red=(i == 0), bold=(i == 0))
 
 
-def summary_lines(results: Sequence[dict[str, Any]], counts: dict[str, int]) -> list[str]:
-    """The end-of-run section: counts, then one line per leaking or inconclusive test."""
+def summary_lines(results: Sequence[dict[str, Any]], counts: dict[str, int], unreached: int = 0, budget: str = "") -> list[str]:
+    """The end-of-run section: counts, what the cost budget left out, then one line per leaking
+    or inconclusive test."""
     checked = sum(counts.values())
+    failed = counts.get(NO_VERDICT, 0) - unreached
+    without = f"{failed} without verdict (not passed)"
+    if unreached:
+        without = f"{counts.get(NO_VERDICT, 0)} without verdict ({failed} not passed, {unreached} not reached by the cost budget)"
     lines = [
         f"{checked} checked: {counts.get(LEAK, 0)} leaking, {counts.get(CLEAN, 0)} clean, "
-        f"{counts.get(INCONCLUSIVE, 0)} inconclusive, {counts.get(NO_VERDICT, 0)} without verdict (not passed)"
+        f"{counts.get(INCONCLUSIVE, 0)} inconclusive, {without}"
     ]
+    if unreached:
+        lines.append(f"{budget} did not reach {unreached} test(s): --memleak-budget=none checks every test")
     for r in results:
         label = "LEAK" if r["status"] == LEAK else "INCONCLUSIVE"
         lines.append(f"{label} {r['nodeid']} - {r['reason']}")

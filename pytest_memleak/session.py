@@ -17,6 +17,7 @@ import pytest
 from _pytest.runner import CallInfo, runtestprotocol
 
 from . import deciding, options, reporting, sites
+from .budget import CostBudget
 from .results import CLEAN, INCONCLUSIVE, LEAK, LeakResult
 
 SETTINGS_KEY = pytest.StashKey[options.TestSettings]()
@@ -30,6 +31,7 @@ class ResultStore:
     def __init__(self) -> None:
         self._file: Any = None
         self.counts: dict[str, int] = {}
+        self.over_budget = 0  # tests the cost budget did not reach
         self.notable: list[dict[str, Any]] = []  # leaking and inconclusive: listed at the end
         self.soaks: list[dict[str, Any]] = []
         self.problems: list[str] = []
@@ -40,6 +42,7 @@ class ResultStore:
         else:
             status = data.get("status", "")
             self.counts[status] = self.counts.get(status, 0) + 1
+            self.over_budget += bool(data.get("over_budget"))
             if status in (LEAK, INCONCLUSIVE):
                 self.notable.append({"nodeid": data["nodeid"], "status": status, "reason": data["reason"]})
         if self._file is None:
@@ -71,6 +74,7 @@ class MemleakSession:
         self.enabled: bool = sources.get("enabled")
         self.classifier = sites.Classifier(str(config.rootpath))
         self.store = ResultStore()
+        self.budget = CostBudget(sources.get("budget"))
         self.is_worker = hasattr(config, "workerinput")
         self.froze = False
         self.frozen_before = 0  # objects the session had frozen before the plugin first froze the heap
@@ -241,6 +245,20 @@ class MemleakSession:
                 item.funcargs = None  # type: ignore[attr-defined]
 
     def _measure(self, item: pytest.Item, settings: options.TestSettings, tracing: Any, own_seconds: float) -> LeakResult:
+        """The check, charged to the session's cost budget (a test marked memleak is exempt)."""
+        marked = item.get_closest_marker("memleak") is not None
+        credit = float("inf") if marked else self.budget.credit()
+        needed = self.budget.needed(own_seconds)
+        if credit < needed:
+            return deciding.not_reached(item.nodeid, self.budget.describe(), credit, needed)
+        began = time.perf_counter()
+        screened = [began]  # when the screen ended: the screen is charged, a suspect's time after it is not
+        try:
+            return self._check(item, settings, tracing, own_seconds, screened)
+        finally:
+            self.budget.book(time.perf_counter() - began, 0.0 if marked else screened[0] - began)
+
+    def _check(self, item: pytest.Item, settings: options.TestSettings, tracing: Any, own_seconds: float, screened: list[float]) -> LeakResult:
         from . import repeating
 
         try:
@@ -252,7 +270,9 @@ class MemleakSession:
         except pytest.fail.Exception:
             raise
         except Exception as exc:  # the plugin must never break the suite
+            screened[0] = time.perf_counter()
             return deciding.inconclusive(item.nodeid, f"measurement failed: {type(exc).__name__}: {exc}")
+        screened[0] = run.screened_at or time.perf_counter()
         if result.leaked:
             from . import diagnose
 
@@ -375,7 +395,7 @@ class MemleakSession:
         store = self.store
         if store.counts:
             terminalreporter.write_sep("=", "memleak summary", yellow=True)
-            for line in reporting.summary_lines(store.notable, store.counts):
+            for line in reporting.summary_lines(store.notable, store.counts, store.over_budget, self.budget.describe()):
                 terminalreporter.write_line(line, red=line.startswith("LEAK"))
         if store.soaks:
             from . import soak
