@@ -25,7 +25,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-FLOOR = 0.5  # seconds of screening any session may spend beyond its share: a small suite's slow test is screened
+FLOOR = 0.5  # seconds of screening a session of a few tests may spend beyond its share: its slow tests are screened
+FEW = 20  # tests in a session that gets all of FLOOR; a session of n more gets FLOOR * FEW / n
 START_RUNS = 2  # a test is screened when the credit pays for this many of its own runs (a clean one takes two stretches)
 START_MIN = 0.001  # ... and this much (a quick test's counter reads)
 
@@ -33,6 +34,7 @@ START_MIN = 0.001  # ... and this much (a quick test's counter reads)
 @dataclass
 class CostBudget:
     share: float | None  # the screens' time over the suite's own; None: no budget
+    tests: int = 0  # tests the session checks (collected): the floor is a small session's
     began: float = field(default_factory=time.perf_counter)
     charged: float = 0.0  # screening charged to the budget
     exempt: float = 0.0  # suspects' and marked tests' checking: neither charged nor the suite's own time
@@ -42,7 +44,11 @@ class CostBudget:
         if self.share is None:
             return float("inf")
         own = (time.perf_counter() if now is None else now) - self.began - self.charged - self.exempt
-        return FLOOR + self.share * own - self.charged
+        return self.floor + self.share * own - self.charged
+
+    @property
+    def floor(self) -> float:
+        return FLOOR * min(1.0, FEW / max(self.tests, 1))
 
     @staticmethod
     def needed(own_seconds: float) -> float:
@@ -58,4 +64,4 @@ class CostBudget:
     def describe(self) -> str:
         if self.share is None:
             return "no cost budget"
-        return f"the cost budget (memleak_budget {self.share:g}: screens take {self.share:g} of the suite's own time, plus {FLOOR:g} s)"
+        return f"the cost budget (memleak_budget {self.share:g}: screens take {self.share:g} of the suite's own time, plus {self.floor:.2g} s)"

@@ -61,6 +61,7 @@ class FlamegraphOutcome:
     problem: str | None = None  # one line saying what went wrong; None when all went well
     capture_seconds: float = 0.0  # time spent running under the tracker
     render_seconds: float = 0.0  # time spent rendering the flamegraph
+    pending: Render | None = None  # a render still under way (``background``): html is where it will be
 
     @property
     def ok(self) -> bool:
@@ -84,30 +85,58 @@ def _memray_command() -> list[str] | None:
     return [found] if found else None
 
 
-def _render(capture: pathlib.Path, html: pathlib.Path, timeout: float, offline: bool = True) -> str | None:
-    """Render memray's leaks flamegraph; return a problem or None."""
-    command = _memray_command()
-    if command is None:
-        return "memray flamegraph could not be rendered: no Python executable or memray command found"
-    # --no-web embeds memray's JS/CSS (about 4.5 MB a file) so the flamegraph opens offline;
-    # without it the file is about 120 KB and loads its assets from a CDN.
-    for extra in (["--no-web"], []) if offline else ([],):
-        args = [*command, "flamegraph", "--leaks", "-f", *extra, "-o", str(html), str(capture)]
+class Render:
+    """``memray flamegraph --leaks`` on one capture, in a process of its own: started, then
+    finished (waited for) when its result is needed, so a session can go on meanwhile."""
+
+    def __init__(self, capture: pathlib.Path, html: pathlib.Path, offline: bool = True) -> None:
+        self.capture, self.html = capture, html
+        # --no-web embeds memray's JS/CSS (about 4.5 MB a file) so the flamegraph opens offline;
+        # without it the file is about 120 KB and loads its assets from a CDN.
+        self._extras: list[list[str]] = [["--no-web"], []] if offline else [[]]
+        self._process: subprocess.Popen[str] | None = None
+        self.problem: str | None = None
+        self._start()
+
+    def _start(self) -> None:
+        command = _memray_command()
+        if command is None:
+            self.problem = "memray flamegraph could not be rendered: no Python executable or memray command found"
+            return
+        args = [*command, "flamegraph", "--leaks", "-f", *self._extras[0], "-o", str(self.html), str(self.capture)]
         try:
-            done = subprocess.run(
-                args, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+            self._process = subprocess.Popen(
+                args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL
             )
-        except subprocess.TimeoutExpired:
-            return f"memray flamegraph timed out after {timeout:.0f} s"
         except OSError as exc:
-            return f"memray flamegraph could not be started: {exc}"
-        if done.returncode == 0 and html.is_file():
-            return None
-        output = (done.stderr or "") + (done.stdout or "")
-        if extra and "--no-web" in output and ("unrecognized" in output or "no such option" in output):
-            continue  # an older memray without --no-web: render with CDN assets instead
-        return f"memray flamegraph failed (exit {done.returncode}): {_tail(output) or 'no output'}"
-    return "memray flamegraph failed"
+            self.problem = f"memray flamegraph could not be started: {exc}"
+
+    def finish(self, timeout: float = RENDER_TIMEOUT) -> str | None:
+        """Wait for the render (``timeout`` seconds at most); return a problem or None."""
+        while self._process is not None:
+            process, self._process = self._process, None
+            try:
+                output, _ = process.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.stop(process)
+                self.problem = f"memray flamegraph timed out after {timeout:.0f} s"
+                break
+            if process.returncode == 0 and self.html.is_file():
+                break
+            extra = self._extras.pop(0)
+            if extra and "--no-web" in output and ("unrecognized" in output or "no such option" in output):
+                self._start()  # an older memray without --no-web: render with CDN assets instead
+                continue
+            self.problem = f"memray flamegraph failed (exit {process.returncode}): {_tail(output) or 'no output'}"
+        return self.problem
+
+    def stop(self, process: subprocess.Popen[str] | None = None) -> None:
+        """End the render now (the session is ending without waiting for it)."""
+        process = process or self._process
+        if process is not None and process.poll() is None:
+            process.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.communicate(timeout=5)
 
 
 def capture_run(
@@ -118,6 +147,7 @@ def capture_run(
     render: bool = True,
     offline: bool = True,
     timeout: float = RENDER_TIMEOUT,
+    background: bool = False,
 ) -> FlamegraphOutcome:
     """Run ``run()`` once under memray and render its leaks flamegraph beside the capture.
 
@@ -130,6 +160,8 @@ def capture_run(
     ``native`` records native (C) stacks too. ``offline`` embeds memray's assets in the HTML
     (about 4.5 MB a file, opens without network) instead of loading them from a CDN (about
     120 KB). ``render=False`` keeps only the capture. ``timeout`` bounds the render, seconds.
+    ``background``: the render is started and left running (``pending``; finish it with
+    :meth:`Render.finish`), its problems are known then, and ``html`` is where it will be.
     """
     base = pathlib.Path(base)
     capture = _with_suffix(base, CAPTURE_SUFFIX)
@@ -188,7 +220,12 @@ def capture_run(
     problems = [raised] if raised else []
     if render:
         started = time.perf_counter()
-        render_problem = _render(capture, html, timeout, offline)
+        rendering = Render(capture, html, offline)
+        if background and rendering.problem is None:
+            outcome.pending, outcome.html = rendering, html
+            outcome.problem = "; ".join(problems) or None
+            return outcome
+        render_problem = rendering.finish(timeout)
         outcome.render_seconds = time.perf_counter() - started
         if render_problem:
             problems.append(render_problem)

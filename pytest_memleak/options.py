@@ -142,8 +142,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "budget",
         _optional(_share),
-        0.5,
-        "cost budget: the checker's time at most this share of the suite's own time, plus 1 s; tests it does not reach stay unchecked and are counted (none: check everything, at any cost)",
+        0.3,
+        "cost budget: screening takes at most this share of the suite's own time (plus 0.5 s in a session of a few tests); tests it does not reach stay unchecked and are counted (none: check every test)",
         "a number from 0 up, such as 0.5, or none",
         marker=False,
     ),

@@ -10,6 +10,7 @@ import signal
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,7 @@ class MemleakSession:
         self.classifier = sites.Classifier(str(config.rootpath))
         self.store = ResultStore()
         self.budget = CostBudget(sources.get("budget"))
+        self.renders: list[tuple[str, Any]] = []  # (nodeid, flamegraph.Render) under way while the tests go on
         self.is_worker = hasattr(config, "workerinput")
         self.froze = False
         self.frozen_before = 0  # objects the session had frozen before the plugin first froze the heap
@@ -103,6 +105,7 @@ class MemleakSession:
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
         """Validate every marker at collection, so a typo fails the run before any test runs."""
+        self.budget.tests = len(items)
         for item in items:
             options.validate_simple_marker(item, "no_memleak")
             if item.get_closest_marker("soak") is not None:
@@ -326,7 +329,9 @@ class MemleakSession:
         except OSError as exc:
             result.problems.append(f"no flamegraph: cannot create {base.parent}: {exc.strerror or exc}")
             return
-        outcome = flamegraph.capture_run(run, base, native=settings.native_stacks)
+        outcome = flamegraph.capture_run(run, base, native=settings.native_stacks, background=True)
+        if outcome.pending is not None:  # rendered beside the next tests, on another core; finished at the end
+            self.renders.append((item.nodeid, outcome.pending))
         result.flamegraph = str(outcome.html) if outcome.html else None
         result.capture = str(outcome.capture) if outcome.capture else None
         if outcome.problem and outcome.problem.startswith("no flamegraph: memray"):
@@ -419,9 +424,18 @@ class MemleakSession:
             if not self.frozen_before:  # a heap the session had frozen stays frozen
                 gc.unfreeze()
             self.froze = False
+        self._finish_renders()
         if self.is_worker or not (self.store.counts or self.store.soaks):
             return
         self._write_reports(session)
+
+    def _finish_renders(self) -> None:
+        """Wait for the flamegraphs still rendering; a failed one is said (and left out of the reports)."""
+        renders, self.renders = self.renders, []
+        for nodeid, render in renders:
+            problem = render.finish()
+            if problem:
+                self.problems.append(f"flamegraph of {nodeid} not rendered: {problem}")
 
     def _write_reports(self, session: pytest.Session) -> None:
         try:
@@ -440,16 +454,26 @@ class MemleakSession:
         }
         for name, writer in (("memleak.json", report_files.write_json), ("memleak.html", report_files.write_html)):
             try:
-                writer(self.report_dir / name, self.store.iter("test"), list(self.store.soaks), meta)
+                writer(self.report_dir / name, self._rendered(self.store.iter("test")), list(self.store.soaks), meta)
             except Exception as exc:  # never lose the run's verdicts over a report
                 self.problems.append(f"{name} not written: {type(exc).__name__}: {exc}")
         if os.environ.get("GITHUB_STEP_SUMMARY"):
-            text = report_files.github_summary(list(self.store.iter("test")), list(self.store.soaks))
+            text = report_files.github_summary(list(self._rendered(self.store.iter("test"))), list(self.store.soaks))
             problem = report_files.append_github_summary(text)
             if problem:
                 self.problems.append(problem)
 
+    @staticmethod
+    def _rendered(results: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        """Results whose flamegraph is on disk name it (a render may have failed, here or in a worker)."""
+        for data in results:
+            if data.get("flamegraph") and not os.path.isfile(data["flamegraph"]):
+                data["flamegraph"] = None
+            yield data
+
     def pytest_unconfigure(self) -> None:
+        for _, render in self.renders:  # the session ended before they were waited for
+            render.stop()
         self.store.close()
         for fd in (self._fork_r, self._fork_w):
             if fd >= 0:

@@ -130,4 +130,7 @@ def test_credit_is_the_floor_plus_a_share_of_the_suite_own_time_less_what_was_ch
     # 10 s into the session, 4 s of it checking: 6 s of the suite's own, 3 s of credit, 2 s spent
     assert cost.credit(now=10.0) == pytest.approx(budget.FLOOR + 0.5 * 6.0 - 2.0)
     assert budget.CostBudget(None).credit() == float("inf")
+    # the floor is a small session's: a suite of ten times FEW tests gets a tenth of it
+    assert budget.CostBudget(0.5, tests=budget.FEW).floor == budget.FLOOR
+    assert budget.CostBudget(0.5, tests=10 * budget.FEW).floor == pytest.approx(budget.FLOOR / 10)
     assert budget.CostBudget.needed(0.25) == pytest.approx(budget.START_RUNS * 0.25 + budget.START_MIN)

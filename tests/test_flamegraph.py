@@ -134,3 +134,22 @@ def test_memray_missing_is_a_problem(tmp_path: pathlib.Path, monkeypatch: pytest
     monkeypatch.setitem(sys.modules, "memray", None)  # import memray -> ImportError
     outcome = capture_run(keep_ten_mebibytes_forever, tmp_path / "x")
     assert outcome.problem and "memray is not available" in outcome.problem
+
+
+def test_a_background_render_is_finished_later(tmp_path: pathlib.Path) -> None:
+    outcome = capture_run(keep_ten_mebibytes_forever, tmp_path / "bg", background=True)
+    assert outcome.problem is None and outcome.pending is not None
+    assert outcome.html == tmp_path / "bg.html" and outcome.capture is not None and outcome.capture.is_file()
+    assert outcome.pending.finish() is None
+    assert outcome.html.is_file() and outcome.html.stat().st_size > 10_000
+
+
+def test_a_failed_background_render_says_so_when_finished(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pytest_memleak.flamegraph as fg
+
+    monkeypatch.setattr(fg, "_memray_command", lambda: [sys.executable, "-c", "import sys; sys.exit('no render')"])
+    outcome = capture_run(keep_ten_mebibytes_forever, tmp_path / "bgfail", background=True)
+    assert outcome.pending is not None
+    problem = outcome.pending.finish()
+    assert problem and "memray flamegraph failed (exit 1)" in problem and "no render" in problem
+    assert not (tmp_path / "bgfail.html").exists()

@@ -516,6 +516,33 @@ def test_memray_missing_or_failing(pytester: pytest.Pytester, conftest: str, pro
     assert len(told) == 1, f"the gap must be reported once, got {len(told)}:\n" + "\n".join(told)
 
 
+RENDER_FAILS = """
+import sys
+
+import pytest_memleak.flamegraph
+
+pytest_memleak.flamegraph._memray_command = lambda: [sys.executable, "-c", "import sys; sys.exit('cannot render')"]
+"""
+
+
+def test_a_flamegraph_that_fails_to_render_in_the_background_is_reported_and_left_out(pytester: pytest.Pytester) -> None:
+    """Renders go on beside the next tests and are waited for at the end: one that fails is said
+    there, per test, and the reports do not point at a file that is not there."""
+    pytester.makeconftest(RENDER_FAILS)
+    pytester.makepyfile(test_tools=LEAKS_AND_CLEAN)
+    result = run(pytester, *MEMLEAK)
+    text = output(result, pytester.path)
+    assert_no_crash(text)
+    result.assert_outcomes(passed=1, failed=2)
+    found = statuses(pytester.path)
+    for name in ("test_leak_one", "test_leak_two"):
+        assert found[name]["status"] == "leak"
+        assert found[name]["flamegraph"] is None
+        assert found[name]["capture"] and os.path.isfile(found[name]["capture"])  # the capture is kept
+        told = lines_with(text, f"flamegraph of test_tools.py::{name} not rendered: memray flamegraph failed (exit 1)")
+        assert len(told) == 1 and "cannot render" in told[0], told
+
+
 PSUTIL_DENIED = """
 import psutil
 
