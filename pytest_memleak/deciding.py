@@ -283,10 +283,11 @@ def unsettled(nodeid: str, why: str, seen: str) -> LeakResult:
     return LeakResult(nodeid, INCONCLUSIVE, f"{why}; seen: {seen}")
 
 
-def not_reached(nodeid: str, budget: str, credit: float, needed: float) -> LeakResult:
-    """A test the session's cost budget did not reach: unchecked, its own outcome stands."""
-    left = f"{max(credit, 0.0):.2f} s left"
-    return LeakResult(nodeid, NO_VERDICT, f"not checked: {budget} had {left}, and its check needs {needed:.2f} s", over_budget=True)
+def not_reached(nodeid: str, budget: str, credit: float, needed: float | None = None) -> LeakResult:
+    """A test the session's cost budget did not reach: unchecked, its own outcome stands
+    (``needed``: what its check would have needed; None, when the credit was spent before it ran)."""
+    why = f"had {max(credit, 0.0):.3f} s left, and its check needs {needed:.3f} s" if needed is not None else "was spent when it began"
+    return LeakResult(nodeid, NO_VERDICT, f"not checked: {budget} {why}", over_budget=True)
 
 
 def allocator_creep(blocks: Sequence[float], heap: Sequence[float]) -> bool:

@@ -7,6 +7,7 @@ import gc
 import json
 import os
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -18,11 +19,12 @@ import pytest
 from _pytest.runner import CallInfo, runtestprotocol
 
 from . import deciding, options, reporting, sites
-from .budget import CostBudget
+from .budget import START_MIN, CostBudget
 from .results import CLEAN, INCONCLUSIVE, LEAK, LeakResult
 
 SETTINGS_KEY = pytest.StashKey[options.TestSettings]()
-REFREEZE_EVERY = 250  # tests between full collections of the frozen heap
+UNREACHED_KEY = pytest.StashKey[float]()  # the credit a test found: it runs as if the plugin were not there
+REFREEZE_GROWTH = 1.5  # the heap grown by this factor since the last full collection: collect it whole
 _SLIM: dict[str, dict[str, str]] = {}  # the status-only dict left on reports, one per status
 
 
@@ -81,6 +83,7 @@ class MemleakSession:
         self.froze = False
         self.frozen_before = 0  # objects the session had frozen before the plugin first froze the heap
         self.measured = 0
+        self.blocks_at_full = 0  # allocated blocks right after the last collection of the whole heap
         self.problems: list[str] = []
         self.pid = os.getpid()
         self.report_dir_problem: str | None = None
@@ -136,6 +139,11 @@ class MemleakSession:
             return True
         if not self.is_checked(item):
             return None
+        if item.get_closest_marker("memleak") is None:
+            credit = self.budget.credit()
+            if credit < START_MIN:  # no check can start: pytest runs the test, as without the plugin
+                item.stash[UNREACHED_KEY] = credit
+                return None
         item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
         try:
             self._run_checked(item, nextitem)
@@ -309,10 +317,16 @@ class MemleakSession:
             measuring.open_fds()
         if not self.froze:
             self.frozen_before = gc.get_freeze_count()
-        if self.froze and self.measured % REFREEZE_EVERY == 0:
+        # A collection of the whole heap, frozen part included, only once the heap has grown by
+        # half since the last (objects frozen alive that became cyclic garbage since are freed
+        # then): its cost, proportional to the heap, is paid once per such growth. (The block
+        # count is read in constant time; gc.get_freeze_count() walks the frozen heap.)
+        if self.froze and sys.getallocatedblocks() > REFREEZE_GROWTH * self.blocks_at_full:
             gc.unfreeze()
-        gc.collect()
+            self.blocks_at_full = 0
+        gc.collect()  # the test's own run's garbage (the young heap only, when frozen)
         gc.freeze()
+        self.blocks_at_full = self.blocks_at_full or sys.getallocatedblocks()
         self.froze = True
 
     def _flamegraph(self, item: pytest.Item, result: LeakResult, run: Any, settings: options.TestSettings) -> None:
@@ -364,6 +378,20 @@ class MemleakSession:
             call.longrepr = reporting.LeakRepr(result, path, (lineno or 0) + 1)
 
     # -- reporting ------------------------------------------------------------------------
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: CallInfo[None]) -> Any:
+        """A test the cost budget did not reach gets its (no) verdict on its call report, or on the
+        report of a setup that did not pass."""
+        report = yield
+        credit = item.stash.get(UNREACHED_KEY, None)
+        if credit is not None and (call.when == "call" or (call.when == "setup" and not report.passed)):
+            if report.passed and not hasattr(report, "wasxfail"):
+                result = deciding.not_reached(item.nodeid, self.budget.describe(), credit)
+            else:
+                result = deciding.no_verdict(item.nodeid, "the test did not pass: its own outcome stands")
+            report.memleak = result.to_dict()
+        return report
+
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> Any:
         """Store the verdict; once every plugin has seen the report, drop what it carried.

@@ -134,3 +134,33 @@ def test_credit_is_the_floor_plus_a_share_of_the_suite_own_time_less_what_was_ch
     assert budget.CostBudget(0.5, tests=budget.FEW).floor == budget.FLOOR
     assert budget.CostBudget(0.5, tests=10 * budget.FEW).floor == pytest.approx(budget.FLOOR / 10)
     assert budget.CostBudget.needed(0.25) == pytest.approx(budget.START_RUNS * 0.25 + budget.START_MIN)
+
+
+def test_once_the_credit_is_spent_pytest_runs_the_tests_as_without_the_plugin(pytester: pytest.Pytester) -> None:
+    """400 quick tests: the floor of such a session is 25 ms, a budget of 0 adds nothing, so the
+    screens spend it long before the end; the tests after that run through pytest's own protocol,
+    and their reports still say why they were not checked (a failure stays the test's own)."""
+    assert budget.FLOOR * budget.FEW / 401 < 0.03
+    pytester.makepyfile(
+        test_many="""
+            import pytest
+
+            @pytest.mark.parametrize("n", range(400))
+            def test_quick(n):
+                pass
+
+            def test_last_fails():
+                assert False
+        """
+    )
+    result = pytester.runpytest_subprocess(*BASE_ARGS, "--memleak-budget=0")
+    assert_outcomes(result, pytester, passed=400, failed=1)
+    tests = _report(pytester)
+    assert len(tests) == 401
+    assert tests["test_many.py::test_quick[0]"]["status"] == "clean"
+    last = tests["test_many.py::test_quick[399]"]
+    assert last["status"] == "no-verdict" and last["over_budget"] is True and last["runs"] == 0
+    assert last["reason"].endswith("was spent when it began"), last["reason"]
+    failed = tests["test_many.py::test_last_fails"]
+    assert failed["status"] == "no-verdict" and failed["reason"].startswith("the test did not pass")
+    result.stdout.fnmatch_lines(["*the cost budget (memleak_budget 0: *) did not reach * test(s): --memleak-budget=none checks every test"])
