@@ -22,7 +22,8 @@ deselects):
 After one unmeasured warm-up run of each mode, ``--rounds`` rounds alternate the order
 (plain then --memleak, then --memleak then plain, ...). Prints each round's times as they come,
 then a table: tests, the median time of each mode, the median of the per-round ratios, how
-many tests ``--memleak`` flagged as leaking and as inconclusive, and the three tests whose
+many tests the cost budget (``memleak_budget``, at its default unless ``MEMLEAK_BUDGET`` is
+set) did not reach, how many ``--memleak`` flagged as leaking and as inconclusive, and the three tests whose
 checking cost the most, with their verdict and reason from ``memleak.json``. Then the median
 and the largest ratio across suites against the targets: median <= 1.5x, every suite <= 2.0x,
 no false positive (on these suites every flagged test is one unless it truly leaks).
@@ -230,6 +231,11 @@ class Suite:
         """Tests flagged with `status` in at least one --memleak run."""
         return sum(1 for tests in self.flagged().values() if any(t["status"] == status for t in tests))
 
+    def unreached(self) -> int | None:
+        """Tests the cost budget did not reach (``memleak_budget``), in the median measured run."""
+        counts = sorted(sum(1 for t in (run.report or {}).get("tests", []) if t.get("over_budget")) for run in self.memleak_runs if run.report)
+        return counts[len(counts) // 2] if counts else None
+
     def costliest(self, n: int = 3) -> list[dict]:
         """The `n` tests with the largest median checking time over the measured rounds.
 
@@ -371,7 +377,7 @@ def fmt(value: float | None, spec: str, missing: str = "-") -> str:
 
 def table(entries: list[dict]) -> list[str]:
     """The table of results, from the suites' entries (see `entry`), and their costliest tests."""
-    head = ("library", "version", "tests", "plain s", "--memleak s", "ratio", "flagged", "inconclusive")
+    head = ("library", "version", "tests", "plain s", "--memleak s", "ratio", "not reached", "flagged", "inconclusive")
     rows = []
     for e in entries:
         status = e["status"]
@@ -380,7 +386,7 @@ def table(entries: list[dict]) -> list[str]:
         rows.append((
             e["library"], e["version"], fmt(e["tests"], "d"), fmt(e["plain_seconds"], ".2f"),
             fmt(e["memleak_seconds"], ".2f", status if status != "ok" else "-"), ratio,
-            f"{e['leaks']}{partial}", f"{e['inconclusive']}{partial}",
+            fmt(e["unreached"], "d"), f"{e['leaks']}{partial}", f"{e['inconclusive']}{partial}",
         ))
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     line = lambda r: "| " + " | ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))) + " |"  # noqa: E731
@@ -542,6 +548,7 @@ def completed(e: dict) -> dict:
         "leaks": sum(1 for f in e.get("flagged", []) if f["status"] == "leak"),
         "inconclusive": sum(1 for f in e.get("flagged", []) if f["status"] == "inconclusive"),
         "partial": not e.get("memleak") and bool(e.get("timed_out_run")),
+        "unreached": None,  # (files written before the cost budget)
         **e,
     }
 
@@ -577,7 +584,7 @@ def raw(suites: list[Suite], opts: argparse.Namespace, plugin: Path) -> dict:
     def run_dict(run: Run) -> dict:
         out = {"seconds": run.seconds, "returncode": run.returncode, "closing": closing(run)}
         if run.report is not None:  # every checked test, compactly: [nodeid, status, seconds, runs]
-            out["tests"] = [[t.get("nodeid"), t.get("status"), t.get("seconds"), t.get("runs")] for t in run.report.get("tests", [])]
+            out["tests"] = [[t.get("nodeid"), t.get("status"), t.get("seconds"), t.get("runs"), bool(t.get("over_budget"))] for t in run.report.get("tests", [])]
         return out
 
     return {
@@ -614,6 +621,7 @@ def raw(suites: list[Suite], opts: argparse.Namespace, plugin: Path) -> dict:
                 "memleak_seconds": s.median("memleak"),
                 "leaks": s.count("leak"),
                 "inconclusive": s.count("inconclusive"),
+                "unreached": s.unreached(),
                 "partial": not s.runs["memleak"] and s.partial is not None,
                 "flagged": [
                     {"nodeid": k, "status": v[-1]["status"], "reason": v[-1].get("reason"), "rounds": len(v), "of_runs": len(s.verdict_runs), "seconds": v[-1].get("seconds"), "runs": v[-1].get("runs")}

@@ -1,23 +1,22 @@
-"""The session's cost budget: how much time the screens may add to the suite's own.
+"""The session's cost budget: how much time the checker may add to the suite's own.
 
-Most of a suite is clean, and what a clean test costs is its screen: the repeated runs that
-show no growth. ``memleak_budget = 0.5`` lets the screens spend, over the session so far, half
-as long as the suite's own work took (its tests' own runs, collection and pytest's reporting:
-the session's time less the checker's), plus :data:`FLOOR` seconds. A clean suite then takes
-about 1.5 times as long as without the plugin at the most, whatever its tests are like.
+``memleak_budget = 0.3`` lets the checker spend, over the session so far, 0.3 of the suite's
+own time (its tests' own runs, collection and pytest's reporting: the session's time less the
+checker's), plus a floor: :data:`FLOOR` seconds in a session of up to :data:`FEW` tests (a file
+a developer runs), less in proportion in a larger one. A suite then takes about 1.3
+times as long as without the plugin, whatever its tests are like, with one exception: a suspect
+(growth that persisted through its whole screen) is always followed to its verdict within its
+own bound, and charged, so a real leak is confirmed even when it costs more than the credit.
 
 The credit is spent in the order the tests come: a quick test costs less than it earns, and
 what is left pays for the screen of a slow one. A test is screened when the credit pays for
-two of its own runs (what a clean test's screen takes); a screen once started ends as it
-would without a budget (its stretches are bounded by the test's own time), so the credit may
-go below zero for a while. A test the credit does not reach is left unchecked, its own outcome
-standing, and the report counts it (:func:`deciding.not_reached`). ``none`` checks every test,
-for a nightly job.
-
-A test whose growth persisted through its screen (a suspect) is followed within its own bound
-(``confirm_seconds``, a few of its runs), outside the budget: that is where the evidence is
-worth its cost. Tests marked ``memleak`` were asked for by name: they are checked whatever the
-credit. Neither is charged, nor counted as the suite's own time.
+two of its own runs (what a clean test's screen takes); a check once started ends as it would
+without a budget, so the credit may go below zero for a while. A test the credit does not
+reach is left unchecked, its own outcome standing, and the report counts it
+(:func:`deciding.not_reached`); once the credit is spent, a test runs through pytest's own
+protocol, as if the plugin were not there. ``none`` checks every test, for a nightly job. Tests
+marked ``memleak`` were asked for by name: they are checked whatever the credit, and their
+checking is neither charged nor counted as the suite's own time.
 """
 
 from __future__ import annotations
@@ -25,8 +24,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-FLOOR = 0.5  # seconds of screening a session of a few tests may spend beyond its share: its slow tests are screened
-FEW = 20  # tests in a session that gets all of FLOOR; a session of n more gets FLOOR * FEW / n
+FLOOR = 10.0  # seconds of checking a session of a few tests may spend beyond its share: its suspects are settled
+FEW = 20  # tests in a session that gets all of FLOOR; a session of n more gets FLOOR * FEW / n (2 s for 100 tests)
 START_RUNS = 2  # a test is screened when the credit pays for this many of its own runs (a clean one takes two stretches)
 START_MIN = 0.001  # ... and this much (a quick test's counter reads)
 
@@ -36,8 +35,8 @@ class CostBudget:
     share: float | None  # the screens' time over the suite's own; None: no budget
     tests: int = 0  # tests the session checks (collected): the floor is a small session's
     began: float = field(default_factory=time.perf_counter)
-    charged: float = 0.0  # screening charged to the budget
-    exempt: float = 0.0  # suspects' and marked tests' checking: neither charged nor the suite's own time
+    charged: float = 0.0  # checking charged to the budget
+    exempt: float = 0.0  # marked tests' checking: neither charged nor the suite's own time
 
     def credit(self, now: float | None = None) -> float:
         """Seconds the screens may still spend at ``now`` (a perf_counter time; ``inf`` without a budget)."""
@@ -55,11 +54,12 @@ class CostBudget:
         """The credit a test's screen needs before it starts."""
         return START_RUNS * own_seconds + START_MIN
 
-    def book(self, seconds: float, charged: float) -> None:
-        """A test's checking took ``seconds``, of which ``charged`` counts against the budget."""
-        charged = min(max(charged, 0.0), seconds)
-        self.charged += charged
-        self.exempt += seconds - charged
+    def book(self, seconds: float, exempt: bool = False) -> None:
+        """A test's checking took ``seconds``: charged, or ``exempt`` (a test marked memleak)."""
+        if exempt:
+            self.exempt += seconds
+        else:
+            self.charged += seconds
 
     def describe(self) -> str:
         if self.share is None:

@@ -99,7 +99,6 @@ class Runner:
     runs: int = 0
     light: bool = True
     deadline: float = float("inf")  # perf_counter time the next run must end by
-    screened_at: float = 0.0  # perf_counter time the screen ended: what follows is a suspect's, outside the cost budget
     _sections: int = 0
     _props: int = 0
     _log: list[Any] = field(default_factory=list)
@@ -811,7 +810,6 @@ def measure_item(
             before_measuring()
             first = run.runs
             screened = screen(run, settings, own_seconds, thorough, counters)
-            run.screened_at = time.perf_counter()  # the cost budget is charged up to here (budget.CostBudget)
             if set(screened.suspects) & set(COUNTED):
                 from . import resources
 

@@ -263,13 +263,12 @@ class MemleakSession:
         if credit < needed:
             return deciding.not_reached(item.nodeid, self.budget.describe(), credit, needed)
         began = time.perf_counter()
-        screened = [began]  # when the screen ended: the screen is charged, a suspect's time after it is not
         try:
-            return self._check(item, settings, tracing, own_seconds, screened)
+            return self._check(item, settings, tracing, own_seconds)
         finally:
-            self.budget.book(time.perf_counter() - began, 0.0 if marked else screened[0] - began)
+            self.budget.book(time.perf_counter() - began, exempt=marked)
 
-    def _check(self, item: pytest.Item, settings: options.TestSettings, tracing: Any, own_seconds: float, screened: list[float]) -> LeakResult:
+    def _check(self, item: pytest.Item, settings: options.TestSettings, tracing: Any, own_seconds: float) -> LeakResult:
         from . import repeating
 
         try:
@@ -281,9 +280,7 @@ class MemleakSession:
         except pytest.fail.Exception:
             raise
         except Exception as exc:  # the plugin must never break the suite
-            screened[0] = time.perf_counter()
             return deciding.inconclusive(item.nodeid, f"measurement failed: {type(exc).__name__}: {exc}")
-        screened[0] = run.screened_at or time.perf_counter()
         if result.leaked:
             from . import diagnose
 
