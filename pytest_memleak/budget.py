@@ -3,7 +3,7 @@
 ``memleak_budget = 0.3`` lets the checker spend, over the session so far, 0.3 of the suite's
 own time (its tests' own runs, collection and pytest's reporting: the session's time less the
 checker's), plus a floor: :data:`FLOOR` seconds in a session of up to :data:`FEW` tests (a file
-a developer runs), less in proportion in a larger one. A suite then takes about 1.3
+a developer runs), falling with the square of the session's size beyond (a suite pays its way). A suite then takes about 1.3
 times as long as without the plugin, whatever its tests are like, with one exception: a suspect
 (growth that persisted through its whole screen) is always followed to its verdict within its
 own bound, and charged, so a real leak is confirmed even when it costs more than the credit.
@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 
 FLOOR = 10.0  # seconds of checking a session of a few tests may spend beyond its share: its suspects are settled
-FEW = 20  # tests in a session that gets all of FLOOR; a session of n more gets FLOOR * FEW / n (2 s for 100 tests)
+FEW = 20  # tests in a session that gets all of FLOOR; a session of n more gets FLOOR * (FEW / n) ** 2 (0.4 s for 100)
 START_RUNS = 2  # a test is screened when the credit pays for this many of its own runs (a clean one takes two stretches)
 START_MIN = 0.001  # ... and this much (a quick test's counter reads)
 
@@ -47,7 +47,7 @@ class CostBudget:
 
     @property
     def floor(self) -> float:
-        return FLOOR * min(1.0, FEW / max(self.tests, 1))
+        return FLOOR * min(1.0, FEW / max(self.tests, 1)) ** 2
 
     @staticmethod
     def needed(own_seconds: float) -> float:
@@ -64,4 +64,4 @@ class CostBudget:
     def describe(self) -> str:
         if self.share is None:
             return "no cost budget"
-        return f"the cost budget (memleak_budget {self.share:g}: screens take {self.share:g} of the suite's own time, plus {self.floor:.2g} s)"
+        return f"the cost budget (memleak_budget {self.share:g}: checking takes {self.share:g} of the suite's own time, plus {self.floor:.2g} s)"

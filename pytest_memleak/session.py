@@ -23,7 +23,7 @@ from .budget import START_MIN, CostBudget
 from .results import CLEAN, INCONCLUSIVE, LEAK, LeakResult
 
 SETTINGS_KEY = pytest.StashKey[options.TestSettings]()
-UNREACHED_KEY = pytest.StashKey[float]()  # the credit a test found: it runs as if the plugin were not there
+UNREACHED_KEY = pytest.StashKey[list[Any]]()  # [credit, passed so far] of a test run as if the plugin were not there
 REFREEZE_GROWTH = 1.5  # the heap grown by this factor since the last full collection: collect it whole
 _SLIM: dict[str, dict[str, str]] = {}  # the status-only dict left on reports, one per status
 
@@ -142,7 +142,7 @@ class MemleakSession:
         if item.get_closest_marker("memleak") is None:
             credit = self.budget.credit()
             if credit < START_MIN:  # no check can start: pytest runs the test, as without the plugin
-                item.stash[UNREACHED_KEY] = credit
+                item.stash[UNREACHED_KEY] = [credit, True]
                 return None
         item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
         try:
@@ -377,16 +377,18 @@ class MemleakSession:
     # -- reporting ------------------------------------------------------------------------
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: CallInfo[None]) -> Any:
-        """A test the cost budget did not reach gets its (no) verdict on its call report, or on the
-        report of a setup that did not pass."""
+        """A test the cost budget did not reach gets its (no) verdict on its teardown report (one
+        per test: a subtest makes call reports of its own)."""
         report = yield
-        credit = item.stash.get(UNREACHED_KEY, None)
-        if credit is not None and (call.when == "call" or (call.when == "setup" and not report.passed)):
-            if report.passed and not hasattr(report, "wasxfail"):
-                result = deciding.not_reached(item.nodeid, self.budget.describe(), credit)
-            else:
-                result = deciding.no_verdict(item.nodeid, "the test did not pass: its own outcome stands")
-            report.memleak = result.to_dict()
+        unreached = item.stash.get(UNREACHED_KEY, None)
+        if unreached is not None:
+            unreached[1] = unreached[1] and report.passed and not hasattr(report, "wasxfail")
+            if call.when == "teardown":
+                if unreached[1]:
+                    result = deciding.not_reached(item.nodeid, self.budget.describe(), unreached[0])
+                else:
+                    result = deciding.no_verdict(item.nodeid, "the test did not pass: its own outcome stands")
+                report.memleak = result.to_dict()
         return report
 
     @pytest.hookimpl(wrapper=True)

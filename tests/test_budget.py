@@ -16,7 +16,7 @@ from verdicts import assert_outcomes
 from pytest_memleak import budget
 
 BASE_ARGS = ("--memleak", "--memleak-flamegraph=none", "-p", "no:cacheprovider", "--memleak-budget=0")
-TESTS = 200  # in each inner session: its floor is budget.FLOOR * budget.FEW / TESTS
+TESTS = 60  # in each inner session: its floor is budget.FLOOR * (budget.FEW / TESTS) ** 2, about 1.1 s
 FILLER = """
     @pytest.mark.parametrize("n", range({n}))
     def test_filler(n):
@@ -33,12 +33,14 @@ def _session(pytester: pytest.Pytester, source: str, shown: int) -> pytest.RunRe
 
 def _report(pytester: pytest.Pytester) -> dict[str, dict]:
     data = json.loads((pytester.path / "reports" / "memleak.json").read_text())
-    return {t["nodeid"].split("::")[-1]: t for t in data["tests"]}
+    tests = {t["nodeid"].split("::")[-1]: t for t in data["tests"]}
+    assert len(tests) == len(data["tests"]), "one result per test"
+    return tests
 
 
 def test_slow_screens_the_floor_does_not_pay_for_are_counted_unchecked(pytester: pytest.Pytester) -> None:
     """Five tests of 0.3 s a run: a screen takes a run at the least and starts when the credit pays
-    for two, so the floor (1 s here, and a budget of 0 adds nothing) pays for two at the most:
+    for two, so the floor (1.1 s here, and a budget of 0 adds nothing) pays for two at the most:
     after two, less than two runs' worth is left."""
     floor = budget.CostBudget(0, tests=TESTS).floor
     assert 2 * 0.3 < floor < 2 * 0.3 + 2 * 0.3
@@ -120,7 +122,7 @@ def test_a_marked_test_is_checked_whatever_the_credit(pytester: pytest.Pytester)
 
 def test_a_suspect_is_followed_to_its_verdict_and_then_pytest_runs_the_tests_alone(pytester: pytest.Pytester) -> None:
     """A leak first: its screen fits the floor, and what settles it (hundreds of runs of at least
-    2 ms: more than the floor) goes on to the verdict, charged. The credit is then spent, so the
+    3 ms: more than the floor) goes on to the verdict, charged. The credit is then spent, so the
     tests after it run through pytest's own protocol, and their reports still say why they were
     not checked; a failure stays the test's own."""
     result = _session(
@@ -132,23 +134,29 @@ def test_a_suspect_is_followed_to_its_verdict_and_then_pytest_runs_the_tests_alo
 
         def test_leak():
             KEPT.append(object())
-            time.sleep(0.002)
+            time.sleep(0.003)
 
         def test_fails():
             assert False
+
+        def test_subtests(subtests):
+            for i in range(3):
+                with subtests.test(i=i):
+                    pass
         """,
-        2,
+        3,
     )
     assert_outcomes(result, pytester, passed=TESTS - 2, failed=2)
     tests = _report(pytester)
     assert len(tests) == TESTS
     leak = tests["test_leak"]
-    assert leak["status"] == "leak" and leak["runs"] * 0.002 > budget.CostBudget(0, tests=TESTS).floor
+    assert leak["status"] == "leak" and leak["runs"] * 0.003 > budget.CostBudget(0, tests=TESTS).floor
     failed = tests["test_fails"]
     assert failed["status"] == "no-verdict" and failed["reason"].startswith("the test did not pass")
-    last = tests[f"test_filler[{TESTS - 3}]"]
+    last = tests[f"test_filler[{TESTS - 4}]"]  # the last of TESTS - 3
     assert last["status"] == "no-verdict" and last["over_budget"] is True and last["runs"] == 0
     assert last["reason"].endswith("was spent when it began"), last["reason"]
+    assert tests["test_subtests"]["status"] == "no-verdict" and tests["test_subtests"]["over_budget"] is True
 
 
 def test_credit_is_the_floor_plus_a_share_of_the_suite_own_time_less_what_was_charged() -> None:
@@ -160,6 +168,6 @@ def test_credit_is_the_floor_plus_a_share_of_the_suite_own_time_less_what_was_ch
     assert cost.credit(now=10.0) == pytest.approx(budget.FLOOR + 0.5 * 6.0 - 2.0)
     assert budget.CostBudget(None).credit() == float("inf")
     assert budget.CostBudget.needed(0.25) == pytest.approx(budget.START_RUNS * 0.25 + budget.START_MIN)
-    # the floor is a small session's: a suite of ten times FEW tests gets a tenth of it
+    # the floor is a small session's: a suite of ten times FEW tests gets a hundredth of it
     assert budget.CostBudget(0.5, tests=budget.FEW).floor == budget.FLOOR
-    assert budget.CostBudget(0.5, tests=10 * budget.FEW).floor == pytest.approx(budget.FLOOR / 10)
+    assert budget.CostBudget(0.5, tests=10 * budget.FEW).floor == pytest.approx(budget.FLOOR / 100)
