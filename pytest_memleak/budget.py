@@ -5,8 +5,10 @@ own time (its tests' own runs, collection and pytest's reporting: the session's 
 checker's), plus a floor: :data:`FLOOR` seconds in a session of up to :data:`FEW` tests (a file
 a developer runs), falling with the square of the session's size beyond (a suite pays its way). A suite then takes about 1.3
 times as long as without the plugin, whatever its tests are like, with one exception: a suspect
-(growth that persisted through its whole screen) is always followed to its verdict within its
-own bound, and charged, so a real leak is confirmed even when it costs more than the credit.
+(growth that persisted through its whole screen) is always followed, and charged: within its
+own bound or what the credit has left, whichever is shorter, but 0.5 s at the least
+(``repeating.MIN_SUSPECT_SECONDS``), so a quick test's real leak is confirmed however little
+credit is left, and a suspect that turns out a fill cannot spend the checks of the tests after it.
 
 The credit is spent in the order the tests come: a quick test costs less than it earns, and
 what is left pays for the screen of a slow one. A test is screened when the credit pays for
@@ -24,8 +26,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-FLOOR = 10.0  # seconds of checking a session of a few tests may spend beyond its share: its suspects are settled
-FEW = 20  # tests in a session that gets all of FLOOR; a session of n more gets FLOOR * (FEW / n) ** 2 (0.4 s for 100)
+FLOOR = 30.0  # seconds of checking a session of a few tests may spend beyond its share: its suspects are settled
+FEW = 20  # tests in a session that gets all of FLOOR; a session of n more gets FLOOR * (FEW / n) ** 2 (1.2 s for 100)
 START_RUNS = 2  # a test is screened when the credit pays for this many of its own runs (a clean one takes two stretches)
 START_MIN = 0.001  # ... and this much (a quick test's counter reads)
 

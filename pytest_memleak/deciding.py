@@ -333,12 +333,14 @@ def cleared_by_long_window(result: LeakResult, runs: int, what: str, deltas: Seq
     result.status, result.reason = CLEAN, _stopped(runs, what, deltas, per_step)
 
 
-def not_outlasted(result: LeakResult, runs: int) -> None:
-    """A leak confirmed at its sites whose time bound ran out before ``MIN_LEAK_RUNS``: the
-    verdict stands on the evidence it has, and says what it could not rule out."""
+def not_outlasted(result: LeakResult, runs: int, budgeted: bool = False) -> None:
+    """A leak confirmed at its sites whose time bound (confirm_seconds, or what the session's cost
+    budget had left: ``budgeted``) ran out before ``MIN_LEAK_RUNS``: the verdict stands on the
+    evidence it has, and says what it could not rule out."""
+    limit, raise_it = ("the cost budget's credit", "memleak_budget") if budgeted else ("confirm_seconds", "confirm_seconds")
     result.details.append(
-        f"confirmation: growth persisted over all {runs} runs made; confirm_seconds ran out before {MIN_LEAK_RUNS} runs, "
-        f"so a bounded cache of more entries than that is not ruled out (raise confirm_seconds to settle it)"
+        f"confirmation: growth persisted over all {runs} runs made; {limit} ran out before {MIN_LEAK_RUNS} runs, "
+        f"so a bounded cache of more entries than that is not ruled out (raise {raise_it} to settle it)"
     )
 
 

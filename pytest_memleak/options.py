@@ -143,7 +143,7 @@ SETTINGS: tuple[Setting, ...] = (
         "budget",
         _optional(_share),
         0.3,
-        "cost budget: checking takes at most this share of the suite's own time (plus 10 s in a session of up to 20 tests, 0.4 s for 100); tests it does not reach stay unchecked and are counted (none: check every test)",
+        "cost budget: checking takes at most this share of the suite's own time (plus 30 s in a session of up to 20 tests, 1.2 s for 100); tests it does not reach stay unchecked and are counted (none: check every test)",
         "a number from 0 up, such as 0.5, or none",
         marker=False,
     ),

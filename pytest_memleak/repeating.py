@@ -99,6 +99,7 @@ class Runner:
     runs: int = 0
     light: bool = True
     deadline: float = float("inf")  # perf_counter time the next run must end by
+    credit_until: float = float("inf")  # when the session's cost budget runs out: a suspect's bound ends there at the latest
     _sections: int = 0
     _props: int = 0
     _log: list[Any] = field(default_factory=list)
@@ -637,6 +638,12 @@ def judged(
     bound = max(MIN_SUSPECT_SECONDS, min(settings.confirm_seconds, SUSPECT_FACTOR * run.seconds))
     if thorough:  # a test marked for checking gets all of confirm_seconds
         bound = max(bound, settings.confirm_seconds)
+    # the cost budget's credit, when it is shorter: a suspect goes on to a verdict, but one that
+    # turns out a fill must not spend the checks of hundreds of tests after it
+    budgeted = run.credit_until - time.perf_counter() < bound
+    bound = max(MIN_SUSPECT_SECONDS, min(bound, run.credit_until - time.perf_counter()))
+    limit = f"the {bound:.1f} s {'that the cost budget left' if budgeted else 'bound'}"
+    raise_it = "memleak_budget or confirm_seconds" if budgeted else "confirm_seconds"
     seen = f"{screen_runs} screening runs"
     from . import hygiene
 
@@ -651,7 +658,7 @@ def judged(
     try:
         growing, what, per_step, deltas = persistence(run, settings, screen_runs, stretch, heap_only, began + bound * (1 - TRACED_SHARE))
     except OutOfTime:
-        return deciding.unsettled(nodeid, f"the screen saw growth, and the {bound:.1f} s bound ran out before it settled", seen)
+        return deciding.unsettled(nodeid, f"the screen saw growth, and {limit} ran out before it settled", seen)
     runs = run.runs
     if not growing:
         return deciding.stopped_growing(nodeid, runs, what, deltas, per_step)
@@ -662,7 +669,7 @@ def judged(
         return deciding.unsettled(
             nodeid,
             f"growth persisted untraced, but {STEPS} runs of {longest:.2f} s, {TRACED_SLOWDOWN}x slower traced at the "
-            f"least, do not fit in what is left of the {bound:.1f} s bound (raise confirm_seconds to attribute it)",
+            f"least, do not fit in what is left of {limit} (raise {raise_it} to attribute it)",
             seen,
         )
     started = tracing_owner.owned or not tracemalloc.is_tracing()
@@ -685,7 +692,7 @@ def judged(
                 return deciding.unsettled(
                     nodeid,
                     f"growth persisted untraced, but one traced run takes {traced_run:.2f} s: {STEPS} of them do not fit "
-                    f"in the {bound:.1f} s bound (raise confirm_seconds to attribute it)",
+                    f"in {limit} (raise {raise_it} to attribute it)",
                     seen,
                 )
             traced_step = max(1, min(per_step, affordable, settings.confirm_runs // STEPS))
@@ -710,7 +717,8 @@ def long_windows(run: Runner, settings: TestSettings, began: float, result: Leak
     reference = result.retained_per_run if what == "heap bytes" else sum(g.blocks_per_run for g in result.sites)
     # The sites already show a leak: what is left of confirm_seconds goes to telling it from
     # a bounded cache that is still filling.
-    run.deadline = began + settings.confirm_seconds
+    budgeted = run.credit_until - began < settings.confirm_seconds
+    run.deadline = began + max(MIN_SUSPECT_SECONDS, min(settings.confirm_seconds, run.credit_until - began))
     windows = 1
     while run.runs < deciding.MIN_LEAK_RUNS:
         if result.retained_per_run * STEPS * per_step > MAX_WINDOW_GROWTH:
@@ -718,7 +726,7 @@ def long_windows(run: Runner, settings: TestSettings, began: float, result: Leak
         try:
             counters = _window(run, per_step, full=True)
         except OutOfTime:
-            deciding.not_outlasted(result, run.runs)
+            deciding.not_outlasted(result, run.runs, budgeted)
             return result
         windows += 1
         signal = counters.values("heap" if what == "heap bytes" else "blocks")
@@ -796,10 +804,12 @@ def measure_item(
     tracing_owner: TracingOwner,
     after_run: Callable[[pytest.Item, list[Any]], None] | None = None,
     own_seconds: float = 0.0,
+    credit: float = float("inf"),
 ) -> tuple[LeakResult, Runner]:
-    """The repeated-run check of one test whose own run has passed."""
+    """The repeated-run check of one test whose own run has passed (``credit``: the seconds the
+    session's cost budget has left, which bound a suspect's windows, at MIN_SUSPECT_SECONDS the least)."""
     started = time.perf_counter()
-    run = Runner(item, after_run)
+    run = Runner(item, after_run, credit_until=started + credit)
     counters = measuring.Counters(max(SCREEN_STRETCHES, settings.runs) + 1)  # the screen's, kept for a stop before its end
     first = 0
     thorough = item.get_closest_marker("memleak") is not None  # screened for all its runs, pymalloc walked

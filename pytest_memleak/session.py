@@ -264,16 +264,16 @@ class MemleakSession:
             return deciding.not_reached(item.nodeid, self.budget.describe(), credit, needed)
         began = time.perf_counter()
         try:
-            return self._check(item, settings, tracing, own_seconds)
+            return self._check(item, settings, tracing, own_seconds, credit)
         finally:
             self.budget.book(time.perf_counter() - began, exempt=marked)
 
-    def _check(self, item: pytest.Item, settings: options.TestSettings, tracing: Any, own_seconds: float) -> LeakResult:
+    def _check(self, item: pytest.Item, settings: options.TestSettings, tracing: Any, own_seconds: float, credit: float) -> LeakResult:
         from . import repeating
 
         try:
             result, run = repeating.measure_item(
-                item, settings, self.classifier, self._before_measuring, tracing, self.exit_if_forked_child, own_seconds
+                item, settings, self.classifier, self._before_measuring, tracing, self.exit_if_forked_child, own_seconds, credit
             )
         except (KeyboardInterrupt, SystemExit):
             raise

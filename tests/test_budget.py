@@ -13,10 +13,10 @@ import textwrap
 import pytest
 from verdicts import assert_outcomes
 
-from pytest_memleak import budget
+from pytest_memleak import budget, deciding, repeating
 
 BASE_ARGS = ("--memleak", "--memleak-flamegraph=none", "-p", "no:cacheprovider", "--memleak-budget=0")
-TESTS = 60  # in each inner session: its floor is budget.FLOOR * (budget.FEW / TESTS) ** 2, about 1.1 s
+TESTS = 120  # in each inner session: its floor is budget.FLOOR * (budget.FEW / TESTS) ** 2, about 0.83 s
 FILLER = """
     @pytest.mark.parametrize("n", range({n}))
     def test_filler(n):
@@ -24,9 +24,9 @@ FILLER = """
 """
 
 
-def _session(pytester: pytest.Pytester, source: str, shown: int) -> pytest.RunResult:
-    """An inner session of TESTS tests: ``source`` (``shown`` tests) and quick fillers after them."""
-    body = textwrap.dedent(source) + textwrap.dedent(FILLER.format(n=TESTS - shown))
+def _session(pytester: pytest.Pytester, source: str, shown: int, tests: int = TESTS) -> pytest.RunResult:
+    """An inner session of ``tests`` tests: ``source`` (``shown`` tests) and quick fillers after them."""
+    body = textwrap.dedent(source) + textwrap.dedent(FILLER.format(n=tests - shown))
     pytester.makepyfile(test_budgeted="import pytest\n" + body)
     return pytester.runpytest_subprocess(*BASE_ARGS)
 
@@ -40,7 +40,7 @@ def _report(pytester: pytest.Pytester) -> dict[str, dict]:
 
 def test_slow_screens_the_floor_does_not_pay_for_are_counted_unchecked(pytester: pytest.Pytester) -> None:
     """Five tests of 0.3 s a run: a screen takes a run at the least and starts when the credit pays
-    for two, so the floor (1.1 s here, and a budget of 0 adds nothing) pays for two at the most:
+    for two, so the floor (0.83 s here, and a budget of 0 adds nothing) pays for two at the most:
     after two, less than two runs' worth is left."""
     floor = budget.CostBudget(0, tests=TESTS).floor
     assert 2 * 0.3 < floor < 2 * 0.3 + 2 * 0.3
@@ -121,10 +121,13 @@ def test_a_marked_test_is_checked_whatever_the_credit(pytester: pytest.Pytester)
 
 
 def test_a_suspect_is_followed_to_its_verdict_and_then_pytest_runs_the_tests_alone(pytester: pytest.Pytester) -> None:
-    """A leak first: its screen fits the floor, and what settles it (hundreds of runs of at least
-    3 ms: more than the floor) goes on to the verdict, charged. The credit is then spent, so the
-    tests after it run through pytest's own protocol, and their reports still say why they were
-    not checked; a failure stays the test's own."""
+    """A leak first, in a session of 200 tests (a floor of 0.3 s): its screen fits the floor, and
+    it goes on to its verdict all the same, charged: at least MIN_SUSPECT_SECONDS of windows (600
+    runs of 3 ms would take longer). The credit is then spent, so the tests after it run through
+    pytest's own protocol, and their reports still say why they were not checked; a failure stays
+    the test's own."""
+    many = 200
+    assert budget.CostBudget(0, tests=many).floor < repeating.MIN_SUSPECT_SECONDS < deciding.MIN_LEAK_RUNS * 0.003
     result = _session(
         pytester,
         """
@@ -145,15 +148,18 @@ def test_a_suspect_is_followed_to_its_verdict_and_then_pytest_runs_the_tests_alo
                     pass
         """,
         3,
+        many,
     )
-    assert_outcomes(result, pytester, passed=TESTS - 2, failed=2)
+    assert_outcomes(result, pytester, passed=many - 2, failed=2)
     tests = _report(pytester)
-    assert len(tests) == TESTS
+    assert len(tests) == many
     leak = tests["test_leak"]
-    assert leak["status"] == "leak" and leak["runs"] * 0.003 > budget.CostBudget(0, tests=TESTS).floor
+    assert leak["status"] == "leak" and leak["seconds"] > budget.CostBudget(0, tests=many).floor
+    # its windows stopped where the credit did: the verdict says what that leaves open
+    assert any("the cost budget's credit ran out before" in line for line in leak["details"]), leak["details"]
     failed = tests["test_fails"]
     assert failed["status"] == "no-verdict" and failed["reason"].startswith("the test did not pass")
-    last = tests[f"test_filler[{TESTS - 4}]"]  # the last of TESTS - 3
+    last = tests[f"test_filler[{many - 4}]"]  # the last of many - 3
     assert last["status"] == "no-verdict" and last["over_budget"] is True and last["runs"] == 0
     assert last["reason"].endswith("was spent when it began"), last["reason"]
     assert tests["test_subtests"]["status"] == "no-verdict" and tests["test_subtests"]["over_budget"] is True
