@@ -323,9 +323,12 @@ def slowed_down(nodeid: str, first: float, last: float, runs: int) -> LeakResult
 def cleared_by_long_window(result: LeakResult, runs: int, what: str, deltas: Sequence[float], per_step: int) -> None:
     """A confirmed heap leak whose growth then stopped: a bounded cache that filled slowly.
 
-    Findings of other kinds (descriptors, threads, native memory) still stand.
+    When what stopped is the allocators' total (``what`` is heap bytes), native memory they
+    count stopped with it: a per-thread allocator cache that filled, not a leak. Findings of
+    other kinds (descriptors, threads, native memory seen by RSS alone) still stand.
     """
-    findings = [f for f in result.findings if f.kind not in ("heap", "site")]
+    total = what == "heap bytes"
+    findings = [f for f in result.findings if f.kind not in ("heap", "site") and not (total and f.kind == "native" and f.in_allocators)]
     result.findings = findings
     if findings:
         result.status, result.reason = LEAK, findings[0].message
@@ -478,6 +481,7 @@ def confirm(nodeid: str, budgets: Budgets, ev: Evidence) -> tuple[LeakResult, He
                 "B",
                 f"native memory grew {format_size(native_rate)}/run outside Python's allocator "
                 f"({source}; budget {format_size(native_budget or 0)}/run); tracemalloc cannot attribute it",
+                in_allocators=source.startswith("the C allocator"),
             )
         )
     result = LeakResult(

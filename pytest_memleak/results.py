@@ -52,6 +52,7 @@ class Finding:
     unit: str  # "B" or "" for counts
     message: str
     evidence: list[str] = field(default_factory=list)
+    in_allocators: bool = False  # native memory the allocators' own statistics count (not RSS alone)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Finding:

@@ -248,3 +248,20 @@ def test_grown_types() -> None:
     """A census at the window's two ends: a type that rose by one per step at the least."""
     series = {"app.Conversation": [0.0, 24], "dict": [10.0, 12], "list": [10.0, 9]}
     assert deciding.grown_types(series, 24, 4) == {"app.Conversation": 1.0}
+
+
+def test_a_native_finding_the_allocators_count_stops_with_their_total() -> None:
+    """Long windows that see the allocators' total stop growing clear native memory they count
+    (a per-thread cache that filled); native growth seen by RSS alone, or a stop seen in the
+    block count only, leaves the finding standing."""
+    from pytest_memleak.results import LEAK, Finding, LeakResult
+
+    def native_leak(in_allocators: bool) -> LeakResult:
+        finding = Finding("native", 4096.0, 1024.0, "B", "native memory grew 4.0 KiB/run", in_allocators=in_allocators)
+        return LeakResult("t", LEAK, finding.message, findings=[finding])
+
+    for in_allocators, what, cleared in ((True, "heap bytes", True), (True, "allocated blocks", False), (False, "heap bytes", False)):
+        result = native_leak(in_allocators)
+        deciding.cleared_by_long_window(result, 700, what, [0.0, 0.0, 0.0, 0.0], 64)
+        assert (result.status == deciding.CLEAN) == cleared, (in_allocators, what, result.reason)
+        assert result.reason.startswith("growth stopped after 700 runs") == cleared
