@@ -3,8 +3,8 @@
 ``memleak_budget = 0.3`` lets the checker spend, over the session so far, 0.3 of the suite's
 own time (its tests' own runs, collection and pytest's reporting: the session's time less the
 checker's), plus a floor: :data:`FLOOR` seconds in a session of up to :data:`FEW` tests (a file
-a developer runs), falling with the square of the session's size beyond (a suite pays its way). A suite then takes about 1.3
-times as long as without the plugin, whatever its tests are like, with one exception: a suspect
+a developer runs), falling with the square of the session's size beyond (a suite pays its own
+way). A suite then takes about 1.3 times as long as without the plugin, whatever its tests are like, with one exception: a suspect
 (growth that persisted through its whole screen) is always followed, and charged: within its
 own bound or what the credit has left, whichever is shorter, but 0.5 s at the least
 (``repeating.MIN_SUSPECT_SECONDS``), so a quick test's real leak is confirmed however little
@@ -34,14 +34,14 @@ START_MIN = 0.001  # ... and this much (a quick test's counter reads)
 
 @dataclass
 class CostBudget:
-    share: float | None  # the screens' time over the suite's own; None: no budget
+    share: float | None  # the checker's time over the suite's own; None: no budget
     tests: int = 0  # tests the session checks (collected): the floor is a small session's
     began: float = field(default_factory=time.perf_counter)
     charged: float = 0.0  # checking charged to the budget
     exempt: float = 0.0  # marked tests' checking: neither charged nor the suite's own time
 
     def credit(self, now: float | None = None) -> float:
-        """Seconds the screens may still spend at ``now`` (a perf_counter time; ``inf`` without a budget)."""
+        """Seconds the checker may still spend at ``now`` (a perf_counter time; ``inf`` without a budget)."""
         if self.share is None:
             return float("inf")
         own = (time.perf_counter() if now is None else now) - self.began - self.charged - self.exempt
@@ -53,7 +53,7 @@ class CostBudget:
 
     @staticmethod
     def needed(own_seconds: float) -> float:
-        """The credit a test's screen needs before it starts."""
+        """The credit a test's check needs before it starts."""
         return START_RUNS * own_seconds + START_MIN
 
     def book(self, seconds: float, exempt: bool = False) -> None:

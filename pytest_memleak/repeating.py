@@ -174,6 +174,12 @@ class Runner:
         """The latest run's duration."""
         return self.clock[self.runs - 1] if self.runs else 0.0
 
+    def within_credit(self, bound: float, since: float) -> tuple[float, bool]:
+        """A suspect's time ``bound`` from ``since``, cut where the session's cost budget runs out
+        (MIN_SUSPECT_SECONDS at the least), and whether the budget was what cut it."""
+        left = self.credit_until - since
+        return max(MIN_SUSPECT_SECONDS, min(bound, left)), left < bound
+
     def durations(self, last: int) -> list[float]:
         return list(self.clock[max(0, self.runs - last) : self.runs])
 
@@ -640,8 +646,7 @@ def judged(
         bound = max(bound, settings.confirm_seconds)
     # the cost budget's credit, when it is shorter: a suspect goes on to a verdict, but one that
     # turns out a fill must not spend the checks of hundreds of tests after it
-    budgeted = run.credit_until - time.perf_counter() < bound
-    bound = max(MIN_SUSPECT_SECONDS, min(bound, run.credit_until - time.perf_counter()))
+    bound, budgeted = run.within_credit(bound, time.perf_counter())
     limit = f"the {bound:.1f} s {'that the cost budget left' if budgeted else 'bound'}"
     raise_it = "memleak_budget or confirm_seconds" if budgeted else "confirm_seconds"
     seen = f"{screen_runs} screening runs"
@@ -720,8 +725,8 @@ def long_windows(run: Runner, settings: TestSettings, began: float, result: Leak
     reference = native[0].per_run if native_only else result.retained_per_run if what == "heap bytes" else sum(g.blocks_per_run for g in result.sites)
     # The sites already show a leak: what is left of confirm_seconds goes to telling it from
     # a bounded cache that is still filling.
-    budgeted = run.credit_until - began < settings.confirm_seconds
-    run.deadline = began + max(MIN_SUSPECT_SECONDS, min(settings.confirm_seconds, run.credit_until - began))
+    seconds, budgeted = run.within_credit(settings.confirm_seconds, began)
+    run.deadline = began + seconds
     windows = 1
     while run.runs < deciding.MIN_LEAK_RUNS:
         if result.retained_per_run * STEPS * per_step > MAX_WINDOW_GROWTH:

@@ -79,7 +79,7 @@ class LeakResult:
     capture: str | None = None
     seconds: float = 0.0
     settings: dict[str, Any] = field(default_factory=dict)
-    over_budget: bool = False  # the session's cost budget left it unchecked or stopped it unsettled
+    over_budget: bool = False  # the session's cost budget did not reach it: unchecked
 
     @property
     def leaked(self) -> bool:
