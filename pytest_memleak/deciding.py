@@ -389,7 +389,8 @@ class Evidence:
     untraced_heap: Sequence[float]  # the allocators' own statistics (pymalloc + malloc)
     rss: Sequence[float]
     counts: Mapping[str, Sequence[float]]  # fds, threads, processes, tasks
-    types: Mapping[str, Sequence[float]]
+    types: Mapping[str, Sequence[float]]  # a census before tracing began and after it ended, ...
+    census_runs: int = 0  # ... this many runs apart
 
 
 class Budgets(Protocol):
@@ -490,7 +491,7 @@ def confirm(nodeid: str, budgets: Budgets, ev: Evidence) -> tuple[LeakResult, He
         reason=findings[0].message if findings else "no growth of the test's own persisted while traced: what grew was pytest's or a plugin's",
         retained_per_run=heap.retained_per_run,
         findings=findings,
-        grown_types=dict(list(grown_types(ev.types, window_runs, len(ev.real_blocks) - 1).items())[:10]),
+        grown_types=dict(list(grown_types(ev.types, ev.census_runs or window_runs, len(ev.real_blocks) - 1).items())[:10]),
         runs_per_step=ev.per_step,
     )
     return result, heap

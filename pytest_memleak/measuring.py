@@ -100,7 +100,8 @@ _clear_type_cache = getattr(sys, "_clear_internal_caches", None) or getattr(sys,
 
 
 def collect() -> None:
-    """Collect garbage until nothing more is freed (cycles that free cycles), at most 3 passes.
+    """Collect garbage: a collection of the (unfrozen) heap, then young ones while they free
+    something (cycles that a finalizer made), at most 3 passes in all.
 
     The interpreter's type attribute cache is emptied first: it keeps a reference to the
     name of each of its 4,096 recent lookups, so code that makes a class per call (such as
@@ -109,15 +110,36 @@ def collect() -> None:
     """
     if _clear_type_cache is not None:
         _clear_type_cache()
-    for _ in range(3):
-        if not gc.collect():
-            break
+    # what a finalizer makes is young, and the whole heap again would cost as much as the first
+    # pass (tens of milliseconds for a large heap) to find it
+    if gc.collect():
+        for _ in range(2):
+            if not gc.collect(0):
+                break
+
+
+_frozen = False  # the heap frozen by freeze() (gc.get_freeze_count() walks the frozen heap to tell)
+
+
+def freeze() -> None:
+    """Freeze the heap (``gc.freeze()``): each collection then skips what is alive now."""
+    global _frozen
+    gc.freeze()
+    _frozen = True
+
+
+def unfreeze() -> None:
+    global _frozen
+    gc.unfreeze()
+    _frozen = False
 
 
 @contextlib.contextmanager
 def thawed() -> Iterator[None]:
-    """The heap unfrozen, so that ``gc.get_objects()`` and collections see every object, then frozen again."""
-    frozen = gc.get_freeze_count() > 0
+    """The heap unfrozen, so that ``gc.get_objects()`` and collections see every object, then
+    frozen again (the freeze count is read only when freeze() did not freeze it: it walks the
+    frozen heap, milliseconds for a large one)."""
+    frozen = _frozen or gc.get_freeze_count() > 0
     if frozen:
         gc.unfreeze()
     try:
@@ -220,6 +242,14 @@ def heap_meter() -> HeapMeter:
     if _heap_meter is None:
         _heap_meter = HeapMeter()
     return _heap_meter
+
+
+def close_heap_meter() -> None:
+    """Close the process's heap meter (its scratch file), at the end of a session."""
+    global _heap_meter
+    if _heap_meter is not None:
+        _heap_meter.close()
+        _heap_meter = None
 
 
 # The screen's counters: one column each, a row per measurement.

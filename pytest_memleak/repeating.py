@@ -459,19 +459,22 @@ class Checkpoints:
     totals: list[sites.SiteTotals] = field(default_factory=list)
     blocks: list[float] = field(default_factory=list)  # the allocator's blocks, less our own bookkeeping
     own_blocks: int = 0
+    # a census (the whole heap, by type) before tracing began and after it ended: under tracing,
+    # counting 50,000 objects allocates an int per count past 256, ~0.3 s with 8 frames
     types: list[dict[str, int]] = field(default_factory=list)
+    census_runs: int = 0  # the runs between the two
     traced: list[float] = field(default_factory=list)
     untraced: list[float] = field(default_factory=list)  # the allocators' statistics, less tracemalloc's own
     rss: list[float] = field(default_factory=list)
     counts: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in ("fds", "threads", "processes", "tasks")})
     resources: Any = None  # what was alive at the first checkpoint (a resources.ResourceSnapshot)
 
-    def take(self, classifier: sites.Classifier, census: bool) -> None:
+    def take(self, classifier: sites.Classifier) -> None:
         from . import native, resources
 
         if not tracemalloc.is_tracing():
             raise NotRepeatable("the test stopped tracemalloc: its allocations cannot be traced")
-        types = measuring.full_collect(_type_counts if census else None)
+        measuring.full_collect()
         before = sys.getallocatedblocks()
         self.blocks.append(float(before - self.own_blocks))
         self.counts["fds"].append(float(measuring.open_fds()))
@@ -485,8 +488,6 @@ class Checkpoints:
         snapshot = tracemalloc.take_snapshot()
         self.totals.append(sites.totals(snapshot, classifier))
         del snapshot
-        if census:
-            self.types.append(types or {})
         if self.resources is None:
             self.resources = resources.ResourceSnapshot.take()
         measuring.collect()
@@ -610,19 +611,19 @@ def _window(run: Runner, per_step: int, full: bool, walk: bool = True) -> measur
     return counters
 
 
-def attribution_window(run: Runner, classifier: sites.Classifier, per_step: int, census: bool) -> Checkpoints:
+def attribution_window(run: Runner, classifier: sites.Classifier, per_step: int) -> Checkpoints:
     """The traced window: a checkpoint, then STEPS times ``per_step`` runs and a checkpoint."""
     from . import resources
 
     cps = Checkpoints()
     run.drain()
-    cps.take(classifier, census)
+    cps.take(classifier)
     for step in range(STEPS):
         run.repeat(per_step)
         if step == STEPS - 1:  # a thread or process that is finishing is not a leak
             resources.settle(cps.resources, resources.GRACE)
         run.drain()
-        cps.take(classifier, census and step == STEPS - 1)  # a census (the whole heap, by type) at the two ends only
+        cps.take(classifier)
     run.resources_before = cps.resources
     return cps
 
@@ -677,6 +678,7 @@ def judged(
             f"least, do not fit in what is left of {limit} (raise {raise_it} to attribute it)",
             seen,
         )
+    census_before, census_from = measuring.full_collect(_type_counts), run.runs
     started = tracing_owner.owned or not tracemalloc.is_tracing()
     if started:  # deeper stacks than the screen's
         tracemalloc.stop()
@@ -702,13 +704,15 @@ def judged(
                 )
             traced_step = max(1, min(per_step, affordable, settings.confirm_runs // STEPS))
             run.deadline = float("inf")  # the window was sized to fit
-            cps = attribution_window(run, classifier, traced_step, census=True)
-            result = _confirm(nodeid, settings, cps, traced_step, classifier)
+            cps = attribution_window(run, classifier, traced_step)
     finally:
         run.watch_slowing, run.watch_slowing_from = True, 0
         if started:
             tracemalloc.stop()
             tracing_owner.owned = False
+    cps.types = [census_before, measuring.full_collect(_type_counts)]
+    cps.census_runs = run.runs - census_from
+    result = _confirm(nodeid, settings, cps, traced_step, classifier)
     if not result.leaked:
         return result
     return long_windows(run, settings, began, result, per_step)
@@ -762,6 +766,7 @@ def _confirm(nodeid: str, settings: TestSettings, cps: Checkpoints, per_step: in
         rss=cps.rss,
         counts=cps.counts,
         types=cps.type_series(),
+        census_runs=cps.census_runs,
     )
     result, heap = deciding.confirm(nodeid, settings, evidence)
     grown = sites.growth(cps.totals[0], cps.totals[-1], window_runs, classifier)

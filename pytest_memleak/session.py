@@ -305,10 +305,10 @@ class MemleakSession:
 
     def _before_measuring(self) -> None:
         """Collect the session's garbage once, then freeze the heap so each run's collection is cheap."""
+        from . import measuring, resources
+
         self.measured += 1
         if self.measured == 1:
-            from . import measuring, resources
-
             resources.prepare()  # psutil imported now, not inside a measured window
             measuring.rss()  # first reads (psutil's caches) before any baseline
             measuring.open_fds()
@@ -322,7 +322,7 @@ class MemleakSession:
             gc.unfreeze()
             self.blocks_at_full = 0
         gc.collect()  # the test's own run's garbage (the young heap only, when frozen)
-        gc.freeze()
+        measuring.freeze()
         self.blocks_at_full = self.blocks_at_full or sys.getallocatedblocks()
         self.froze = True
 
@@ -448,8 +448,10 @@ class MemleakSession:
         if self.terminated:
             session.exitstatus = 128 + signal.SIGTERM  # 143: what a shell reports for a process ended by SIGTERM
         if self.froze:
+            from . import measuring
+
             if not self.frozen_before:  # a heap the session had frozen stays frozen
-                gc.unfreeze()
+                measuring.unfreeze()
             self.froze = False
         self._finish_renders()
         if self.is_worker or not (self.store.counts or self.store.soaks):
@@ -502,6 +504,9 @@ class MemleakSession:
         for _, render in self.renders:  # the session ended before they were waited for
             render.stop()
         self.store.close()
+        measuring = sys.modules.get(f"{__package__}.measuring")  # (not imported unless something was measured)
+        if measuring is not None:
+            measuring.close_heap_meter()
         for fd in (self._fork_r, self._fork_w):
             if fd >= 0:
                 with contextlib.suppress(OSError):

@@ -759,3 +759,23 @@ def test_signal_during_a_soak_keeps_the_samples_and_writes_the_report(
     data = json.loads(report.read_text())
     assert [t["nodeid"].split("::")[-1] for t in data["tests"]] == ["test_checked"]
     assert [s["nodeid"].split("::")[-1] for s in data["soaks"]] == ["test_soak_short_done"]
+
+
+def test_nothing_is_left_open_at_exit(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In Python's development mode an unclosed file is a ResourceWarning printed after pytest's
+    last line. The heap meter's scratch file once was one (seen under toolz's suite)."""
+    pytester.makepyfile(
+        test_open="""
+        KEEP = []
+
+        def test_clean():
+            assert sum(range(10)) == 45
+
+        def test_leaks():
+            KEEP.append(object())
+        """
+    )
+    monkeypatch.setenv("PYTHONDEVMODE", "1")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--memleak", "--memleak-flamegraph=none")
+    result.assert_outcomes(passed=1, failed=1)
+    assert "ResourceWarning" not in result.stderr.str() + result.stdout.str(), result.stderr.str()
