@@ -723,10 +723,9 @@ def long_windows(run: Runner, settings: TestSettings, began: float, result: Leak
     big_blocks = sum(g.total_bytes for g in result.sites) > deciding.SMALL_BLOCK * max(1, sum(g.total_blocks for g in result.sites))
     # The allocators' bytes for a leak of big blocks or of one growing object; blocks otherwise.
     # A native leak the allocators count, and nothing of the heap: their total, at its rate.
-    native = [f for f in result.findings if f.kind == "native" and f.in_allocators]
-    native_only = bool(native) and not any(f.kind in ("heap", "site") for f in result.findings)
-    what = "heap bytes" if native_only or big_blocks or all(g.total_blocks <= 0 for g in result.sites) else "allocated blocks"
-    reference = native[0].per_run if native_only else result.retained_per_run if what == "heap bytes" else sum(g.blocks_per_run for g in result.sites)
+    native = deciding.allocator_native_only(result)
+    what = "heap bytes" if native is not None or big_blocks or all(g.total_blocks <= 0 for g in result.sites) else "allocated blocks"
+    reference = native.per_run if native is not None else result.retained_per_run if what == "heap bytes" else sum(g.blocks_per_run for g in result.sites)
     # The sites already show a leak: what is left of confirm_seconds goes to telling it from
     # a bounded cache that is still filling.
     seconds, budgeted = run.within_credit(settings.confirm_seconds, began)
