@@ -344,22 +344,24 @@ def allocator_native_only(result: LeakResult) -> Finding | None:
     return next((f for f in result.findings if f.kind == "native" and f.in_allocators), None)
 
 
-def not_outlasted(result: LeakResult, runs: int, budgeted: bool = False) -> None:
+def not_outlasted(result: LeakResult, runs: int, budgeted: bool = False, threads: int = 1) -> None:
     """A leak confirmed at its sites whose time bound (confirm_seconds, or what the session's cost
     budget had left: ``budgeted``) ran out before ``MIN_LEAK_RUNS``: the verdict stands on the
     evidence it has, and says what it could not rule out. Unless all it has is the allocator's
-    bytes, grown by less than glibc's per-thread caches hold: that is no evidence of a leak
-    (threads that run the test's code each fill a cache of their own), so inconclusive."""
+    bytes, grown by less than the per-thread caches of the ``threads`` alive hold: that is no
+    evidence of a leak (each thread that runs the test's code fills a cache of its own), so
+    inconclusive."""
     limit, raise_it = ("the cost budget's credit", "memleak_budget") if budgeted else ("confirm_seconds", "confirm_seconds")
     native = allocator_native_only(result)
     grown = native.per_run * runs if native is not None else 0.0
-    if native is not None and grown < ALLOCATOR_CACHE:
+    caches = ALLOCATOR_CACHE * max(1, threads)
+    if native is not None and grown < caches:
         result.details.append(f"measured: {result.reason}")
         result.status, result.findings = INCONCLUSIVE, []
         result.reason = (
             f"the C allocator's bytes grew about {format_size(grown)} over {runs} runs with no Python growth: glibc's "
-            f"per-thread caches hold up to {format_size(ALLOCATOR_CACHE)} that way, and {limit} ran out before the "
-            f"growth outgrew them (raise {raise_it}, or mark the test memleak, to settle it)"
+            f"per-thread caches hold up to {format_size(ALLOCATOR_CACHE)} per thread that way ({max(1, threads)} alive), and "
+            f"{limit} ran out before the growth outgrew them (raise {raise_it}, or mark the test memleak, to settle it)"
         )
         return
     result.details.append(

@@ -56,6 +56,7 @@ MIN_SUSPECT_SECONDS = 0.5  # a suspect's persistence and attribution may always 
 SUSPECT_FACTOR = 20  # ... or as long as this many of its runs, within confirm_seconds
 TRACED_SHARE = 0.5  # of what is left of a suspect's time, for the traced window
 TRACED_SLOWDOWN = 3  # times slower a run is under 8-frame tracemalloc, at the least (some code: 100x)
+SETTLE_RUNS = STEPS + STEPS * TRACED_SLOWDOWN  # run times a suspect takes at the least: a persistence window and a traced one
 MAX_RUNS = 4096  # capacity of the per-run clock; no stage runs past it
 MAX_LONG_STEP = 64  # runs per step of a long window at most: windows of 256 runs
 MAX_WINDOW_GROWTH = 64 * 1024 * 1024  # no longer window when it would retain more than this
@@ -651,6 +652,14 @@ def judged(
     limit = f"the {bound:.1f} s {'that the cost budget left' if budgeted else 'bound'}"
     raise_it = "memleak_budget or confirm_seconds" if budgeted else "confirm_seconds"
     seen = f"{screen_runs} screening runs"
+    least = SETTLE_RUNS * run.seconds
+    if budgeted and not thorough and least > bound:  # (a slow test: a hypothesis test, a server round trip)
+        return deciding.unsettled(
+            nodeid,
+            f"the screen saw growth, and settling it takes {SETTLE_RUNS} runs of {run.seconds:.2f} s at the least, more "
+            f"than {limit} (raise {raise_it} to settle it)",
+            seen,
+        )
     from . import hygiene
 
     # first: such a chain of wrappers grows on every run and slows down, so persistence windows
@@ -737,7 +746,7 @@ def long_windows(run: Runner, settings: TestSettings, began: float, result: Leak
         try:
             counters = _window(run, per_step, full=True)
         except OutOfTime:
-            deciding.not_outlasted(result, run.runs, budgeted)
+            deciding.not_outlasted(result, run.runs, budgeted, measuring.live_threads())
             return result
         windows += 1
         signal = counters.values("heap" if what == "heap bytes" else "blocks")

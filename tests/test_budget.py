@@ -177,3 +177,31 @@ def test_credit_is_the_floor_plus_a_share_of_the_suite_own_time_less_what_was_ch
     # the floor is a small session's: a suite of ten times FEW tests gets a hundredth of it
     assert budget.CostBudget(0.5, tests=budget.FEW).floor == budget.FLOOR
     assert budget.CostBudget(0.5, tests=10 * budget.FEW).floor == pytest.approx(budget.FLOOR / 100)
+
+
+def test_a_slow_suspect_the_credit_cannot_settle_ends_at_once(pytester: pytest.Pytester) -> None:
+    """A test of 0.1 s a run that grows: its screen fits the floor (0.83 s), but settling a suspect
+    takes SETTLE_RUNS of its runs at the least (1.6 s), more than what the credit leaves. It ends
+    inconclusive after its screen, saying so, instead of spending its windows (a hypothesis test
+    once spent 1 s of python-dateutil's credit that way, and the 1,991 tests after it went
+    unchecked)."""
+    assert max(repeating.MIN_SUSPECT_SECONDS, budget.CostBudget(0, tests=TESTS).floor) < repeating.SETTLE_RUNS * 0.1
+    result = _session(
+        pytester,
+        """
+        import time
+
+        KEPT = []
+
+        def test_slow_growth():
+            KEPT.append(bytearray(20_000))
+            time.sleep(0.1)
+        """,
+        1,
+    )
+    assert_outcomes(result, pytester, passed=TESTS)
+    slow = _report(pytester)["test_slow_growth"]
+    assert slow["status"] == "inconclusive", slow["reason"]
+    assert slow["reason"].startswith(f"the screen saw growth, and settling it takes {repeating.SETTLE_RUNS} runs of 0.1"), slow["reason"]
+    assert "that the cost budget left (raise memleak_budget or confirm_seconds to settle it)" in slow["reason"]
+    assert slow["runs"] <= 1 + repeating.SCREEN_STRETCHES + 1, slow["runs"]  # its own, the warm-up and the screen's
