@@ -154,7 +154,7 @@ def test_leak_is_caught_with_its_line(pytester: pytest.Pytester, name: str) -> N
     line = next(i for i, text in enumerate(source.strip("\n").splitlines(), 1) if "LEAK-LINE" in text)
     result.stdout.fnmatch_lines(
         [
-            "*memleak: retained * B/run of Python heap (budget 0 B/run)*",
+            "*memleak: retained *B/run of Python heap (budget 0 B/run)*",
             f"*test_case.py:{line} *",
             "*memleak summary*",
             "*1 checked: 1 leaking*",

@@ -18,6 +18,8 @@ from fnmatch import fnmatch
 import pytest
 from verdicts import assert_outcomes, verdict_lines
 
+from pytest_memleak import repeating
+
 BASE_ARGS = ("--memleak", "--memleak-flamegraph=none", "-p", "no:cacheprovider")
 
 # Re-run hygiene (case 14): a line of the failure or the summary must say the growth comes from the test's own
@@ -538,7 +540,9 @@ def test_slow_buffer_growing_in_place_is_never_clean(pytester: pytest.Pytester) 
 
 
 def test_slow_clean_test_is_run_only_a_few_times(pytester: pytest.Pytester) -> None:
-    """A clean test of ~0.2 s a run (a socket round trip through a thread, then a wait) costs a few runs, not 30."""
+    """A clean test of ~0.2 s a run (a socket round trip through a thread, then a wait) costs a few runs, not 30:
+    its own, the screen's and, when the thread's allocator noise grows in every stretch (seen under load in CI),
+    one persistence window of single runs that clears it."""
     source = """
         import socket
         import threading
@@ -562,7 +566,9 @@ def test_slow_clean_test_is_run_only_a_few_times(pytester: pytest.Pytester) -> N
     report = _report(pytester)
     runs = {nodeid: t["runs"] for nodeid, t in report.items()}
     assert len(runs) == 2, runs
-    assert all(n <= 6 for n in runs.values()), f"runs per test: {runs}\n{result.stdout.str()}"
+    why = {nodeid: (t["status"], t["reason"], t["details"], t["series"]) for nodeid, t in report.items()}
+    most = 2 + repeating.SCREEN_STRETCHES + repeating.STEPS  # its own, the warm-up, the screen, one window
+    assert all(n <= most for n in runs.values()), f"runs per test: {runs}\n{why}"
     # never a leak; the thread's round trip can leave glibc's per-thread caches a little fuller
     # on one run than the next, which a slow test is not given the runs to tell from a leak
     statuses = {nodeid: (t["status"], t["reason"]) for nodeid, t in report.items()}
