@@ -2,7 +2,8 @@
 
 tracemalloc says where an object was allocated; this module says what keeps it alive, as
 LeakCanary and memlab do: a chain of references from a *root* (a module global, a class
-attribute, a local of a live frame) down to the instance, with readable edge labels::
+attribute, a local of a live frame, a context variable of the thread's ``contextvars`` context)
+down to the instance, with readable edge labels::
 
     myapp.registry.REGISTRY['3f2a…'] -> Conversation.messages -> list
 
@@ -20,6 +21,7 @@ afterwards, so everything alive then (the test's objects included) ends up froze
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import gc
 import os
 import sys
@@ -137,7 +139,9 @@ class _Graph:
                 self.modules.setdefault(id(d), name)
         self.frame_locals: dict[int, tuple[str, str]] = {}  # id(value) -> (frame text, local name)
         self.plugin_held: set[int] = set()  # ids referred to by the plugin's own objects or frames
+        self.context_roots: dict[int, str] = {}  # id -> label: this thread's context variables' values, and its map
         self._scan_frames()
+        self._scan_context()
         self.nodes.update((id(t), t) for t in targets)
 
     def _scan_frames(self) -> None:
@@ -163,6 +167,18 @@ class _Graph:
                             self.frame_locals.setdefault(id(value), (where, name))
                 frame = frame.f_back
         frames.clear()  # frame objects of this very search: let them go
+
+    def _scan_context(self) -> None:
+        """The values of this thread's context variables, and the context's own map (which holds its
+        nodes): the thread's state holds them in C, so no referrer leads past them."""
+        context = contextvars.copy_context()  # a new Context over the same map: ours, never a path
+        self.keep.append(context)
+        self.own.add(id(context))
+        for ref in gc.get_referents(context):
+            if type(ref).__name__ == "hamt":
+                self.context_roots[id(ref)] = "[this thread's contextvars context]"
+        for var, value in context.items():
+            self.context_roots.setdefault(id(value), f"[context variable {var.name!r} of this thread]")
 
     def is_stop(self, obj: Any) -> bool:
         """Roots that are not climbed past: module namespaces, modules, classes."""
@@ -240,13 +256,19 @@ class _Graph:
         down: dict[int, tuple[int, str, str, str] | None] = {start: None}  # node -> edge toward target
         level = [start]
         frame_hit: int | None = None
-        for _ in range(self.max_depth + 1):
+        context_hit: int | None = None  # (a frame's local or a context variable: the nearer one is the path)
+        frame_depth = context_depth = self.max_depth + 1
+        for depth in range(self.max_depth + 1):
             stops = [n for n in level if n != start and (n in self.modules or isinstance(self.nodes.get(n), (type, types.ModuleType)))]
             if stops:
                 best = min(stops, key=lambda n: 0 if n in self.modules else 1)
                 return self._render(best, down, target)
             if frame_hit is None:
                 frame_hit = next((n for n in level if n in self.frame_locals), None)
+                frame_depth = depth
+            if context_hit is None:
+                context_hit = next((n for n in level if n in self.context_roots), None)
+                context_depth = depth
             if not self.last_plugin_held:
                 self.last_plugin_held = any(n in self.plugin_held for n in level)
             nxt = []
@@ -258,11 +280,13 @@ class _Graph:
             if not nxt:
                 break
             level = nxt
+        if context_hit is not None and (frame_hit is None or context_depth < frame_depth):
+            return self._render(context_hit, down, target, context=True)
         if frame_hit is not None:
             return self._render(frame_hit, down, target, frame=True)
         return None
 
-    def _render(self, root: int, down: dict[int, Any], target: Any, frame: bool = False) -> tuple[str, str]:
+    def _render(self, root: int, down: dict[int, Any], target: Any, frame: bool = False, context: bool = False) -> tuple[str, str]:
         obj: Any = self.nodes.get(root)
         concrete: list[str] = []
         shape: list[str] = []
@@ -274,6 +298,8 @@ class _Graph:
         if frame:
             where, name = self.frame_locals[root]
             add(f"[frame {where}] {name}")
+        elif context:
+            add(self.context_roots[root])
         elif root in self.modules:
             add(self.modules[root])
         elif isinstance(obj, types.ModuleType):
@@ -281,7 +307,7 @@ class _Graph:
         else:  # a class
             add(f"{obj.__module__}.{obj.__qualname__}" if obj.__module__ != "builtins" else obj.__qualname__)
         owner: Any = None  # set when the next edge is into owner's __dict__
-        in_namespace = not frame  # the current dict is a module's or class's namespace
+        in_namespace = not (frame or context)  # the current dict is a module's or class's namespace
         node = root
         while down.get(node) is not None:
             child, kind, sub, attr = down[node]
@@ -499,7 +525,7 @@ def search(
                     if found_path is None:
                         concrete = shape = ""
                         example = (
-                            f"no path from a module global, class attribute or live frame within "
+                            f"no path from a module global, class attribute, live frame or context variable within "
                             f"{max_depth} references (held by C code, by the plugin, or a longer chain)"
                         )
                     else:

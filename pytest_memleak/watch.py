@@ -88,7 +88,7 @@ class Watcher:
             paths = [f"(no path: {type(exc).__name__}: {exc})"] * len(alive)
         alive.clear()
         return [
-            Survivor(why, name, path or "no path from a module global, class attribute or live frame found", text)
+            Survivor(why, name, path or "no path from a module global, class attribute, live frame or context variable found", text)
             for (why, name, text), path in zip(meta, paths, strict=True)
         ]
 

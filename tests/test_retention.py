@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import gc
 import re
 import subprocess
@@ -162,7 +163,7 @@ def test_an_instance_held_only_by_c_code_says_so(app: types.ModuleType):
         found = retention.search(["myapp.registry.Message"])
         (group,) = found.groups
         assert group.shape == "" and group.count == 1
-        assert group.example.startswith("no path from a module global, class attribute or live frame within 12")
+        assert group.example.startswith("no path from a module global, class attribute, live frame or context variable within 12")
         assert group.line().startswith("1 × myapp.registry.Message (")
     finally:
         ctypes.pythonapi.Py_DecRef(ctypes.py_object(ref()))
@@ -256,3 +257,17 @@ def test_a_retention_path_names_the_global(tmp_path: Path):
     assert "kept alive by:" in out
     assert re.search(r"\d+ × test_e2e\.Conversation \([^)]*\): test_e2e\.REGISTRY\[…\] -> Conversation; "
                      r"e\.g\. test_e2e\.REGISTRY\['[0-9a-f]{6}…'\] -> Conversation", out), out
+
+
+def test_a_context_variable_of_this_thread_is_a_root(app: types.ModuleType):
+    """A value set in a context variable is held by the thread's context, in C: no referrer leads
+    past it, and the path starts there (asgiref's ``Local`` kept a ``_Storage`` per instance so)."""
+    request = contextvars.ContextVar("myapp.request")
+    token = request.set(app.Conversation(1))
+    try:
+        found = retention.search(["myapp.registry.Conversation"])
+    finally:
+        request.reset(token)
+    (group,) = [g for g in found.groups if g.type == "myapp.registry.Conversation"]
+    assert group.count == 1
+    assert group.example == "[context variable 'myapp.request' of this thread] -> Conversation"
