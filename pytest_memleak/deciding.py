@@ -290,6 +290,17 @@ def not_reached(nodeid: str, budget: str, credit: float, needed: float | None = 
     return LeakResult(nodeid, NO_VERDICT, f"not checked: {budget} {why}", over_budget=True)
 
 
+def rested(nodeid: str, ago: int, rest: int) -> LeakResult:
+    """A test checked clean ``ago`` sessions before this one, left to rest (``memleak_rotate``)."""
+    return LeakResult(
+        nodeid,
+        NO_VERDICT,
+        f"not checked: rested, checked clean {ago} session(s) ago; under the cost budget a clean test rests for {rest} "
+        "sessions, so that the credit reaches the others (memleak_rotate false, or --memleak-budget=none, checks it)",
+        over_budget=True,
+    )
+
+
 def allocator_creep(blocks: Sequence[float], heap: Sequence[float]) -> bool:
     """The screen's growth could be the C allocator's caches filling: no Python block more
     after the warm-up run, and the allocator's bytes grew by less than its caches hold."""

@@ -23,7 +23,7 @@ from .budget import START_MIN, CostBudget
 from .results import CLEAN, INCONCLUSIVE, LEAK, LeakResult
 
 SETTINGS_KEY = pytest.StashKey[options.TestSettings]()
-UNREACHED_KEY = pytest.StashKey[list[Any]]()  # [credit, passed so far] of a test run as if the plugin were not there
+UNREACHED_KEY = pytest.StashKey[list[Any]]()  # [credit, passed so far, sessions ago when rested] of a test run as if the plugin were not there
 REFREEZE_GROWTH = 1.5  # the heap grown by this factor since the last full collection: collect it whole
 _SLIM: dict[str, dict[str, str]] = {}  # the status-only dict left on reports, one per status
 
@@ -78,6 +78,7 @@ class MemleakSession:
         self.classifier = sites.Classifier(str(config.rootpath))
         self.store = ResultStore()
         self.budget = CostBudget(sources.get("budget"))
+        self.rotation = self._rotation()
         self.renders: list[tuple[str, Any]] = []  # (nodeid, flamegraph.Render) under way while the tests go on
         self.is_worker = hasattr(config, "workerinput")
         self.froze = False
@@ -100,6 +101,15 @@ class MemleakSession:
         )
 
     # -- which tests ----------------------------------------------------------------------
+    def _rotation(self) -> Any:
+        """The tests that rest this session (``rotation.Rotation``), when a budget and the cache allow it."""
+        cache = getattr(self.config, "cache", None)
+        if not self.enabled or self.budget.share is None or cache is None or not self.sources.get("rotate"):
+            return None
+        from . import rotation
+
+        return rotation.Rotation.load(cache)
+
     def is_checked(self, item: pytest.Item) -> bool:
         if self.skip_all or item.get_closest_marker("no_memleak") or item.get_closest_marker("soak"):
             return False
@@ -141,8 +151,9 @@ class MemleakSession:
             return None
         if item.get_closest_marker("memleak") is None:
             credit = self.budget.credit()
-            if credit < START_MIN:  # no check can start: pytest runs the test, as without the plugin
-                item.stash[UNREACHED_KEY] = [credit, True]
+            ago = self.rotation.resting(item.nodeid) if self.rotation is not None else None
+            if credit < START_MIN or ago is not None:  # no check: pytest runs the test, as without the plugin
+                item.stash[UNREACHED_KEY] = [credit, True, ago]
                 return None
         item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
         try:
@@ -384,7 +395,9 @@ class MemleakSession:
         if unreached is not None:
             unreached[1] = unreached[1] and report.passed and not hasattr(report, "wasxfail")
             if call.when == "teardown":
-                if unreached[1]:
+                if unreached[1] and unreached[2] is not None:
+                    result = deciding.rested(item.nodeid, unreached[2], self.rotation.rest)
+                elif unreached[1]:
                     result = deciding.not_reached(item.nodeid, self.budget.describe(), unreached[0])
                 else:
                     result = deciding.no_verdict(item.nodeid, "the test did not pass: its own outcome stands")
@@ -456,6 +469,11 @@ class MemleakSession:
         self._finish_renders()
         if self.is_worker or not (self.store.counts or self.store.soaks):
             return
+        if self.rotation is not None:
+            try:
+                self.rotation.save(self.config.cache, self.store.iter("test"))
+            except Exception as exc:  # a convenience: never the run's verdicts
+                self.problems.append(f"rotation not saved in pytest's cache: {type(exc).__name__}: {exc}")
         self._write_reports(session)
 
     def _finish_renders(self) -> None:

@@ -205,3 +205,68 @@ def test_a_slow_suspect_the_credit_cannot_settle_ends_at_once(pytester: pytest.P
     assert slow["reason"].startswith(f"the screen saw growth, and settling it takes {repeating.SETTLE_RUNS} runs of 0.1"), slow["reason"]
     assert "that the cost budget left (raise memleak_budget or confirm_seconds to settle it)" in slow["reason"]
     assert slow["runs"] <= 1 + repeating.SCREEN_STRETCHES + 1, slow["runs"]  # its own, the warm-up and the screen's
+
+
+ROTATING = ("--memleak", "--memleak-flamegraph=none", "--memleak-budget=0")  # pytest's cache on: the rotation's store
+
+
+def test_tests_checked_clean_rest_in_the_next_sessions_so_the_credit_reaches_the_others(pytester: pytest.Pytester) -> None:
+    """Six tests of 0.15 s a run first: the floor (0.83 s) checks the first two or three. With
+    pytest's cache, the next session lets those rest and checks the next ones; with
+    ``--memleak-rotate=false`` a session checks the first ones again."""
+    body = textwrap.dedent(
+        """
+        import time
+
+        @pytest.mark.parametrize("n", range(6))
+        def test_slow(n):
+            time.sleep(0.15)
+        """
+    ) + textwrap.dedent(FILLER.format(n=TESTS - 6))
+    pytester.makepyfile(test_rotating="import pytest\n" + body)
+
+    def session(*args: str) -> dict[str, dict]:
+        result = pytester.runpytest_subprocess(*ROTATING, *args)
+        assert_outcomes(result, pytester, passed=TESTS)
+        return {n: t for n, t in _report(pytester).items() if n.startswith("test_slow")}
+
+    first = session()
+    checked = {n for n, t in first.items() if t["status"] == "clean"}
+    assert checked and "test_slow[0]" in checked and len(checked) < 6, {n: t["reason"] for n, t in first.items()}
+    second = session()
+    for n in checked:  # rested, and said so
+        assert second[n]["status"] == "no-verdict" and second[n]["over_budget"] is True
+        assert second[n]["reason"].startswith("not checked: rested, checked clean 1 session(s) ago"), second[n]["reason"]
+    now = {n for n, t in second.items() if t["status"] == "clean"}
+    assert now and not now & checked, (checked, now)
+    third = session("--memleak-rotate=false")
+    assert "test_slow[0]" in {n for n, t in third.items() if t["status"] == "clean"}
+    assert not any(t["reason"].startswith("not checked: rested") for t in third.values())
+
+
+def test_rotation_arithmetic_and_what_else_the_cache_may_hold(pytester: pytest.Pytester) -> None:
+    from pytest_memleak import rotation
+
+    cache = pytester.parseconfigure().cache
+    assert cache is not None
+    for junk in (None, 3, "x", {"session": "a"}, {"session": 1, "checked": [], "rest": 2}):
+        cache.set(rotation.KEY, junk)
+        fresh = rotation.Rotation.load(cache)
+        assert (fresh.session, fresh.checked, fresh.rest) == (1, {}, 1) and fresh.resting("t") is None
+    results = [
+        {"nodeid": "a", "status": "clean"},
+        {"nodeid": "b", "status": "clean"},
+        {"nodeid": "c", "status": "leak"},
+        *({"nodeid": f"u{i}", "status": "no-verdict", "over_budget": True} for i in range(7)),
+    ]
+    first = rotation.Rotation(checked={"c": 0, "u0": 0})
+    first.save(cache, results)
+    # 10 tests, 3 checked: four sessions check every test once; a leak is checked first next time
+    assert first.rest == 4 and first.checked == {"a": 1, "b": 1, "u0": 0}
+    later = rotation.Rotation.load(cache)
+    # u0 was checked clean in session 0, before this budget's pace was known: it rests until session 4
+    assert later.session == 2 and later.resting("a") == 1 and later.resting("c") is None and later.resting("u0") == 2
+    later.session = 4
+    assert later.resting("u0") is None and later.resting("a") == 3
+    later.session = 5  # a clean check of session 1 rests for sessions 2 to 4
+    assert later.resting("a") is None
