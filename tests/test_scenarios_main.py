@@ -155,7 +155,8 @@ def test_a_mismatched_expectation_fails_the_run(pytester: pytest.Pytester, monke
     result = pytester.runpytest_subprocess("--memleak", "-p", "no:cacheprovider", timeout=120)
     output = result.stdout.str()
     assert result.ret == pytest.ExitCode.TESTS_FAILED, output
-    result.assert_outcomes(passed=1, failed=2)
+    outcomes = result.parseoutcomes()
+    assert (outcomes.get("passed"), outcomes.get("failed")) == (1, 2), output  # (once, under load: the leaky soak passed)
     table = soak_table(output)
     assert table[("harness", "idle")][0] == "ok (expected)", table
     assert table[("registry", "fixed")][0] == "ok (expected LEAK)", table
