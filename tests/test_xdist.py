@@ -272,3 +272,31 @@ def test_soak_tests_spread_across_workers_and_one_table(pytester: pytest.Pyteste
     }
     assert [t["nodeid"] for t in report["tests"]] == ["test_soaks.py::test_quick"]
     assert (pytester.path / "reports" / "memleak.html").is_file()
+
+
+def test_budgeted_rotation_under_n2_and_the_summary_names_the_workers_floor(pytester: pytest.Pytester) -> None:
+    """With -n 2 each worker keeps the budget for its tests; the controller's summary names the floor of
+    the session's 120 tests (it collects none itself), and saves the rotation the workers read next time."""
+    pytester.makepyfile(
+        test_rot="""
+        import time
+        import pytest
+
+        @pytest.mark.parametrize("n", range(8))
+        def test_slow(n):
+            time.sleep(0.15)
+
+        @pytest.mark.parametrize("n", range(112))
+        def test_filler(n):
+            pass
+        """
+    )
+    args = ("--memleak", "--memleak-flamegraph=none", "--memleak-budget=0", "-n", "2")
+    first = pytester.runpytest_subprocess(*args)
+    first.assert_outcomes(passed=120)
+    first.stdout.fnmatch_lines(["*memleak_budget 0: checking takes 0 of the suite's own time, plus 0.83 s*"])
+    checked = {t["nodeid"] for t in _report(pytester, "reports")["tests"] if t["status"] == "clean"}
+    second = pytester.runpytest_subprocess(*args)
+    second.assert_outcomes(passed=120)
+    rested = {t["nodeid"] for t in _report(pytester, "reports")["tests"] if t["reason"].startswith("not checked: rested")}
+    assert checked and rested == checked
