@@ -365,13 +365,13 @@ def not_outlasted(result: LeakResult, runs: int, budgeted: bool = False, threads
     limit, raise_it = ("the cost budget's credit", "memleak_budget") if budgeted else ("confirm_seconds", "confirm_seconds")
     native = allocator_native_only(result)
     grown = native.per_run * runs if native is not None else 0.0
-    caches = ALLOCATOR_CACHE * max(1, threads)
-    if native is not None and grown < caches:
+    alive = max(1, threads)
+    if native is not None and grown < ALLOCATOR_CACHE * alive:
         result.details.append(f"measured: {result.reason}")
         result.status, result.findings = INCONCLUSIVE, []
         result.reason = (
             f"the C allocator's bytes grew about {format_size(grown)} over {runs} runs with no Python growth: glibc's "
-            f"per-thread caches hold up to {format_size(ALLOCATOR_CACHE)} per thread that way ({max(1, threads)} alive), and "
+            f"per-thread caches hold up to {format_size(ALLOCATOR_CACHE)} per thread that way ({alive} alive), and "
             f"{limit} ran out before the growth outgrew them (raise {raise_it}, or mark the test memleak, to settle it)"
         )
         return

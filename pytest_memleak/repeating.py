@@ -719,7 +719,8 @@ def judged(
         if started:
             tracemalloc.stop()
             tracing_owner.owned = False
-    cps.types = [census_before, measuring.full_collect(_type_counts)]
+    with measuring.thawed():  # (the last checkpoint has just collected the whole heap)
+        cps.types = [census_before, _type_counts()]
     cps.census_runs = run.runs - census_from
     result = _confirm(nodeid, settings, cps, traced_step, classifier)
     if not result.leaked:
@@ -806,8 +807,8 @@ def _counted_before_stop(run: Runner, settings: TestSettings, counters: measurin
     as fast as its threads pile up stops there (seen under load in CI)."""
     from . import resources
 
-    settled = counters.n == 2 and counters.n < counters.capacity
-    if settled:
+    stop_row = counters.n == 2  # (the screen's counters hold a row per stretch and more)
+    if stop_row:
         measuring.settled_threads(counters.values("threads")[0], resources.GRACE)
         run.drain()
         counters.measure(at=run.runs - first)
@@ -819,7 +820,7 @@ def _counted_before_stop(run: Runner, settings: TestSettings, counters: measurin
     counts = {}
     for m in suspects:
         baseline = counters.values(m)[0]
-        if settled:  # the row just taken
+        if stop_row:  # the row just taken
             now = counters.values(m)[-1]
         else:
             now = measuring.settled_threads(baseline, resources.GRACE) if m == "threads" else measuring.open_fds()

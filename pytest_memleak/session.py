@@ -335,7 +335,7 @@ class MemleakSession:
         # then): its cost, proportional to the heap, is paid once per such growth. (The block
         # count is read in constant time; gc.get_freeze_count() walks the frozen heap.)
         if self.froze and sys.getallocatedblocks() > REFREEZE_GROWTH * self.blocks_at_full:
-            gc.unfreeze()
+            measuring.unfreeze()
             self.blocks_at_full = 0
         gc.collect()  # the test's own run's garbage (the young heap only, when frozen)
         measuring.freeze()
