@@ -123,11 +123,27 @@ def test_keyboard_interrupt_propagates_and_the_tracker_is_stopped(tmp_path: path
 def test_a_failed_render_keeps_the_capture(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import pytest_memleak.flamegraph as fg
 
+    monkeypatch.setattr(fg, "_RENDER_SCRIPT", "import sys; sys.exit('no reporter')")
     monkeypatch.setattr(fg, "_memray_command", lambda: [sys.executable, "-c", "import sys; sys.exit('no render')"])
     outcome = capture_run(keep_ten_mebibytes_forever, tmp_path / "norender")
     assert outcome.problem and "memray flamegraph failed" in outcome.problem and "no render" in outcome.problem
     assert outcome.capture is not None and outcome.capture.is_file()
     assert outcome.html is None and not (tmp_path / "norender.html").exists()
+
+
+def test_the_cli_renders_when_the_reporter_cannot(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """memray's reporter is not a stable API: when rendering through it fails, `memray
+    flamegraph` renders the same file."""
+    import pytest_memleak.flamegraph as fg
+
+    fast = capture_run(keep_ten_mebibytes_forever, tmp_path / "fast")
+    monkeypatch.setattr(fg, "_RENDER_SCRIPT", "import sys; sys.exit('no reporter')")
+    slow = capture_run(keep_ten_mebibytes_forever, tmp_path / "slow")
+    assert fast.problem is None and slow.problem is None, (fast.problem, slow.problem)
+    for outcome in (fast, slow):
+        assert outcome.html is not None
+        text = outcome.html.read_text(encoding="utf-8", errors="replace")
+        assert "keep_ten_mebibytes_forever" in text and len(text) > 1_000_000  # assets embedded: opens offline
 
 
 def test_memray_missing_is_a_problem(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -147,6 +163,7 @@ def test_a_background_render_is_finished_later(tmp_path: pathlib.Path) -> None:
 def test_a_failed_background_render_says_so_when_finished(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import pytest_memleak.flamegraph as fg
 
+    monkeypatch.setattr(fg, "_RENDER_SCRIPT", "import sys; sys.exit('no reporter')")
     monkeypatch.setattr(fg, "_memray_command", lambda: [sys.executable, "-c", "import sys; sys.exit('no render')"])
     outcome = capture_run(keep_ten_mebibytes_forever, tmp_path / "bgfail", background=True)
     assert outcome.pending is not None

@@ -521,6 +521,7 @@ import sys
 
 import pytest_memleak.flamegraph
 
+pytest_memleak.flamegraph._RENDER_SCRIPT = "import sys; sys.exit('no reporter')"
 pytest_memleak.flamegraph._memray_command = lambda: [sys.executable, "-c", "import sys; sys.exit('cannot render')"]
 """
 
