@@ -3,8 +3,8 @@
 ``memleak_budget = 0.3`` lets the checker spend, over the session so far, 0.3 of the suite's
 own time (its tests' own runs, collection and pytest's reporting: the session's time less the
 checker's), plus a floor: :data:`FLOOR` seconds in a session of up to :data:`FEW` tests (a file
-a developer runs), falling with the square of the session's size beyond (a suite pays its own
-way). A suite then takes about 1.3 times as long as without the plugin, whatever its tests are like, with one exception: a suspect
+a developer runs), falling with the cube of the session's size beyond (a suite pays its own
+way: a suite of 200 tests that takes 0.1 s would otherwise spend its floor, twice its own time). A suite then takes about 1.3 times as long as without the plugin, whatever its tests are like, with one exception: a suspect
 (growth that persisted through its whole screen) is always followed, and charged: within its
 own bound or what the credit has left, whichever is shorter, but 0.5 s at the least
 (``repeating.MIN_SUSPECT_SECONDS``), so a quick test's real leak is confirmed however little
@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 
 FLOOR = 30.0  # seconds of checking a session of a few tests may spend beyond its share: its suspects are settled
-FEW = 20  # tests in a session that gets all of FLOOR; a session of n more gets FLOOR * (FEW / n) ** 2 (1.2 s for 100)
+FEW = 20  # tests in a session that gets all of FLOOR; a session of n more gets FLOOR * (FEW / n) ** 3 (0.24 s for 100)
 START_RUNS = 2  # a test is screened when the credit pays for this many of its own runs (a clean one takes two stretches)
 START_MIN = 0.001  # ... and this much (a quick test's counter reads)
 
@@ -49,7 +49,7 @@ class CostBudget:
 
     @property
     def floor(self) -> float:
-        return FLOOR * min(1.0, FEW / max(self.tests, 1)) ** 2
+        return FLOOR * min(1.0, FEW / max(self.tests, 1)) ** 3
 
     @staticmethod
     def needed(own_seconds: float) -> float:

@@ -7,7 +7,7 @@ first, at a safety margin below the limit, and fail the test with the trend it m
 
 Two limits are watched:
 
-* an explicit one (``@pytest.mark.soak(memory_limit=...)``), compared with the process's RSS;
+* an explicit one (``@pytest.mark.memleak_soak(memory_limit=...)``), compared with the process's RSS;
 * the container's: the cgroup memory limit (v2 ``memory.max``, v1 ``memory.limit_in_bytes``,
   the tightest on the way up to the mount), compared with the cgroup's working set: its
   usage (``memory.current``, v1 ``memory.usage_in_bytes``) less the inactive file cache that

@@ -111,7 +111,7 @@ class MemleakSession:
         return rotation.Rotation.load(cache)
 
     def is_checked(self, item: pytest.Item) -> bool:
-        if self.skip_all or item.get_closest_marker("no_memleak") or item.get_closest_marker("soak"):
+        if self.skip_all or item.get_closest_marker("no_memleak") or item.get_closest_marker("memleak_soak"):
             return False
         return self.enabled or item.get_closest_marker("memleak") is not None
 
@@ -126,7 +126,7 @@ class MemleakSession:
         self.budget.tests = len(items)
         for item in items:
             options.validate_simple_marker(item, "no_memleak")
-            if item.get_closest_marker("soak") is not None:
+            if item.get_closest_marker("memleak_soak") is not None:
                 from . import soak
 
                 soak.soak_config(item, self.sources)
@@ -145,9 +145,9 @@ class MemleakSession:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None) -> bool | None:
-        if (item.get_closest_marker("soak") is not None and not self.skip_all) or self.is_checked(item):
+        if (item.get_closest_marker("memleak_soak") is not None and not self.skip_all) or self.is_checked(item):
             self._arm()
-        if item.get_closest_marker("soak") is not None and not self.skip_all:
+        if item.get_closest_marker("memleak_soak") is not None and not self.skip_all:
             from . import soak
 
             soak.run_soak_protocol(item, nextitem, self.sources, self.report_dir)

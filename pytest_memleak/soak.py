@@ -1,6 +1,6 @@
 """Soak tests: run a test body over and over for a duration, sample memory, judge the trend.
 
-``@pytest.mark.soak(duration='30s', sample_every='0.5s', memory_limit='700 MiB',
+``@pytest.mark.memleak_soak(duration='30s', sample_every='0.5s', memory_limit='700 MiB',
 max_growth='0 B', horizon='24h', warmup='10%', expect_leak=None)``
 
 The protocol of a soak test (:func:`run_soak_protocol`): setup once, then the body
@@ -144,14 +144,14 @@ class SoakConfig:
 def soak_config(item: pytest.Item, sources: options.Sources | None = None) -> SoakConfig:
     """Validate the soak marker(s) of ``item`` and resolve its settings.
 
-    Raises :class:`pytest.UsageError` naming the keyword, ``@pytest.mark.soak on <nodeid>`` and
+    Raises :class:`pytest.UsageError` naming the keyword, ``@pytest.mark.memleak_soak on <nodeid>`` and
     the accepted form. Call it at collection time to fail early; :func:`run_soak_protocol`
     calls it again before the test starts.
     """
-    where = f"@pytest.mark.soak on {item.nodeid}"
-    signature = options.MARKERS_BY_NAME["soak"].signature
+    where = f"@pytest.mark.memleak_soak on {item.nodeid}"
+    signature = options.MARKERS_BY_NAME["memleak_soak"].signature
     given: dict[str, Any] = {}
-    for mark in item.iter_markers("soak"):  # closest first: function > class > module
+    for mark in item.iter_markers("memleak_soak"):  # closest first: function > class > module
         if mark.args:
             raise pytest.UsageError(
                 f"pytest-memleak: {where} takes keywords only, got positional {mark.args!r}; "
@@ -169,10 +169,10 @@ def soak_config(item: pytest.Item, sources: options.Sources | None = None) -> So
         try:
             return parse(raw[key])
         except (ValueError, TypeError) as exc:
-            raise options.usage_error(f"soak({key}=...)", where, raw[key], _FORMS[key], str(exc)) from None
+            raise options.usage_error(f"memleak_soak({key}=...)", where, raw[key], _FORMS[key], str(exc)) from None
 
     def bad(key: str, why: str) -> pytest.UsageError:
-        return options.usage_error(f"soak({key}=...)", where, raw[key], _FORMS[key], why)
+        return options.usage_error(f"memleak_soak({key}=...)", where, raw[key], _FORMS[key], why)
 
     marker_duration = parsed("duration", parse_duration)
     sample_every = parsed("sample_every", parse_duration)
@@ -297,7 +297,7 @@ def run_soak_protocol(
     call phase did not run (setup failed or was skipped, --setup-only). A bad marker raises
     :class:`pytest.UsageError` before anything runs.
     """
-    if item.get_closest_marker("soak") is None:
+    if item.get_closest_marker("memleak_soak") is None:
         return None
     config = soak_config(item, sources)
     path = samples_path(report_dir, item.nodeid)

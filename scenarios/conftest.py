@@ -175,14 +175,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     params = []
     for variant in variants:
         scenario = ChatScenario(patterns, variant, **kwargs)
-        marks = [pytest.mark.soak(expect_leak=scenario.expect_leak)]
+        marks = [pytest.mark.memleak_soak(expect_leak=scenario.expect_leak)]
         params.append(pytest.param(scenario, id=variant, marks=marks))
     metafunc.parametrize("chat_scenario", params)
 
 
 def soak_duration(item: pytest.Item) -> float:
     """The duration the soak runner will use for ``item``: its marker's, or the override."""
-    if item.get_closest_marker("soak") is None:
+    if item.get_closest_marker("memleak_soak") is None:
         return DEFAULT_DURATION
     return soak.soak_config(item, options.resolve_session(item.config)).duration
 

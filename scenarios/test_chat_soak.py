@@ -23,7 +23,7 @@ import time
 
 import pytest
 
-pytestmark = pytest.mark.soak(
+pytestmark = pytest.mark.memleak_soak(
     duration="8s",
     sample_every="0.25s",
     memory_limit="500 MiB",  # seed 002: PM2 max_memory_restart '500M'
@@ -32,7 +32,7 @@ pytestmark = pytest.mark.soak(
 )
 
 
-@pytest.mark.soak(expect_leak=False)
+@pytest.mark.memleak_soak(expect_leak=False)
 def test_harness_idle():
     """The control: a soak of nothing but the pace (40 iterations a second, like the chat soaks).
 
@@ -102,7 +102,7 @@ def test_all_patterns(chat):
 
 
 @pytest.mark.chat("vector_store", "embeddings", variants=["managed"], rate=4_000)
-@pytest.mark.soak(warmup="40%")
+@pytest.mark.memleak_soak(warmup="40%")
 def test_memory_manager(chat):
     """Seeds 003/004: the leaky loads under a MemoryManager that warns, cleans up, then refuses.
 

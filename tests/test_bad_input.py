@@ -150,12 +150,12 @@ class MarkedItem:
         self.mark = mark
 
     def iter_markers(self, name: str) -> Iterator[Mark]:
-        return iter([self.mark] if name == "soak" else [])
+        return iter([self.mark] if name == "memleak_soak" else [])
 
 
 def soak_rejects(key: str, value: Any) -> bool:
     try:
-        soak.soak_config(MarkedItem(Mark("soak", (), {key: value}, _ispytest=True)))  # type: ignore[arg-type]
+        soak.soak_config(MarkedItem(Mark("memleak_soak", (), {key: value}, _ispytest=True)))  # type: ignore[arg-type]
     except pytest.UsageError:
         return True
     return False
@@ -169,11 +169,11 @@ def soak_cases() -> Iterator[Case]:
                 continue
             yield Case(
                 f"soak-{key}-{kind}",
-                f"soak({key}=...)",
-                f"@pytest.mark.soak on {WHERE}",
+                f"memleak_soak({key}=...)",
+                f"@pytest.mark.memleak_soak on {WHERE}",
                 value,
                 files={
-                    "test_bad.py": f"import pytest\n\n\n@pytest.mark.soak({key}={value!r})\n{TEST_FILE}"
+                    "test_bad.py": f"import pytest\n\n\n@pytest.mark.memleak_soak({key}={value!r})\n{TEST_FILE}"
                 },
             )
 
@@ -194,8 +194,8 @@ def other_cases() -> Iterator[Case]:
         files={"test_bad.py": module.format(mark="@pytest.mark.no_memleak(why='cache')")},
     )  # fmt: skip
     yield Case(
-        "soak-unknown-keyword", "'lenght'", f"@pytest.mark.soak on {WHERE}", None,
-        files={"test_bad.py": module.format(mark="@pytest.mark.soak(lenght='30s')")},
+        "soak-unknown-keyword", "'lenght'", f"@pytest.mark.memleak_soak on {WHERE}", None,
+        files={"test_bad.py": module.format(mark="@pytest.mark.memleak_soak(lenght='30s')")},
     )  # fmt: skip
     yield Case(
         "toml-list", "memleak_runs", "pyproject.toml", None,

@@ -16,7 +16,7 @@ from verdicts import assert_outcomes
 from pytest_memleak import budget, deciding, repeating
 
 BASE_ARGS = ("--memleak", "--memleak-flamegraph=none", "-p", "no:cacheprovider", "--memleak-budget=0")
-TESTS = 120  # in each inner session: its floor is budget.FLOOR * (budget.FEW / TESTS) ** 2, about 0.83 s
+TESTS = 66  # in each inner session: its floor is budget.FLOOR * (budget.FEW / TESTS) ** 3, about 0.83 s
 FILLER = """
     @pytest.mark.parametrize("n", range({n}))
     def test_filler(n):
@@ -174,9 +174,9 @@ def test_credit_is_the_floor_plus_a_share_of_the_suite_own_time_less_what_was_ch
     assert cost.credit(now=10.0) == pytest.approx(budget.FLOOR + 0.5 * 6.0 - 2.0)
     assert budget.CostBudget(None).credit() == float("inf")
     assert budget.CostBudget.needed(0.25) == pytest.approx(budget.START_RUNS * 0.25 + budget.START_MIN)
-    # the floor is a small session's: a suite of ten times FEW tests gets a hundredth of it
+    # the floor is a small session's: a suite of ten times FEW tests gets a thousandth of it
     assert budget.CostBudget(0.5, tests=budget.FEW).floor == budget.FLOOR
-    assert budget.CostBudget(0.5, tests=10 * budget.FEW).floor == pytest.approx(budget.FLOOR / 100)
+    assert budget.CostBudget(0.5, tests=10 * budget.FEW).floor == pytest.approx(budget.FLOOR / 1000)
 
 
 def test_a_slow_suspect_the_credit_cannot_settle_ends_at_once(pytester: pytest.Pytester) -> None:

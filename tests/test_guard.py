@@ -243,10 +243,10 @@ class MarkedItem:
     nodeid = "test_g.py::test_g"
 
     def __init__(self, **kwargs: object) -> None:
-        self.mark = Mark("soak", (), kwargs, _ispytest=True)
+        self.mark = Mark("memleak_soak", (), kwargs, _ispytest=True)
 
     def iter_markers(self, name: str):
-        return iter([self.mark] if name == "soak" else [])
+        return iter([self.mark] if name == "memleak_soak" else [])
 
 
 def test_soak_config_margin_and_whether_the_limit_was_given() -> None:
@@ -264,7 +264,7 @@ def test_soak_config_margin_and_whether_the_limit_was_given() -> None:
     [
         (
             {"memory_margin": "lots"},
-            "invalid value 'lots' for soak(memory_margin=...) from @pytest.mark.soak on test_g.py::test_g",
+            "invalid value 'lots' for memleak_soak(memory_margin=...) from @pytest.mark.memleak_soak on test_g.py::test_g",
         ),
         ({"memory_margin": "95%"}, "'95%' is outside 0%..90%"),
         (
@@ -308,7 +308,7 @@ LIMIT = psutil.Process().memory_info().rss + 200 * 1024**2
 BELOW = psutil.Process().memory_info().rss // 2
 
 
-@pytest.mark.soak(duration="60s", memory_limit=BELOW)
+@pytest.mark.memleak_soak(duration="60s", memory_limit=BELOW)
 def test_over_the_limit_from_the_start():
     raise AssertionError("the guard stops the soak before the first iteration")
 
@@ -319,13 +319,13 @@ def release():
     CHUNKS.clear()  # 20 MiB buffers are mmapped: freed, RSS goes back down for the next soak
 
 
-@pytest.mark.soak(duration="60s", sample_every="0.02s", memory_limit=LIMIT, memory_margin="20 MiB", warmup=0)
+@pytest.mark.memleak_soak(duration="60s", sample_every="0.02s", memory_limit=LIMIT, memory_margin="20 MiB", warmup=0)
 def test_grows(release):
     CHUNKS.append(b"x" * (20 * 1024**2))  # written, so resident
     time.sleep(0.04)
 
 
-@pytest.mark.soak(duration="60s", sample_every="0.02s", memory_limit=LIMIT, memory_margin="20 MiB", warmup=0, expect_leak=True)
+@pytest.mark.memleak_soak(duration="60s", sample_every="0.02s", memory_limit=LIMIT, memory_margin="20 MiB", warmup=0, expect_leak=True)
 def test_grows_expected(release):
     CHUNKS.append(b"x" * (20 * 1024**2))
     time.sleep(0.04)
@@ -416,7 +416,7 @@ import pytest
 CURRENT = pathlib.Path(__file__).parent / "fake-cgroup" / "ctr" / "memory.current"
 
 
-@pytest.mark.soak(duration="60s", sample_every="0.02s")
+@pytest.mark.memleak_soak(duration="60s", sample_every="0.02s")
 def test_container_fills():
     used = int(CURRENT.read_text())
     CURRENT.write_text(f"{used + 50 * 1024**2}\\n")  # another process in the container grows

@@ -461,7 +461,7 @@ def test_help_and_markers_list_every_setting(pytester: pytest.Pytester) -> None:
         ["*--memleak *check every test for leaks*", "*--memleak-retained=VALUE*", "*memleak_retained (string)*"]
     )
     markers = pytester.runpytest_subprocess("--markers")
-    markers.stdout.fnmatch_lines(["@pytest.mark.memleak(warmup=..., runs=...*", "@pytest.mark.no_memleak(reason=...)*", "@pytest.mark.soak(*"])
+    markers.stdout.fnmatch_lines(["@pytest.mark.memleak(warmup=..., runs=...*", "@pytest.mark.no_memleak(reason=...)*", "@pytest.mark.memleak_soak(*"])
 
 
 def test_plugin_off_imports_nothing_heavy(pytester: pytest.Pytester) -> None:

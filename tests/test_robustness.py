@@ -602,7 +602,7 @@ def test_report_directory_that_cannot_be_created(pytester: pytest.Pytester) -> N
 import pytest
 
 
-@pytest.mark.soak(duration="1s", sample_every="0.05s")
+@pytest.mark.memleak_soak(duration="1s", sample_every="0.05s")
 def test_soak_ring():
     KEEP[:] = KEEP[:3]
 """
@@ -718,12 +718,12 @@ def test_checked():
     pass
 
 
-@pytest.mark.soak(duration="1s", sample_every="0.05s")
+@pytest.mark.memleak_soak(duration="1s", sample_every="0.05s")
 def test_soak_short_done():
     time.sleep(0.001)
 
 
-@pytest.mark.soak(duration="60s", sample_every="0.05s")
+@pytest.mark.memleak_soak(duration="60s", sample_every="0.05s")
 def test_soak_long_forever():
     time.sleep(0.001)
 """

@@ -97,17 +97,17 @@ def test_leak_is_flagged_and_bounded_memory_passes(pytester: pytest.Pytester) ->
     pytester.makepyfile(
         test_verdicts=BODIES
         + """
-@pytest.mark.soak(duration="2.5s")
+@pytest.mark.memleak_soak(duration="2.5s")
 def test_append_leak():
     leak()
 
 
-@pytest.mark.soak(duration="2.5s")
+@pytest.mark.memleak_soak(duration="2.5s")
 def test_ring_bounded():
     ring()
 
 
-@pytest.mark.soak(duration="2.5s", memory_limit=None)
+@pytest.mark.memleak_soak(duration="2.5s", memory_limit=None)
 def test_cache_plateau():
     cache()
 
@@ -115,7 +115,7 @@ def test_cache_plateau():
 OBJECTS = []
 
 
-@pytest.mark.soak(duration="2s")
+@pytest.mark.memleak_soak(duration="2s")
 def test_objects_small():
     OBJECTS.append(object())  # too little for RSS to show in 2 s; the Python heap shows it
     time.sleep(0.005)
@@ -185,28 +185,28 @@ def test_expect_leak_both_ways_and_a_failing_body(pytester: pytest.Pytester) -> 
     pytester.makepyfile(
         test_expect=BODIES
         + """
-@pytest.mark.soak(duration="2s", expect_leak=True)
+@pytest.mark.memleak_soak(duration="2s", expect_leak=True)
 def test_leak_expected():
     leak()
 
 
-@pytest.mark.soak(duration="2s", expect_leak=True)
+@pytest.mark.memleak_soak(duration="2s", expect_leak=True)
 def test_ring_expected_to_leak():
     ring()
 
 
-@pytest.mark.soak(duration="2s", expect_leak=False)
+@pytest.mark.memleak_soak(duration="2s", expect_leak=False)
 def test_leak_unexpected():
     leak()
 
 
-@pytest.mark.soak(duration="2s")
+@pytest.mark.memleak_soak(duration="2s")
 def test_raises_on_the_third_iteration():
     COUNT[0] += 1
     assert COUNT[0] < 3, "the body's own failure"
 
 
-@pytest.mark.soak(duration="2s")
+@pytest.mark.memleak_soak(duration="2s")
 def test_skips():
     pytest.skip("not today")
 """
@@ -247,7 +247,7 @@ def test_duration_override_scales_sampling_and_shows_progress(pytester: pytest.P
     pytester.makepyfile(
         test_override=BODIES
         + """
-@pytest.mark.soak(duration="1h", warmup="6 min")
+@pytest.mark.memleak_soak(duration="1h", warmup="6 min")
 def test_ring_hourly():
     ring()
 """
@@ -263,16 +263,16 @@ def test_ring_hourly():
 
 
 BAD_MARKERS = [
-    ("duration='soon'", "invalid value 'soon' for soak(duration=...) from @pytest.mark.soak on test_bad.py::test_bad*expected a duration such as*"),
-    ("memory_limit='lots'", "invalid value 'lots' for soak(memory_limit=...)*expected a size such as*"),
-    ("max_growth='1 parsec/h'", "invalid value '1 parsec/h' for soak(max_growth=...)*expected a growth per hour*"),
-    ("horizon='-1h'", "invalid value '-1h' for soak(horizon=...)*expected a duration such as*"),
-    ("warmup='150%'", "invalid value '150%' for soak(warmup=...)*outside 0%..90%*"),
-    ("duration='10s', warmup='1 min'", "invalid value '1 min' for soak(warmup=...)*not shorter than the duration 10 s*"),
-    ("duration='2s', sample_every='5s'", "invalid value '5s' for soak(sample_every=...)*not shorter than the duration*"),
-    ("expect_leak='yes'", "invalid value 'yes' for soak(expect_leak=...)*expected True, False or None"),
-    ("lenght='30s'", "unknown keyword 'lenght' in @pytest.mark.soak on test_bad.py::test_bad; accepted form: @pytest.mark.soak(duration=*"),
-    ("'30s'", "@pytest.mark.soak on test_bad.py::test_bad takes keywords only*"),
+    ("duration='soon'", "invalid value 'soon' for memleak_soak(duration=...) from @pytest.mark.memleak_soak on test_bad.py::test_bad*expected a duration such as*"),
+    ("memory_limit='lots'", "invalid value 'lots' for memleak_soak(memory_limit=...)*expected a size such as*"),
+    ("max_growth='1 parsec/h'", "invalid value '1 parsec/h' for memleak_soak(max_growth=...)*expected a growth per hour*"),
+    ("horizon='-1h'", "invalid value '-1h' for memleak_soak(horizon=...)*expected a duration such as*"),
+    ("warmup='150%'", "invalid value '150%' for memleak_soak(warmup=...)*outside 0%..90%*"),
+    ("duration='10s', warmup='1 min'", "invalid value '1 min' for memleak_soak(warmup=...)*not shorter than the duration 10 s*"),
+    ("duration='2s', sample_every='5s'", "invalid value '5s' for memleak_soak(sample_every=...)*not shorter than the duration*"),
+    ("expect_leak='yes'", "invalid value 'yes' for memleak_soak(expect_leak=...)*expected True, False or None"),
+    ("lenght='30s'", "unknown keyword 'lenght' in @pytest.mark.memleak_soak on test_bad.py::test_bad; accepted form: @pytest.mark.memleak_soak(duration=*"),
+    ("'30s'", "@pytest.mark.memleak_soak on test_bad.py::test_bad takes keywords only*"),
 ]
 
 
@@ -289,7 +289,7 @@ class MarkedItem:
 
 
 def soak_mark(*args, **kwargs) -> Mark:
-    return Mark("soak", args, kwargs, _ispytest=True)
+    return Mark("memleak_soak", args, kwargs, _ispytest=True)
 
 
 def bad_module(marker: str) -> str:
@@ -297,7 +297,7 @@ def bad_module(marker: str) -> str:
 import pytest
 pytest_plugins = []
 
-@pytest.mark.soak({marker})
+@pytest.mark.memleak_soak({marker})
 def test_bad():
     pass
 """
@@ -346,7 +346,7 @@ def test_interrupted_soak_keeps_valid_samples(pytester: pytest.Pytester, signum:
     pytester.makepyfile(
         test_long=BODIES
         + """
-@pytest.mark.soak(duration="60s", sample_every="0.05s")
+@pytest.mark.memleak_soak(duration="60s", sample_every="0.05s")
 def test_ring_forever():
     ring()
 """
@@ -449,7 +449,7 @@ def test_setup_show_lists_a_soak_tests_fixtures(pytester: pytest.Pytester) -> No
         def service():
             return []
 
-        @pytest.mark.soak(duration="1s", sample_every="0.1s")
+        @pytest.mark.memleak_soak(duration="1s", sample_every="0.1s")
         def test_soaked(service):
             service.append(1)
             service.clear()
