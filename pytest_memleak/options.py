@@ -158,6 +158,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("report_dir", _path, "reports", "directory for flamegraphs and the HTML and JSON reports", "a directory path", marker=False),
     Setting("flamegraph", _choice("failed", "all", "none"), "failed", "write memray leak flamegraphs for: failed (leaking) tests, all checked tests, or none", "failed, all or none"),
     Setting("native_stacks", _bool, False, "record native (C) stacks in memray captures", "true or false", flag=True),
+    Setting(
+        "warn",
+        _bool,
+        False,
+        "warn-only: report leaks (summary, JSON, HTML, JUnit) without failing their tests; the exit code is the suite's own",
+        "true or false",
+        flag=True,
+    ),
     Setting("soak_duration", _optional(parse_duration), None, "override the duration of every soak test (for a CI soak job)", DURATION_FORM, marker=False),
 )
 BY_NAME: Mapping[str, Setting] = {s.name: s for s in SETTINGS}
@@ -328,6 +336,7 @@ class TestSettings:
     top: int
     flamegraph: str
     native_stacks: bool
+    warn: bool
     origin: Mapping[str, str]
 
     def as_dict(self) -> dict[str, Any]:

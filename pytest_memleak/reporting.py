@@ -101,7 +101,10 @@ def summary_lines(results: Sequence[dict[str, Any]], counts: dict[str, int], unr
     ]
     if unreached:
         lines.append(f"{budget} did not reach {unreached} test(s): --memleak-budget=none checks every test")
+    warned = sum(1 for r in results if r.get("warned"))
+    if warned:
+        lines.append(f"warn-only (memleak_warn): {warned} leak(s) reported, and no test failed because of them")
     for r in results:
-        label = "LEAK" if r["status"] == LEAK else "INCONCLUSIVE"
+        label = ("LEAK (warn-only)" if r.get("warned") else "LEAK") if r["status"] == LEAK else "INCONCLUSIVE"
         lines.append(f"{label} {r['nodeid']} - {r['reason']}")
     return lines

@@ -80,6 +80,7 @@ class LeakResult:
     seconds: float = 0.0
     settings: dict[str, Any] = field(default_factory=dict)
     over_budget: bool = False  # the session's cost budget did not reach it: unchecked
+    warned: bool = False  # a leak reported only (memleak_warn): the test's own outcome stands
 
     @property
     def leaked(self) -> bool:

@@ -47,7 +47,7 @@ class ResultStore:
             self.counts[status] = self.counts.get(status, 0) + 1
             self.over_budget += bool(data.get("over_budget"))
             if status in (LEAK, INCONCLUSIVE):
-                self.notable.append({"nodeid": data["nodeid"], "status": status, "reason": data["reason"]})
+                self.notable.append({"nodeid": data["nodeid"], "status": status, "reason": data["reason"], "warned": data.get("warned", False)})
         if self._file is None:
             # open for the whole session: results stream here, closed in pytest_unconfigure
             self._file = tempfile.TemporaryFile("w+", encoding="utf-8", prefix="memleak-results-")  # noqa: SIM115
@@ -203,7 +203,7 @@ class MemleakSession:
         final = self._final_teardown(item, nextitem)
         if final.failed or not teardown.failed:
             teardown = final
-        self._attach(item, call or setup, teardown, result)
+        self._attach(item, call or setup, teardown, result, settings.warn)
         for report in (setup, call, teardown):
             if report is not None:
                 item.ihook.pytest_runtest_logreport(report=report)
@@ -375,7 +375,8 @@ class MemleakSession:
             self.report_dir_problem = report_files.ensure_dir(self.report_dir)
         return self.report_dir_problem
 
-    def _attach(self, item: pytest.Item, call: pytest.TestReport, teardown: pytest.TestReport, result: LeakResult) -> None:
+    def _attach(self, item: pytest.Item, call: pytest.TestReport, teardown: pytest.TestReport, result: LeakResult, warn: bool) -> None:
+        result.warned = result.leaked and warn  # warn-only: reported, and the test's outcome stands
         data = result.to_dict()
         call.memleak = data  # type: ignore[attr-defined]
         teardown.user_properties.extend(
@@ -385,7 +386,7 @@ class MemleakSession:
                 ("memleak_runs", str(result.runs)),
             ]
         )
-        if result.leaked:
+        if result.leaked and not result.warned:
             path, lineno, _ = item.location
             call.outcome = "failed"
             call.longrepr = reporting.LeakRepr(result, path, (lineno or 0) + 1)
@@ -439,6 +440,8 @@ class MemleakSession:
         data = getattr(report, "memleak", None)
         if isinstance(data, dict) and data.get("status") == LEAK and report.failed:
             return "failed", "L", ("LEAKED", {"red": True})
+        if isinstance(data, dict) and data.get("warned") and report.passed and report.when == "call":
+            return "passed", "l", ("PASSED (leak reported: warn-only)", {"yellow": True})
         return None
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
@@ -446,7 +449,8 @@ class MemleakSession:
         if store.counts:
             terminalreporter.write_sep("=", "memleak summary", yellow=True)
             for line in reporting.summary_lines(store.notable, store.counts, store.over_budget, self.budget.describe()):
-                terminalreporter.write_line(line, red=line.startswith("LEAK"))
+                warned = line.startswith(("LEAK (warn-only)", "warn-only"))
+                terminalreporter.write_line(line, red=line.startswith("LEAK") and not warned, yellow=warned)
         if store.soaks:
             from . import soak
             from .results import SoakResult

@@ -149,3 +149,73 @@ def test_no_file_is_written_when_no_test_is_checked(pytester: pytest.Pytester) -
     none_checked.assert_outcomes(passed=1)
     assert _tree(pytester.path) == before, sorted(_tree(pytester.path) - before)
     assert not os.path.exists(pytester.path / "reports")
+
+
+WARN_SUITE = """
+KEPT = []
+
+def test_leaks():
+    KEPT.append(object())
+
+def test_clean():
+    pass
+"""
+
+
+@pytest.mark.parametrize("where", ["cli", "env", "ini"])
+def test_warn_only_reports_a_leak_and_fails_no_test(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    pytester.makepyfile(test_w=WARN_SUITE)
+    args = ["-p", "no:cacheprovider", "--memleak", "--memleak-flamegraph=none", "--junitxml=junit.xml"]
+    if where == "cli":
+        args.append("--memleak-warn")
+    elif where == "env":
+        monkeypatch.setenv("MEMLEAK_WARN", "true")
+    else:
+        pytester.makeini("[pytest]\nmemleak_warn = true\n")
+    result = pytester.runpytest_subprocess(*args)
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*memleak summary*",
+            "2 checked: 1 leaking, 1 clean, 0 inconclusive, 0 without verdict (not passed)",
+            "warn-only (memleak_warn): 1 leak(s) reported, and no test failed because of them",
+            "LEAK (warn-only) test_w.py::test_leaks - retained *",
+        ]
+    )
+    report = json.loads((pytester.path / "reports" / "memleak.json").read_text())
+    by_id = {t["nodeid"]: t for t in report["tests"]}
+    assert by_id["test_w.py::test_leaks"]["status"] == "leak" and by_id["test_w.py::test_leaks"]["warned"] is True
+    assert by_id["test_w.py::test_clean"]["warned"] is False
+    assert by_id["test_w.py::test_leaks"]["settings"]["warn"] is True
+    junit = (pytester.path / "junit.xml").read_text()
+    assert 'name="memleak_status" value="leak"' in junit and "<failure" not in junit
+    html = (pytester.path / "reports" / "memleak.html").read_text()
+    assert "warn-only, the test passed: retained" in html
+
+
+def test_without_warn_the_same_leak_fails(pytester: pytest.Pytester) -> None:
+    """The control: the suite above, its leak failing its test, and a marker turning warn-only on for one test."""
+    pytester.makepyfile(
+        test_w=WARN_SUITE
+        + """
+import pytest
+
+@pytest.mark.memleak(warn=True)
+def test_known_leak():
+    KEPT.append(object())
+"""
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--memleak", "--memleak-flamegraph=none")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(["LEAK test_w.py::test_leaks - retained *", "LEAK (warn-only) test_w.py::test_known_leak - retained *"])
+
+
+def test_warn_only_under_xdist(pytester: pytest.Pytester) -> None:
+    pytest.importorskip("xdist")
+    pytester.makepyfile(test_w=WARN_SUITE)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2", "--memleak", "--memleak-warn", "--memleak-flamegraph=none")
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["LEAK (warn-only) test_w.py::test_leaks - retained *"])
