@@ -408,6 +408,33 @@ def distrust(result: LeakResult, reasons: Sequence[str]) -> None:
         result.problems.append(why)
 
 
+BASELINE_TOLERANCE = 0.5  # a known leak's rate may exceed its recorded rate by this share (rates vary between runs)
+BASELINE_SLACK = {"B": 64.0, "": 0.5}  # ... and by this much (bytes, counts): a rate near zero varies by whole blocks
+
+
+def against_baseline(result: LeakResult, known: Mapping[str, float] | None) -> None:
+    """A leak the baseline lists stays a leak; it is *known* (its test passes) when each of its
+    findings is of a kind the baseline lists, at a rate within the tolerance. Either way a
+    detail line says how it compares."""
+    if not result.leaked or known is None:
+        return
+    beyond = []
+    for finding in result.findings:
+        recorded = known.get(finding.kind)
+        if recorded is None:
+            beyond.append(f"{finding.kind} (not in the baseline)")
+            continue
+        allowed = recorded * (1 + BASELINE_TOLERANCE) + BASELINE_SLACK.get(finding.unit, BASELINE_SLACK[""])
+        if finding.per_run > allowed:
+            beyond.append(f"{finding.kind} {finding.per_run:.1f}{finding.unit}/run, recorded {recorded:.1f}{finding.unit}/run")
+    recorded_text = ", ".join(f"{kind} {rate:.1f}/run" for kind, rate in sorted(known.items()))
+    if beyond:
+        result.details.append(f"baseline: this leak is new or grew beyond the baseline ({'; '.join(beyond)}; tolerance +{BASELINE_TOLERANCE:.0%})")
+    else:
+        result.known = True
+        result.details.append(f"baseline: a known leak, within its recorded rates ({recorded_text}; tolerance +{BASELINE_TOLERANCE:.0%})")
+
+
 NOUNS = {"fds": "open file descriptors", "threads": "live threads", "processes": "child processes", "tasks": "pending asyncio tasks"}
 
 

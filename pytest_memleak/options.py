@@ -166,6 +166,23 @@ SETTINGS: tuple[Setting, ...] = (
         "true or false",
         flag=True,
     ),
+    Setting(
+        "baseline",
+        _optional(_path),
+        None,
+        "a JSON file of known leaks: a listed test whose leak stays within its recorded kinds and rates passes, reported as known; a new or grown leak fails",
+        "a file path, or none",
+        marker=False,
+    ),
+    Setting(
+        "baseline_write",
+        _bool,
+        False,
+        "write the baseline file (memleak_baseline) from this run's leaks; entries of tests this run did not settle are kept",
+        "true or false",
+        marker=False,
+        flag=True,
+    ),
     Setting("soak_duration", _optional(parse_duration), None, "override the duration of every soak test (for a CI soak job)", DURATION_FORM, marker=False),
 )
 BY_NAME: Mapping[str, Setting] = {s.name: s for s in SETTINGS}

@@ -714,7 +714,9 @@ def _test_row(test: Mapping[str, Any], html_dir: str, spark: bool, detail_id: st
             spark_svg += f'<div class="small">{_e(metric)}</div>' if spark_svg else ""
     name = f'<code class="id">{_e(nodeid)}</code>'
     reason = _text(test.get("reason"))
-    if test.get("warned") is True:
+    if test.get("known") is True:
+        reason = f"known leak (baseline), the test passed: {reason}"
+    elif test.get("warned") is True:
         reason = f"warn-only, the test passed: {reason}"
     reason_html = f'<div class="reason">{_e(reason)}</div>' if reason else ""
     css = status if status in STATUSES else "other"

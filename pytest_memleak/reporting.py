@@ -101,10 +101,15 @@ def summary_lines(results: Sequence[dict[str, Any]], counts: dict[str, int], unr
     ]
     if unreached:
         lines.append(f"{budget} did not reach {unreached} test(s): --memleak-budget=none checks every test")
-    warned = sum(1 for r in results if r.get("warned"))
+    known = sum(1 for r in results if r.get("known"))
+    if known:
+        lines.append(f"baseline (memleak_baseline): {known} known leak(s) within their recorded rates, and their tests passed")
+    warned = sum(1 for r in results if r.get("warned") and not r.get("known"))
     if warned:
         lines.append(f"warn-only (memleak_warn): {warned} leak(s) reported, and no test failed because of them")
     for r in results:
-        label = ("LEAK (warn-only)" if r.get("warned") else "LEAK") if r["status"] == LEAK else "INCONCLUSIVE"
+        label = "INCONCLUSIVE"
+        if r["status"] == LEAK:
+            label = "LEAK (known)" if r.get("known") else "LEAK (warn-only)" if r.get("warned") else "LEAK"
         lines.append(f"{label} {r['nodeid']} - {r['reason']}")
     return lines

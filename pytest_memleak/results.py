@@ -81,6 +81,12 @@ class LeakResult:
     settings: dict[str, Any] = field(default_factory=dict)
     over_budget: bool = False  # the session's cost budget did not reach it: unchecked
     warned: bool = False  # a leak reported only (memleak_warn): the test's own outcome stands
+    known: bool = False  # a leak the baseline lists, within its rates: the test's own outcome stands
+
+    @property
+    def excused(self) -> bool:
+        """A leak that does not fail its test (warn-only, or known to the baseline)."""
+        return self.leaked and (self.warned or self.known)
 
     @property
     def leaked(self) -> bool:

@@ -47,7 +47,7 @@ class ResultStore:
             self.counts[status] = self.counts.get(status, 0) + 1
             self.over_budget += bool(data.get("over_budget"))
             if status in (LEAK, INCONCLUSIVE):
-                self.notable.append({"nodeid": data["nodeid"], "status": status, "reason": data["reason"], "warned": data.get("warned", False)})
+                self.notable.append({"nodeid": data["nodeid"], "status": status, "reason": data["reason"], "warned": data.get("warned", False), "known": data.get("known", False)})
         if self._file is None:
             # open for the whole session: results stream here, closed in pytest_unconfigure
             self._file = tempfile.TemporaryFile("w+", encoding="utf-8", prefix="memleak-results-")  # noqa: SIM115
@@ -79,6 +79,8 @@ class MemleakSession:
         self.store = ResultStore()
         self.budget = CostBudget(sources.get("budget"))
         self.rotation = self._rotation()
+        self.baseline_path, self.baseline = self._baseline()
+        self.baseline_lines: list[str] = []  # what the baseline made of this run, for the summary
         self.renders: list[tuple[str, Any]] = []  # (nodeid, flamegraph.Render) under way while the tests go on
         self.is_worker = hasattr(config, "workerinput")
         self.froze = False
@@ -99,6 +101,22 @@ class MemleakSession:
             or config.getoption("setuponly", False)
             or config.getoption("setupplan", False)
         )
+
+    def _baseline(self) -> tuple[Path | None, Any]:
+        """The known leaks (``baseline.Baseline``) from memleak_baseline; a usage error when the file is not one."""
+        value = self.sources.get("baseline")
+        if value is None:
+            if self.sources.get("baseline_write"):
+                raise pytest.UsageError(
+                    f"pytest-memleak: {self.sources.origin['baseline_write']} writes a baseline, but no file is given: "
+                    "set memleak_baseline (--memleak-baseline=PATH, MEMLEAK_BASELINE or the ini key) to the file to write"
+                )
+            return None, None
+        from . import baseline
+
+        path = Path(value)
+        path = path if path.is_absolute() else Path(self.config.rootpath) / path
+        return path, baseline.load(path, self.sources.origin["baseline"], missing_ok=bool(self.sources.get("baseline_write")))
 
     # -- which tests ----------------------------------------------------------------------
     def _rotation(self) -> Any:
@@ -376,6 +394,8 @@ class MemleakSession:
         return self.report_dir_problem
 
     def _attach(self, item: pytest.Item, call: pytest.TestReport, teardown: pytest.TestReport, result: LeakResult, warn: bool) -> None:
+        if self.baseline is not None:
+            deciding.against_baseline(result, self.baseline.get(item.nodeid))
         result.warned = result.leaked and warn  # warn-only: reported, and the test's outcome stands
         data = result.to_dict()
         call.memleak = data  # type: ignore[attr-defined]
@@ -386,7 +406,7 @@ class MemleakSession:
                 ("memleak_runs", str(result.runs)),
             ]
         )
-        if result.leaked and not result.warned:
+        if result.leaked and not result.excused:
             path, lineno, _ = item.location
             call.outcome = "failed"
             call.longrepr = reporting.LeakRepr(result, path, (lineno or 0) + 1)
@@ -440,8 +460,9 @@ class MemleakSession:
         data = getattr(report, "memleak", None)
         if isinstance(data, dict) and data.get("status") == LEAK and report.failed:
             return "failed", "L", ("LEAKED", {"red": True})
-        if isinstance(data, dict) and data.get("warned") and report.passed and report.when == "call":
-            return "passed", "l", ("PASSED (leak reported: warn-only)", {"yellow": True})
+        if isinstance(data, dict) and (data.get("warned") or data.get("known")) and report.passed and report.when == "call":
+            why = "known leak: baseline" if data.get("known") else "leak reported: warn-only"
+            return "passed", "l", (f"PASSED ({why})", {"yellow": True})
         return None
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
@@ -449,8 +470,10 @@ class MemleakSession:
         if store.counts:
             terminalreporter.write_sep("=", "memleak summary", yellow=True)
             for line in reporting.summary_lines(store.notable, store.counts, store.over_budget, self.budget.describe()):
-                warned = line.startswith(("LEAK (warn-only)", "warn-only"))
+                warned = line.startswith(("LEAK (", "warn-only", "baseline"))
                 terminalreporter.write_line(line, red=line.startswith("LEAK") and not warned, yellow=warned)
+        for line in self.baseline_lines:
+            terminalreporter.write_line(line, yellow=True)
         if store.soaks:
             from . import soak
             from .results import SoakResult
@@ -478,12 +501,31 @@ class MemleakSession:
         self._finish_renders()
         if self.is_worker or not (self.store.counts or self.store.soaks):
             return
+        if self.baseline_path is not None:
+            self._settle_baseline()
         if self.rotation is not None:
             try:
                 self.rotation.save(self.config.cache, self.store.iter("test"))
             except Exception as exc:  # a convenience: never the run's verdicts
                 self.problems.append(f"rotation not saved in pytest's cache: {type(exc).__name__}: {exc}")
         self._write_reports(session)
+
+    def _settle_baseline(self) -> None:
+        """Name the baseline's entries this run found fixed; write the file when asked to."""
+        from . import baseline
+
+        assert self.baseline_path is not None and self.baseline is not None
+        fixed = sorted(d["nodeid"] for d in self.store.iter("test") if d["nodeid"] in self.baseline and d["status"] == CLEAN)
+        self.baseline_lines = [f"FIXED {nodeid} - in the baseline {self.baseline_path.name}, now clean: its entry can go" for nodeid in fixed]
+        if not self.sources.get("baseline_write"):
+            return
+        known = baseline.merged(self.baseline, self.store.iter("test"))
+        try:
+            baseline.write(self.baseline_path, known)
+        except OSError as exc:  # the run's verdicts stand; the file is as it was
+            self.problems.append(f"baseline not written to {self.baseline_path}: {exc.strerror or exc}")
+            return
+        self.baseline_lines.append(f"baseline written to {self.baseline_path}: {len(known)} known leak(s)")
 
     def _finish_renders(self) -> None:
         """Wait for the flamegraphs still rendering; a failed one is said (and left out of the reports)."""

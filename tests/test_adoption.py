@@ -219,3 +219,98 @@ def test_warn_only_under_xdist(pytester: pytest.Pytester) -> None:
     assert result.ret == pytest.ExitCode.OK, result.stdout.str()
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["LEAK (warn-only) test_w.py::test_leaks - retained *"])
+
+
+BASELINE_SUITE = """
+import os
+
+KEPT = []
+FDS = []
+
+def test_known():
+    KEPT.append(bytearray(100))
+
+def test_grows():
+    KEPT.append(bytearray(int(os.environ.get("GROWS_BY", "100"))))
+
+def test_new():
+    if os.environ.get("NEW_LEAK"):
+        KEPT.append(bytearray(100))
+
+def test_fixed():
+    if not os.environ.get("FIXED"):
+        KEPT.append(bytearray(100))
+"""
+BASELINE_ARGS = ("-p", "no:cacheprovider", "--memleak", "--memleak-flamegraph=none", "--memleak-budget=none", "--memleak-baseline=known-leaks.json")
+
+
+def test_a_baseline_passes_known_leaks_and_fails_new_and_grown_ones(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytester.makepyfile(test_b=BASELINE_SUITE)
+    written = pytester.runpytest_subprocess(*BASELINE_ARGS, "--memleak-baseline-write")
+    written.assert_outcomes(passed=1, failed=3)  # writing records the leaks, which fail as usual
+    written.stdout.fnmatch_lines(["baseline written to *known-leaks.json: 3 known leak(s)"])
+    path = pytester.path / "known-leaks.json"
+    text = path.read_text()
+    data = json.loads(text)
+    assert data["schema"] == 1 and sorted(data["leaks"]) == ["test_b.py::test_fixed", "test_b.py::test_grows", "test_b.py::test_known"]
+    assert all(set(entry) >= {"heap"} for entry in data["leaks"].values())
+    lines = text.splitlines()
+    assert [line.split('"')[1] for line in lines if line.startswith('    "')] == sorted(data["leaks"])  # one test a line
+
+    monkeypatch.setenv("GROWS_BY", "2000")
+    monkeypatch.setenv("NEW_LEAK", "1")
+    monkeypatch.setenv("FIXED", "1")
+    result = pytester.runpytest_subprocess(*BASELINE_ARGS)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.assert_outcomes(passed=2, failed=2)
+    outcome = {t["nodeid"].split("::")[1]: t for t in json.loads((pytester.path / "reports" / "memleak.json").read_text())["tests"]}
+    assert outcome["test_known"]["status"] == "leak" and outcome["test_known"]["known"] is True
+    assert outcome["test_grows"]["status"] == "leak" and outcome["test_grows"]["known"] is False
+    assert any("grew beyond the baseline" in line for line in outcome["test_grows"]["details"])
+    assert outcome["test_new"]["status"] == "leak" and outcome["test_new"]["known"] is False
+    assert outcome["test_fixed"]["status"] == "clean"
+    result.stdout.fnmatch_lines(
+        [
+            "baseline (memleak_baseline): 1 known leak(s) within their recorded rates, and their tests passed",
+            "LEAK (known) test_b.py::test_known - *",
+            "LEAK test_b.py::test_grows - *",
+            "LEAK test_b.py::test_new - *",
+            "FIXED test_b.py::test_fixed - in the baseline known-leaks.json, now clean: its entry can go",
+        ]
+    )
+    assert path.read_text() == text  # read, not written
+
+    rewritten = pytester.runpytest_subprocess(*BASELINE_ARGS, "--memleak-baseline-write")
+    rewritten.assert_outcomes(passed=2, failed=2)
+    assert sorted(json.loads(path.read_text())["leaks"]) == ["test_b.py::test_grows", "test_b.py::test_known", "test_b.py::test_new"]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "*the baseline *missing.json (from --memleak-baseline (the command line)) cannot be used: no such file*"),
+        ("{not json", "*cannot be used: not JSON*"),
+        ('{"schema": 1, "leaks": {"t.py::test_a": {"heap": "lots"}}}', "*the entry 't.py::test_a' has 'heap': 'lots', not a rate per run of 0 or more*"),
+        ('{"schema": 1, "leaks": {"t.py::test_a": []}}', "*the entry 't.py::test_a' is [], not an object of kinds and rates*"),
+        ('{"schema": 2, "leaks": {}}', '*"schema" is 2, not 1*'),
+    ],
+    ids=["missing", "not-json", "bad-rate", "bad-entry", "schema"],
+)
+def test_a_bad_baseline_is_a_usage_error(pytester: pytest.Pytester, content: str | None, message: str) -> None:
+    pytester.makepyfile(test_b="def test_b():\n    pass\n")
+    name = "missing.json" if content is None else "bad.json"
+    if content is not None:
+        (pytester.path / name).write_text(content)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--memleak", f"--memleak-baseline={name}", "--memleak-baseline-write" if content is not None else "--memleak")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+    assert "Traceback" not in result.stderr.str()
+    if content is not None:
+        assert (pytester.path / name).read_text() == content  # a bad file is never overwritten
+
+
+def test_writing_a_baseline_needs_its_file(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_b="def test_b():\n    pass\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--memleak", "--memleak-baseline-write")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--memleak-baseline-write (the command line) writes a baseline, but no file is given: set memleak_baseline*"])

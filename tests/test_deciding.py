@@ -297,3 +297,36 @@ def test_a_cut_native_finding_stands_only_past_the_allocator_caches(
     else:
         assert result.status == LEAK and result.findings == findings
         assert "ran out before 600 runs" in result.details[-1]
+
+
+KINDS = st.sampled_from(["heap", "native", "fds", "threads", "objects"])
+
+
+@given(
+    found=st.dictionaries(KINDS, st.floats(0, 1e6), min_size=1, max_size=3),
+    recorded=st.dictionaries(KINDS, st.floats(0, 1e6), max_size=4),
+    shrink=st.floats(0, 1),
+)
+def test_a_leak_is_known_only_within_every_recorded_rate_and_stays_known_when_it_shrinks(
+    found: dict[str, float], recorded: dict[str, float], shrink: float
+) -> None:
+    from pytest_memleak.results import LEAK, Finding, LeakResult
+
+    def result(scale: float) -> LeakResult:
+        findings = [Finding(kind, rate * scale, 0.0, "B" if kind in ("heap", "native") else "", "m") for kind, rate in found.items()]
+        r = LeakResult("t.py::test", LEAK, "leak", findings=findings)
+        deciding.against_baseline(r, recorded)
+        return r
+
+    judged = result(1.0)
+    within = all(
+        kind in recorded
+        and rate <= recorded[kind] * (1 + deciding.BASELINE_TOLERANCE) + deciding.BASELINE_SLACK["B" if kind in ("heap", "native") else ""]
+        for kind, rate in found.items()
+    )
+    assert judged.known == within and judged.status == LEAK  # the status stays a leak either way
+    assert judged.excused == within and len(judged.details) == 1
+    if judged.known:
+        assert result(shrink).known  # a known leak that shrank is still known
+    else:
+        assert "baseline" in judged.details[0]
