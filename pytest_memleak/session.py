@@ -25,6 +25,21 @@ from .results import CLEAN, INCONCLUSIVE, LEAK, LeakResult
 SETTINGS_KEY = pytest.StashKey[options.TestSettings]()
 UNREACHED_KEY = pytest.StashKey[list[Any]]()  # [credit, passed so far, sessions ago when rested] of a test run as if the plugin were not there
 REFREEZE_GROWTH = 1.5  # the heap grown by this factor since the last full collection: collect it whole
+# the session's SIGTERM handler while it is installed, and the one it replaced
+_sigterm: dict[str, Any] = {"ours": None, "previous": None}
+_fork_hook_registered = [False]
+
+
+def _default_sigterm_in_child() -> None:
+    """A child forked while the session handles SIGTERM gets the handler it would have without
+    the plugin: multiprocessing's Pool.terminate() relies on SIGTERM ending its workers at once
+    (a worker that raised KeyboardInterrupt instead ran its exit handlers and could wait forever
+    on a lock the killed workers held)."""
+    with contextlib.suppress(ValueError, OSError, TypeError):  # (not the main thread; no signals here)
+        if _sigterm["ours"] is not None and signal.getsignal(signal.SIGTERM) is _sigterm["ours"]:
+            signal.signal(signal.SIGTERM, _sigterm["previous"] or signal.SIG_DFL)
+
+
 _SLIM: dict[str, dict[str, str]] = {}  # the status-only dict left on reports, one per status
 
 
@@ -259,11 +274,15 @@ class MemleakSession:
             return
         if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
             return  # someone else handles it
-        self._previous_sigterm = signal.signal(signal.SIGTERM, self._on_sigterm)
+        _sigterm["ours"] = self._on_sigterm  # (the object signal.getsignal returns while it is installed)
+        self._previous_sigterm = _sigterm["previous"] = signal.signal(signal.SIGTERM, _sigterm["ours"])
+        if not _fork_hook_registered[0] and hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=_default_sigterm_in_child)
+            _fork_hook_registered[0] = True
 
     def _on_sigterm(self, signum: int, frame: Any) -> None:
         __tracebackhide__ = True  # pytest shows where the run was, not this handler
-        if self.terminated:  # a second SIGTERM: no more cleaning up
+        if self.terminated or os.getpid() != self.pid:  # a second SIGTERM (no more cleaning up), or a forked child
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             os.kill(os.getpid(), signal.SIGTERM)
             return
@@ -582,4 +601,5 @@ class MemleakSession:
                     os.close(fd)
         if self._previous_sigterm is not None:
             signal.signal(signal.SIGTERM, self._previous_sigterm)
+            _sigterm["ours"] = _sigterm["previous"] = None
 

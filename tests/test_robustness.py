@@ -780,3 +780,31 @@ def test_nothing_is_left_open_at_exit(pytester: pytest.Pytester, monkeypatch: py
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--memleak", "--memleak-flamegraph=none")
     result.assert_outcomes(passed=1, failed=1)
     assert "ResourceWarning" not in result.stderr.str() + result.stdout.str(), result.stderr.str()
+
+
+def test_a_forked_child_dies_of_sigterm_as_without_the_plugin(pytester: pytest.Pytester) -> None:
+    """The session handles SIGTERM (reports written, then exit 143). A child the test forks must
+    not inherit that: multiprocessing's Pool.terminate() ends its workers with SIGTERM, and a
+    worker that raised KeyboardInterrupt instead ran its exit handlers and could hang on a lock
+    (seen in toolz's suite: its Pool test hung the run)."""
+    pytester.makepyfile(
+        test_fork="""
+        import multiprocessing
+        import signal
+        import time
+
+        def _wait():
+            time.sleep(60)
+
+        def test_terminate_ends_a_forked_child():
+            child = multiprocessing.get_context("fork").Process(target=_wait)
+            child.start()
+            time.sleep(0.05)
+            child.terminate()
+            child.join(30)
+            assert child.exitcode == -signal.SIGTERM
+        """
+    )
+    for args in ((), ("--memleak", "--memleak-flamegraph=none")):
+        result = pytester.runpytest_subprocess("-p", "no:cacheprovider", *args, timeout=300)
+        result.assert_outcomes(passed=1)
