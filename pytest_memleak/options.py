@@ -168,10 +168,10 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "baseline",
-        _optional(_path),
+        _path,
         None,
         "a JSON file of known leaks: a listed test whose leak stays within its recorded kinds and rates passes, reported as known; a new or grown leak fails",
-        "a file path, or none",
+        "a file path",
         marker=False,
     ),
     Setting(

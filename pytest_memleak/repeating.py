@@ -124,14 +124,26 @@ class Runner:
         # setup (hypothesis chains a settings object onto the previous one), which a single run
         # never repeats; each repeated run starts from the same state.
         obj = self.item.__dict__.get("_obj")
+        cls = getattr(self.item, "cls", None)
+        if obj is None and cls is not None:  # a unittest case drops its bound method at teardown
+            obj = getattr(cls, getattr(self.item, "originalname", None) or self.item.name, None)
         function = getattr(obj, "__func__", obj)
         self._function = function if isinstance(getattr(function, "__dict__", None), dict) else None
         self._function_state = dict(function.__dict__) if self._function is not None else {}
+        self._hypothesis = _rerun_hypothesis_settings(self._function)
+        if self._hypothesis is not None:  # for the re-runs only (until close()): each run's test instance is a new executor
+            self._function.__dict__[_HYPOTHESIS_SETTINGS] = self._function_state[_HYPOTHESIS_SETTINGS] = self._hypothesis[1]
         fixturenames = getattr(self.item, "fixturenames", None)
         # caplog reads state that pytest's logging hooks set for each phase
         self.light = isinstance(self.item, pytest.Function) and fixturenames is not None and "caplog" not in fixturenames
         # (with --pdb, pytest's unittest support defers tearDown to the teardown of each setup)
         self.bare = self.light and _no_function_fixtures(self.item) and not self.item.config.getoption("usepdb", False)
+
+    def close(self) -> None:
+        """The re-runs are over: what the test function had for its own run is back."""
+        if self._hypothesis is not None:
+            self._function.__dict__[_HYPOTHESIS_SETTINGS] = self._function_state[_HYPOTHESIS_SETTINGS] = self._hypothesis[0]
+            self._hypothesis = None
 
     @contextlib.contextmanager
     def measuring(self) -> Iterator[None]:
@@ -318,7 +330,7 @@ class Runner:
         failed = next((r for r in reports if not r.passed), None)
         if failed is None:
             return None
-        return f"{'skipped' if failed.skipped else 'failed'} in {failed.when}"
+        return f"{'skipped' if failed.skipped else 'failed'} in {failed.when}{_why(failed)}"
 
     def _tidy(self, torn_down: bool = True) -> None:
         item = self.item
@@ -363,6 +375,37 @@ class Runner:
             keep = [f for f in finalizers if not _is_finished_dependant(f, self.item)]
             if len(keep) != len(finalizers):
                 finalizers[:] = keep
+
+
+_HYPOTHESIS_SETTINGS = "_hypothesis_internal_use_settings"  # where @given keeps a test's settings, read at each call
+
+
+def _rerun_hypothesis_settings(function: Any) -> tuple[Any, Any] | None:
+    """A hypothesis test's settings, and the same with ``HealthCheck.differing_executors``
+    suppressed, for the re-runs: a test method is called on a new instance at each run (pytest
+    makes one per setup), which that check fails as "called from multiple different executors"
+    although a single run never is. None for any other test."""
+    hypothesis = sys.modules.get("hypothesis")
+    if hypothesis is None or function is None or not getattr(function, "is_hypothesis_test", False):
+        return None
+    check = getattr(getattr(hypothesis, "HealthCheck", None), "differing_executors", None)
+    original = function.__dict__.get(_HYPOTHESIS_SETTINGS)
+    if check is None or original is None:
+        return None
+    try:
+        rerun = hypothesis.settings(original, suppress_health_check=[*original.suppress_health_check, check])
+    except Exception:  # another hypothesis: its own check stands
+        return None
+    return original, rerun
+
+
+def _why(report: pytest.TestReport, limit: int = 160) -> str:
+    """The error line of a failed run's report, for the reason (`` (E: message)``), or nothing."""
+    lines = [line[1:].strip() for line in report.longreprtext.splitlines() if line.startswith("E ")]
+    text = next((line for line in lines if line), "")
+    if not text:
+        return ""
+    return f" ({text[: limit - 3]}...)" if len(text) > limit else f" ({text})"
 
 
 def _no_function_fixtures(item: pytest.Item) -> bool:
@@ -842,6 +885,23 @@ def measure_item(
     session's cost budget has left, which bound a suspect's windows, at MIN_SUSPECT_SECONDS the least)."""
     started = time.perf_counter()
     run = Runner(item, after_run, credit_until=started + credit)
+    try:
+        return _measure(run, item, settings, classifier, before_measuring, tracing_owner, own_seconds, started)
+    except BaseException:
+        run.close()
+        raise
+
+
+def _measure(
+    run: Runner,
+    item: pytest.Item,
+    settings: TestSettings,
+    classifier: sites.Classifier,
+    before_measuring: Callable[[], None],
+    tracing_owner: TracingOwner,
+    own_seconds: float,
+    started: float,
+) -> tuple[LeakResult, Runner]:
     counters = measuring.Counters(max(SCREEN_STRETCHES, settings.runs) + 1)  # the screen's, kept for a stop before its end
     first = 0
     thorough = item.get_closest_marker("memleak") is not None  # screened for all its runs, pymalloc walked

@@ -334,13 +334,16 @@ class MemleakSession:
             raise
         except Exception as exc:  # the plugin must never break the suite
             return deciding.inconclusive(item.nodeid, f"measurement failed: {type(exc).__name__}: {exc}")
-        if result.leaked:
-            from . import diagnose
+        try:
+            if result.leaked:
+                from . import diagnose
 
-            diagnose.explain(result, run, self.report_dir, run.resources_before, None)
-            self._hygiene(item, result)
-        if result.leaked and settings.flamegraph != "none" or settings.flamegraph == "all" and result.status == CLEAN:
-            self._flamegraph(item, result, run, settings)
+                diagnose.explain(result, run, self.report_dir, run.resources_before, None)
+                self._hygiene(item, result)
+            if result.leaked and settings.flamegraph != "none" or settings.flamegraph == "all" and result.status == CLEAN:
+                self._flamegraph(item, result, run, settings)
+        finally:
+            run.close()
         return result
 
     @staticmethod

@@ -314,3 +314,44 @@ def test_writing_a_baseline_needs_its_file(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--memleak", "--memleak-baseline-write")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--memleak-baseline-write (the command line) writes a baseline, but no file is given: set memleak_baseline*"])
+
+
+def test_a_hypothesis_test_in_a_unittest_case_is_checked(pytester: pytest.Pytester) -> None:
+    """Each re-run calls the method on a new TestCase instance, which hypothesis's
+    differing_executors health check fails ("called from multiple different executors"): the
+    re-runs suppress it, as hypothesis's own plugin does for parametrized tests, and the test's
+    own run keeps its settings. Seen in idna's suite: 15 such tests were "not repeatable"."""
+    pytest.importorskip("hypothesis")
+    pytester.makepyfile(
+        test_h="""
+        import unittest
+
+        import pytest
+        from hypothesis import given, settings
+        from hypothesis import strategies as st
+
+        KEPT = []
+
+        class TestProps(unittest.TestCase):
+            @settings(database=None, max_examples=20)
+            @given(st.integers())
+            def test_roundtrip(self, n):
+                self.assertEqual(int(str(n)), n)
+
+            @pytest.mark.memleak(confirm_seconds="30s")  # (a traced hypothesis run is slow)
+            @settings(database=None, max_examples=5)
+            @given(st.integers())
+            def test_keeps(self, n):
+                KEPT.append(object())
+
+        def test_settings_untouched():
+            assert TestProps.test_roundtrip._hypothesis_internal_use_settings.suppress_health_check == ()
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--memleak", "--memleak-flamegraph=none", "-p", "no:randomly")
+    result.assert_outcomes(passed=2, failed=1)
+    report = json.loads((pytester.path / "reports" / "memleak.json").read_text())
+    found = {t["nodeid"].split("::")[-1]: t for t in report["tests"]}
+    assert found["test_roundtrip"]["status"] == "clean", found["test_roundtrip"]["reason"]
+    assert found["test_keeps"]["status"] == "leak", found["test_keeps"]["reason"]
+    assert "test_h.py:19" in found["test_keeps"]["reason"]
