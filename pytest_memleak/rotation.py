@@ -6,7 +6,10 @@ between local runs and by CI jobs that keep it), each session records the tests 
 clean. A later session lets a test rest while it was checked clean within the last ``rest``
 sessions, where ``rest`` is how many sessions, at the last one's coverage, check every test
 once; the credit goes to the tests checked longest ago or never. A test that leaked, ended
-inconclusive or failed is never rested, nor one marked ``memleak``.
+inconclusive or failed is never rested, nor one marked ``memleak``. A test that leaked is
+checked again in the next sessions whatever the credit (and charged), until it is checked
+clean: a leak found once keeps failing its test, instead of passing whenever the credit does
+not reach it.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .results import CLEAN, NO_VERDICT
+from .results import CLEAN, LEAK, NO_VERDICT
 
 KEY = "memleak/rotation"
 MAX_REST = 20  # sessions a clean check rests for at the most
@@ -27,6 +30,7 @@ class Rotation:
     session: int = 1  # this session's number
     checked: dict[str, int] = field(default_factory=dict)  # nodeid -> the session that last checked it clean
     rest: int = 1  # sessions a clean check counts for (1: none rests)
+    leaked: dict[str, int] = field(default_factory=dict)  # nodeid -> the session that last found it leaking
 
     @classmethod
     def load(cls, cache: Any) -> Rotation:
@@ -35,7 +39,8 @@ class Rotation:
         data = cache.get(KEY, None)
         try:
             checked = {str(k): int(v) for k, v in data["checked"].items()}
-            return cls(int(data["session"]) + 1, checked, max(1, min(MAX_REST, int(data["rest"]))))
+            leaked = {str(k): int(v) for k, v in data.get("leaked", {}).items()}
+            return cls(int(data["session"]) + 1, checked, max(1, min(MAX_REST, int(data["rest"]))), leaked)
         except (TypeError, KeyError, ValueError, AttributeError):
             return cls()
 
@@ -47,12 +52,20 @@ class Rotation:
         ago = self.session - last
         return ago if 0 < ago < self.rest else None
 
+    def relapse(self, nodeid: str) -> bool:
+        """Whether ``nodeid`` leaked in an earlier session and has not been checked clean since."""
+        return nodeid in self.leaked
+
     def save(self, cache: Any, results: Iterable[Mapping[str, Any]]) -> None:
         """Record this session: its clean checks, and the rest that covers every test at its pace."""
         tests = checked = 0
         for data in results:
             tests += 1
             nodeid, status = data["nodeid"], data["status"]
+            if status == LEAK:
+                self.leaked[nodeid] = self.session
+            elif status == CLEAN:
+                self.leaked.pop(nodeid, None)
             if status == CLEAN:
                 self.checked[nodeid] = self.session
             elif status != NO_VERDICT or not data.get("over_budget"):
@@ -60,4 +73,4 @@ class Rotation:
             checked += status != NO_VERDICT
         if tests:
             self.rest = max(1, min(MAX_REST, math.ceil(tests / max(1, checked))))
-        cache.set(KEY, {"session": self.session, "checked": self.checked, "rest": self.rest})
+        cache.set(KEY, {"session": self.session, "checked": self.checked, "rest": self.rest, "leaked": self.leaked})

@@ -143,6 +143,11 @@ class MemleakSession:
 
         return rotation.Rotation.load(cache)
 
+    def _relapse(self, item: pytest.Item) -> bool:
+        """A test an earlier session found leaking: checked whatever the credit (and charged), so
+        that its leak keeps failing it until it is checked clean."""
+        return self.rotation is not None and self.rotation.relapse(item.nodeid)
+
     def is_checked(self, item: pytest.Item) -> bool:
         if self.skip_all or item.get_closest_marker("no_memleak") or item.get_closest_marker("memleak_soak"):
             return False
@@ -187,7 +192,7 @@ class MemleakSession:
             return True
         if not self.is_checked(item):
             return None
-        if item.get_closest_marker("memleak") is None:
+        if item.get_closest_marker("memleak") is None and not self._relapse(item):
             credit = self.budget.credit()
             ago = self.rotation.resting(item.nodeid) if self.rotation is not None else None
             if credit < START_MIN or ago is not None:  # no check: pytest runs the test, as without the plugin
@@ -311,7 +316,7 @@ class MemleakSession:
     def _measure(self, item: pytest.Item, settings: options.TestSettings, tracing: Any, own_seconds: float) -> LeakResult:
         """The check, charged to the session's cost budget (a test marked memleak is exempt)."""
         marked = item.get_closest_marker("memleak") is not None
-        credit = float("inf") if marked else self.budget.credit()
+        credit = float("inf") if marked or self._relapse(item) else self.budget.credit()
         needed = self.budget.needed(own_seconds)
         if credit < needed:
             return deciding.not_reached(item.nodeid, self.budget.describe(), credit, needed)

@@ -270,3 +270,42 @@ def test_rotation_arithmetic_and_what_else_the_cache_may_hold(pytester: pytest.P
     assert later.resting("u0") is None and later.resting("a") == 3
     later.session = 5  # a clean check of session 1 rests for sessions 2 to 4
     assert later.resting("a") is None
+
+
+def test_a_test_found_leaking_is_checked_again_whatever_the_credit(pytester: pytest.Pytester) -> None:
+    """A leak found once keeps failing its test in the next sessions, though the credit would not
+    reach it there: otherwise the test would fail and pass by turns. Without the cache (the
+    control) the credit does not reach it: 200 tests have a floor of 0.03 s, spent long before
+    the 151st."""
+    pytester.makepyfile(
+        test_relapse=textwrap.dedent(
+            """
+            import pytest
+
+            KEPT = []
+
+            @pytest.mark.parametrize("n", range(150))
+            def test_before(n):
+                pass
+
+            def test_leaks():
+                KEPT.append(object())
+
+            @pytest.mark.parametrize("n", range(49))
+            def test_after(n):
+                pass
+            """
+        )
+    )
+    cached = ("--memleak", "--memleak-flamegraph=none")
+    first = pytester.runpytest_subprocess(*cached, "--memleak-budget=100")  # a budget that reaches it
+    assert_outcomes(first, pytester, passed=199, failed=1)
+    assert _report(pytester)["test_leaks"]["status"] == "leak"
+    again = pytester.runpytest_subprocess(*cached, "--memleak-budget=0")
+    assert_outcomes(again, pytester, passed=199, failed=1)
+    report = _report(pytester)
+    assert report["test_leaks"]["status"] == "leak" and report["test_leaks"]["over_budget"] is False
+    assert report["test_after[0]"]["over_budget"] is True  # the credit had run out before it
+    control = pytester.runpytest_subprocess(*cached, "--memleak-budget=0", "-p", "no:cacheprovider")
+    assert_outcomes(control, pytester, passed=200)
+    assert _report(pytester)["test_leaks"]["over_budget"] is True
