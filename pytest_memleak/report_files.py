@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import IO, Any
 
 from . import __version__
+from .grouping import groups
 from .results import CLEAN, INCONCLUSIVE, LEAK, NO_VERDICT
 from .units import format_duration, format_size
 
@@ -237,6 +238,7 @@ def summarize(tests: Iterable[Mapping[str, Any]], soaks: Iterable[Mapping[str, A
             _num(t.get("retained_per_run"), 0.0) or 0.0 for t in tests if _status(t) == LEAK
         ),
         "with_problems": sum(1 for t in tests if t.get("problems")),
+        "groups": groups(tests),
         "soaks": len(soaks),
         "soaks_by_status": soaks_by_status,
         "soaks_leaking": [_text(s.get("nodeid")) for s in soaks if _status(s) == LEAK],
@@ -966,6 +968,27 @@ def _soak_chart(soak: Mapping[str, Any]) -> str:
     return f'<figure><div class="legend">{"".join(legend)}</div>{svg}</figure>'
 
 
+def _groups_section(leak_groups: list[dict[str, Any]]) -> str:
+    """Leaks that share a frame outside the tests, each group once, its tests listed under it."""
+    rows = []
+    for group in leak_groups:
+        tests = "".join(f'<li><a href="#{_anchor(t, "row")}"><code class="id">{_e(t)}</code></a></li>' for t in group["tests"][:50])
+        more = f'<li class="small">and {group["count"] - 50:,} more</li>' if group["count"] > 50 else ""
+        rows.append(
+            f'<tr class="leak"><td class="num">{group["count"]:,}</td><td class="site"><code>{_e(group["site"])}</code></td>'
+            f'<td class="num">{_e(format_size(group["retained_per_run"]))}/run</td>'
+            f"<td><details><summary>tests</summary><ul>{tests}{more}</ul></details></td></tr>"
+        )
+    return (
+        f'<section id="groups"><h2>Leak groups ({len(leak_groups):,})</h2>\n'
+        '<p class="small">Leaking tests whose retained memory was allocated through the same line outside the tests: '
+        "one cause, most likely, counted once.</p>\n"
+        '<table><thead><tr><th>tests</th><th>through</th><th>retained, all of them</th><th></th></tr></thead><tbody>\n'
+        + "\n".join(rows)
+        + "\n</tbody></table></section>\n"
+    )
+
+
 def _meta_line(meta: Mapping[str, Any]) -> str:
     parts = []
     if meta.get("started"):
@@ -1035,6 +1058,9 @@ def _html_chunks(
         for soak in ordered_soaks:
             yield _soak_card(soak, html_dir)
         yield "</section>\n"
+
+    if summary["groups"]:
+        yield _groups_section(summary["groups"])
 
     yield f'<section id="tests"><h2>Checked tests ({len(tests):,})</h2>\n'
     if not tests:

@@ -107,9 +107,22 @@ def summary_lines(results: Sequence[dict[str, Any]], counts: dict[str, int], unr
     warned = sum(1 for r in results if r.get("warned") and not r.get("known"))
     if warned:
         lines.append(f"warn-only (memleak_warn): {warned} leak(s) reported, and no test failed because of them")
+    from .grouping import groups
+
+    first_of = {g["tests"][0]: g for g in groups(results)}  # a group's first test -> the group; its others are not listed
+    grouped = {nodeid for g in first_of.values() for nodeid in g["tests"][1:]}
     for r in results:
+        if r["nodeid"] in grouped:
+            continue
         label = "INCONCLUSIVE"
         if r["status"] == LEAK:
             label = "LEAK (known)" if r.get("known") else "LEAK (warn-only)" if r.get("warned") else "LEAK"
-        lines.append(f"{label} {r['nodeid']} - {r['reason']}")
+        group = first_of.get(r["nodeid"])
+        if group is None:
+            lines.append(f"{label} {r['nodeid']} - {r['reason']}")
+        else:
+            lines.append(
+                f"{label} ×{group['count']} tests through {group['site']}, one cause: {r['nodeid']} and "
+                f"{group['count'] - 1} more (memleak.json lists them) - {r['reason']}"
+            )
     return lines

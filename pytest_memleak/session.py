@@ -62,7 +62,7 @@ class ResultStore:
             self.counts[status] = self.counts.get(status, 0) + 1
             self.over_budget += bool(data.get("over_budget"))
             if status in (LEAK, INCONCLUSIVE):
-                self.notable.append({"nodeid": data["nodeid"], "status": status, "reason": data["reason"], "warned": data.get("warned", False), "known": data.get("known", False)})
+                self.notable.append({"nodeid": data["nodeid"], "status": status, "reason": data["reason"], "warned": data.get("warned", False), "known": data.get("known", False), "group": data.get("group")})
         if self._file is None:
             # open for the whole session: results stream here, closed in pytest_unconfigure
             self._file = tempfile.TemporaryFile("w+", encoding="utf-8", prefix="memleak-results-")  # noqa: SIM115
@@ -96,6 +96,7 @@ class MemleakSession:
         self.rotation = self._rotation()
         self.baseline_path, self.baseline = self._baseline()
         self.baseline_lines: list[str] = []  # what the baseline made of this run, for the summary
+        self.test_files: set[str] = set()  # the collected test modules, relative to the rootdir
         self.renders: list[tuple[str, Any]] = []  # (nodeid, flamegraph.Render) under way while the tests go on
         self.is_worker = hasattr(config, "workerinput")
         self.froze = False
@@ -162,6 +163,7 @@ class MemleakSession:
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
         """Validate every marker at collection, so a typo fails the run before any test runs."""
         self.budget.tests = len(items)
+        self.test_files = {item.nodeid.split("::", 1)[0] for item in items}
         for item in items:
             options.validate_simple_marker(item, "no_memleak")
             if item.get_closest_marker("memleak_soak") is not None:
@@ -421,8 +423,17 @@ class MemleakSession:
         return self.report_dir_problem
 
     def _attach(self, item: pytest.Item, call: pytest.TestReport, teardown: pytest.TestReport, result: LeakResult, warn: bool) -> None:
+        if result.leaked:
+            from . import grouping
+
+            result.group = grouping.leak_group(result.sites, self.test_files, str(self.config.rootpath))
         if self.baseline is not None:
-            deciding.against_baseline(result, self.baseline.get(item.nodeid))
+            from .grouping import BASELINE_PREFIX
+
+            known = self.baseline.get(item.nodeid)
+            if known is None and result.group:
+                known = self.baseline.get(BASELINE_PREFIX + result.group)
+            deciding.against_baseline(result, known)
         result.warned = result.leaked and warn  # warn-only: reported, and the test's outcome stands
         data = result.to_dict()
         call.memleak = data  # type: ignore[attr-defined]

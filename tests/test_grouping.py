@@ -1,0 +1,118 @@
+"""One root cause, one finding: leaks grouped by the function outside the tests they allocate through."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import sys
+import textwrap
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pytest_memleak import grouping
+from pytest_memleak.results import SiteGrowth
+
+LIBRARY = '''
+class Registry:
+    def __init__(self):
+        self.items = {}
+
+    def remember(self, key):
+        value = [key] * 8
+        self.items[object()] = value
+        return value
+
+
+REGISTRY = Registry()
+
+
+def remember(key):
+    return REGISTRY.remember(key)
+'''
+
+
+def _site(*stack: str) -> SiteGrowth:
+    return SiteGrowth(stack[0], 100.0, 1.0, 1000, 10, list(stack))
+
+
+def test_the_group_is_the_innermost_function_outside_the_tests_and_the_stdlib(tmp_path: pathlib.Path) -> None:
+    (tmp_path / "mylib.py").write_text(LIBRARY)
+    stdlib_frame = f"{sys.modules['weakref'].__file__}:428"
+    tests = {"tests/test_a.py"}
+    # the key (line 8) and the value (line 7) of one call: one function, one group
+    assert grouping.leak_group([_site(stdlib_frame, "mylib.py:8", "tests/test_a.py:3")], tests, str(tmp_path)) == "mylib.py:Registry.remember()"
+    assert grouping.leak_group([_site("mylib.py:7", "tests/test_a.py:5")], tests, str(tmp_path)) == "mylib.py:Registry.remember()"
+    # a line outside any function, or a file that cannot be read: the line itself
+    assert grouping.leak_group([_site("mylib.py:12", "tests/test_a.py:5")], tests, str(tmp_path)) == "mylib.py:12"
+    assert grouping.leak_group([_site("gone.py:3")], tests, str(tmp_path)) == "gone.py:3"
+    # every frame the tests' own (a conftest too): no group
+    assert grouping.leak_group([_site("tests/test_a.py:3"), _site("tests/conftest.py:9")], tests, str(tmp_path)) is None
+    assert grouping.leak_group([], tests) is None
+
+
+@given(
+    members=st.lists(st.tuples(st.sampled_from(["a()", "b()", None]), st.sampled_from(["leak", "clean", "inconclusive"])), max_size=30)
+)
+def test_groups_count_each_leak_once_and_keep_only_shared_causes(members: list[tuple[str | None, str]]) -> None:
+    results = [{"nodeid": f"t.py::test_{i}", "status": status, "group": group, "retained_per_run": 10.0} for i, (group, status) in enumerate(members)]
+    found = grouping.groups(results)
+    assert all(g["count"] >= 2 and g["count"] == len(g["tests"]) for g in found)
+    for g in found:
+        expected = [r["nodeid"] for r in results if r["group"] == g["site"] and r["status"] == "leak"]
+        assert g["tests"] == expected and g["retained_per_run"] == 10.0 * len(expected)
+    assert [g["count"] for g in found] == sorted((g["count"] for g in found), reverse=True)
+    counted = [t for g in found for t in g["tests"]]
+    assert len(counted) == len(set(counted))  # a test is in one group at the most
+
+
+def test_a_thousand_failures_of_one_cause_are_one_finding(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(mylib=LIBRARY)
+    pytester.makepyfile(
+        test_uses=textwrap.dedent(
+            """
+            import pytest
+
+            import mylib
+
+            OWN = []
+
+            @pytest.mark.parametrize("n", range(6))
+            def test_calls_the_library(n):
+                mylib.remember(n)
+
+            def test_own_leak():
+                OWN.append(object())
+            """
+        )
+    )
+    args = ("-p", "no:cacheprovider", "--memleak", "--memleak-flamegraph=none", "--memleak-budget=none")
+    result = pytester.runpytest_subprocess(*args)
+    result.assert_outcomes(failed=7)  # each leaking test still fails: its own verdict stands
+    result.stdout.fnmatch_lines(
+        [
+            "7 checked: 7 leaking, 0 clean, 0 inconclusive, 0 without verdict (not passed)",
+            "LEAK ×6 tests through mylib.py:Registry.remember(), one cause: test_uses.py::test_calls_the_library[[]0[]] and 5 more (memleak.json lists them) - *",
+            "LEAK test_uses.py::test_own_leak - *",
+        ]
+    )
+    result.stdout.no_fnmatch_line("LEAK test_uses.py::test_calls_the_library[[]1[]]*")
+    report = json.loads((pytester.path / "reports" / "memleak.json").read_text())
+    assert report["summary"]["groups"] == [
+        {
+            "site": "mylib.py:Registry.remember()",
+            "count": 6,
+            "tests": [f"test_uses.py::test_calls_the_library[{n}]" for n in range(6)],
+            "retained_per_run": pytest.approx(sum(t["retained_per_run"] for t in report["tests"] if t["group"])),
+        }
+    ]
+    assert {t["nodeid"]: t["group"] for t in report["tests"]}["test_uses.py::test_own_leak"] is None
+    html = (pytester.path / "reports" / "memleak.html").read_text()
+    assert "Leak groups (1)" in html and "mylib.py:Registry.remember()" in html
+
+    # a baseline entry can name the group: every test of it is known
+    (pytester.path / "known.json").write_text(json.dumps({"schema": 1, "leaks": {"group:mylib.py:Registry.remember()": {"heap": 10_000.0}}}))
+    known = pytester.runpytest_subprocess(*args, "--memleak-baseline=known.json")
+    known.assert_outcomes(passed=6, failed=1)
+    known.stdout.fnmatch_lines(["LEAK (known) ×6 tests through mylib.py:Registry.remember(), one cause: *"])
