@@ -1,10 +1,14 @@
-"""One root cause, one finding: leaks grouped by the allocation site they share outside the tests.
+"""One root cause, one finding: leaks grouped by what keeps them alive, or where they are made,
+outside the tests.
 
 A library's cache that keeps something per call leaks in every test that calls it: a thousand
-failing tests with one cause. Each leak's *group* is its top allocation site that is not in a
-test file (the collected test modules and ``conftest.py`` files), looked for in each site's
-stack, innermost frame first: a library's line that a test calls, though the site the report
-names is the test's own line; a leak whose frames are all in test files is its own. The summary, the JSON and the HTML show a group once, with its tests
+failing tests with one cause. Each leak's *group* is, first, the shape of its retention path
+(``retention.py``) up to the container that grows, when the path starts outside the tests
+(``kept by click._compat._default_text_stdout -> … -> WeakKeyDictionary.data[…]``): one cache
+keeps what several functions made. Else it is the function of its innermost allocation frame
+that is in neither a test file (the collected test modules and ``conftest.py`` files) nor the
+standard library: a library's function that a test calls, though the site the report names is
+the test's own line. A leak kept and made by the tests' own code is its own. The summary, the JSON and the HTML show a group once, with its tests
 counted, and a baseline entry ``group:<site>`` covers every test of the group.
 """
 
@@ -16,7 +20,46 @@ import os
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
-BASELINE_PREFIX = "group:"  # a baseline entry for a whole group: "group:<file>:<function>()"
+BASELINE_PREFIX = "group:"  # a baseline entry for a whole group: "group:<the group>"
+KEPT_BY = "kept by "  # a group named by its retention path
+# roots in the test runner's own state (caplog's records, the plugin manager): what a run keeps
+# there is the runner's, never a cause that tests share
+RUNNER_ROOTS = ("_pytest.", "pytest.", "pluggy.", "pytest_memleak.", "xdist.", "execnet.")
+
+
+def group_of(retention: Iterable[str], sites: Iterable[Any], test_files: Collection[str], root: str = "") -> str | None:
+    """A leak's group: what keeps it (:func:`retention_group`), else where it is made (:func:`leak_group`)."""
+    return retention_group(retention, test_files) or leak_group(sites, test_files, root)
+
+
+def retention_group(retention: Iterable[str], test_files: Collection[str]) -> str | None:
+    """``kept by <path shape up to its last […]>`` of the first retention path whose root is
+    outside the test modules, or None."""
+    test_modules = set()
+    for path in test_files:
+        dotted = path[:-3].replace("/", ".") if path.endswith(".py") else path.replace("/", ".")
+        test_modules.update({dotted, dotted.rsplit(".", 1)[-1]})
+    for line in retention:
+        if " × " not in line or "): " not in line:
+            continue
+        shape = line.split("): ", 1)[1].split("; e.g. ", 1)[0]
+        steps = shape.split(" -> ")
+        if len(steps) < 2 or not any(step.endswith("[…]") for step in steps):
+            continue
+        root = steps[0]
+        if any(root == m or root.startswith(m + ".") for m in test_modules) or root.startswith(("conftest.", *RUNNER_ROOTS)):
+            continue  # kept by the tests' own module state, or by the runner's
+        last = max(i for i, step in enumerate(steps) if step.endswith("[…]"))
+        return KEPT_BY + " -> ".join(steps[: last + 1])
+    return None
+
+
+def short(group: str) -> str:
+    """A group for a summary line: a long retention path as its root and its growing container."""
+    if not group.startswith(KEPT_BY):
+        return group
+    steps = group[len(KEPT_BY) :].split(" -> ")
+    return group if len(steps) <= 3 else f"{KEPT_BY}{steps[0]} -> … -> {steps[-1]}"
 
 
 def leak_group(sites: Iterable[Any], test_files: Collection[str], root: str = "") -> str | None:
@@ -24,17 +67,19 @@ def leak_group(sites: Iterable[Any], test_files: Collection[str], root: str = ""
     the innermost frame that is neither in a test file nor in the standard library, in the
     stacks of its sites (largest growth first); None when every frame is the tests' own.
     A function, not a line: one cause allocates on several lines (a key, then its value)."""
-    from .sites import _stdlib_dirs, short_path
+    from .sites import _SITE_PACKAGES, _stdlib_dirs, short_path
 
-    stdlib = _stdlib_dirs()
+    stdlib = _stdlib_dirs()  # (a venv's platstdlib holds its site-packages)
     for site in sites:
         stack = list(getattr(site, "stack", None) or []) or [str(getattr(site, "site", ""))]
         for frame in stack:
             path, _, line = frame.rpartition(":")
-            if not path or path in test_files or path.endswith("conftest.py") or path.startswith(stdlib):
+            if not path or path in test_files or path.endswith("conftest.py"):
+                continue
+            if path.startswith(stdlib) and not any(part in path for part in _SITE_PACKAGES):
                 continue
             function = _function_at(os.path.join(root, path), int(line)) if line.isdigit() else None
-            return f"{short_path(path)}:{function}()" if function else frame
+            return f"{short_path(path)}:{function}()" if function else f"{short_path(path)}:{line}"
     return None
 
 

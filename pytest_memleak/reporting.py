@@ -87,6 +87,10 @@ class LeakRepr(TerminalRepr):
             tw.line(line, red=(i == 0), bold=(i == 0))
 
 
+def _through(group: str) -> str:
+    return group if group.startswith("kept by ") else f"through {group}"
+
+
 def summary_lines(results: Sequence[dict[str, Any]], counts: dict[str, int], unreached: int = 0, budget: str = "") -> list[str]:
     """The end-of-run section: counts, what the cost budget left out, then one line per leaking
     or inconclusive test."""
@@ -107,7 +111,7 @@ def summary_lines(results: Sequence[dict[str, Any]], counts: dict[str, int], unr
     warned = sum(1 for r in results if r.get("warned") and not r.get("known"))
     if warned:
         lines.append(f"warn-only (memleak_warn): {warned} leak(s) reported, and no test failed because of them")
-    from .grouping import groups
+    from .grouping import groups, short
 
     first_of = {g["tests"][0]: g for g in groups(results)}  # a group's first test -> the group; its others are not listed
     grouped = {nodeid for g in first_of.values() for nodeid in g["tests"][1:]}
@@ -122,7 +126,7 @@ def summary_lines(results: Sequence[dict[str, Any]], counts: dict[str, int], unr
             lines.append(f"{label} {r['nodeid']} - {r['reason']}")
         else:
             lines.append(
-                f"{label} ×{group['count']} tests through {group['site']}, one cause: {r['nodeid']} and "
+                f"{label} ×{group['count']} tests, {_through(short(group['site']))}, one cause: {r['nodeid']} and "
                 f"{group['count'] - 1} more (memleak.json lists them) - {r['reason']}"
             )
     return lines

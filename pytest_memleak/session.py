@@ -426,7 +426,7 @@ class MemleakSession:
         if result.leaked:
             from . import grouping
 
-            result.group = grouping.leak_group(result.sites, self.test_files, str(self.config.rootpath))
+            result.group = grouping.group_of(result.retention, result.sites, self.test_files, str(self.config.rootpath))
         if self.baseline is not None:
             from .grouping import BASELINE_PREFIX
 

@@ -50,6 +50,31 @@ def test_the_group_is_the_innermost_function_outside_the_tests_and_the_stdlib(tm
     # every frame the tests' own (a conftest too): no group
     assert grouping.leak_group([_site("tests/test_a.py:3"), _site("tests/conftest.py:9")], tests, str(tmp_path)) is None
     assert grouping.leak_group([], tests) is None
+    # an installed library is not the standard library, though a venv's lib/pythonX.Y holds both
+    installed = f"{json.__file__}:1", f"{pytest.__file__}:1"
+    assert grouping.leak_group([_site(*installed)], tests) == "pytest/__init__.py:1"
+
+
+def test_a_retention_path_from_outside_the_tests_names_the_group_up_to_what_grows() -> None:
+    tests = {"tests/test_a.py", "tests/conftest.py"}
+    lines = [
+        "list: 2 instance(s), 112 B shallow",
+        "  2 × list (112 B): test_a.KEPT[…]; e.g. test_a.KEPT[3]",  # the test module's own: not a group
+        "  1 × dict (64 B): no path from a module global, class attribute, live frame or context variable within 12 references",
+        "  2 × io.BytesIO (282 B): lib._default -> function.__closure__[…] -> cell.cell_contents -> WeakKeyDictionary.data[…]"
+        " -> Wrapper.buffer -> BytesIO; e.g. lib._default -> function.__closure__[0] -> …",
+    ]
+    group = grouping.retention_group(lines, tests)
+    assert group == "kept by lib._default -> function.__closure__[…] -> cell.cell_contents -> WeakKeyDictionary.data[…]"
+    assert grouping.short(group) == "kept by lib._default -> … -> WeakKeyDictionary.data[…]"
+    assert grouping.retention_group(lines[:3], tests) is None
+    assert grouping.retention_group(["  1 × X (1 B): tests.test_a.CACHE[…]"], tests) is None  # dotted test module too
+    runner = "  1 × list (56 B): _pytest.debugging.pytestPDB._pluginmanager -> PytestPluginManager._name2plugin[…] -> list"
+    assert grouping.retention_group([runner], tests) is None  # pytest's own state is no shared cause
+    # the retention path goes first; without one, where it was made
+    site = _site("lib.py:3", "tests/test_a.py:5")
+    assert grouping.group_of(lines, [site], tests) == group
+    assert grouping.group_of(lines[:3], [site], tests) == "lib.py:3"
 
 
 @given(
@@ -93,7 +118,7 @@ def test_a_thousand_failures_of_one_cause_are_one_finding(pytester: pytest.Pytes
     result.stdout.fnmatch_lines(
         [
             "7 checked: 7 leaking, 0 clean, 0 inconclusive, 0 without verdict (not passed)",
-            "LEAK ×6 tests through mylib.py:Registry.remember(), one cause: test_uses.py::test_calls_the_library[[]0[]] and 5 more (memleak.json lists them) - *",
+            "LEAK ×6 tests, kept by mylib.REGISTRY -> Registry.items[[]…[]], one cause: test_uses.py::test_calls_the_library[[]0[]] and 5 more (memleak.json lists them) - *",
             "LEAK test_uses.py::test_own_leak - *",
         ]
     )
@@ -101,18 +126,18 @@ def test_a_thousand_failures_of_one_cause_are_one_finding(pytester: pytest.Pytes
     report = json.loads((pytester.path / "reports" / "memleak.json").read_text())
     assert report["summary"]["groups"] == [
         {
-            "site": "mylib.py:Registry.remember()",
+            "site": "kept by mylib.REGISTRY -> Registry.items[…]",
             "count": 6,
             "tests": [f"test_uses.py::test_calls_the_library[{n}]" for n in range(6)],
-            "retained_per_run": pytest.approx(sum(t["retained_per_run"] for t in report["tests"] if t["group"])),
+            "retained_per_run": pytest.approx(sum(t["retained_per_run"] for t in report["tests"] if t["group"]), rel=0.01),
         }
     ]
     assert {t["nodeid"]: t["group"] for t in report["tests"]}["test_uses.py::test_own_leak"] is None
     html = (pytester.path / "reports" / "memleak.html").read_text()
-    assert "Leak groups (1)" in html and "mylib.py:Registry.remember()" in html
+    assert "Leak groups (1)" in html and "kept by mylib.REGISTRY -&gt; Registry.items[…]" in html
 
     # a baseline entry can name the group: every test of it is known
-    (pytester.path / "known.json").write_text(json.dumps({"schema": 1, "leaks": {"group:mylib.py:Registry.remember()": {"heap": 10_000.0}}}))
+    (pytester.path / "known.json").write_text(json.dumps({"schema": 1, "leaks": {"group:kept by mylib.REGISTRY -> Registry.items[…]": {"heap": 10_000.0}}}))
     known = pytester.runpytest_subprocess(*args, "--memleak-baseline=known.json")
     known.assert_outcomes(passed=6, failed=1)
-    known.stdout.fnmatch_lines(["LEAK (known) ×6 tests through mylib.py:Registry.remember(), one cause: *"])
+    known.stdout.fnmatch_lines(["LEAK (known) ×6 tests, kept by mylib.REGISTRY -> Registry.items[[]…[]], one cause: *"])
