@@ -283,10 +283,13 @@ def unsettled(nodeid: str, why: str, seen: str) -> LeakResult:
     return LeakResult(nodeid, INCONCLUSIVE, f"{why}; seen: {seen}")
 
 
-def not_reached(nodeid: str, budget: str, credit: float, needed: float | None = None) -> LeakResult:
+def not_reached(nodeid: str, budget: str, credit: float, needed: float | None = None, drawn: float | None = None) -> LeakResult:
     """A test the session's cost budget did not reach: unchecked, its own outcome stands
-    (``needed``: what its check would have needed; None, when the credit was spent before it ran)."""
+    (``needed``: what its check would have needed; None, when the credit was spent before it ran;
+    ``drawn``: its place in the day's draw, which raised what it needs)."""
     why = f"had {max(credit, 0.0):.3f} s left, and its check needs {needed:.3f} s" if needed is not None else "was spent when it began"
+    if drawn is not None:
+        why += f" (drawn {drawn:.2f} of 1 today: a session without the rotation's history in pytest's cache gives the credit to the tests drawn first)"
     return LeakResult(nodeid, NO_VERDICT, f"not checked: {budget} {why}", over_budget=True)
 
 

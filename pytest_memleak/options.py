@@ -151,7 +151,7 @@ SETTINGS: tuple[Setting, ...] = (
         "rotate",
         _bool,
         True,
-        "under a cost budget, with pytest's cache: let a test checked clean in a recent session rest, so that over sessions the credit reaches every test",
+        "under a cost budget: with pytest's cache, let a test checked clean in a recent session rest; without its history, let the day's draw order the credit; so that over sessions the credit reaches every test",
         "true or false",
         marker=False,
     ),

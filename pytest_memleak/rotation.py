@@ -1,4 +1,5 @@
-"""Which tests a budgeted session lets rest, so that over sessions the credit reaches every test.
+"""Which tests a budgeted session lets rest, or draws first, so that over sessions the credit
+reaches every test.
 
 Under a cost budget a session checks the tests its credit reaches, in the suite's order: the
 same first ones each time, and never the rest. With pytest's cache (``.pytest_cache``, kept
@@ -14,6 +15,8 @@ not reach it.
 
 from __future__ import annotations
 
+import datetime
+import hashlib
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -23,6 +26,25 @@ from .results import CLEAN, LEAK, NO_VERDICT
 
 KEY = "memleak/rotation"
 MAX_REST = 20  # sessions a clean check rests for at the most
+DRAW_SPREAD = 4.0  # a test drawn last needs this much more credit than its check (1 + DRAW_SPREAD times it)
+
+
+def today() -> int:
+    """The day of the draw: the UTC date's ordinal."""
+    return datetime.datetime.now(datetime.timezone.utc).date().toordinal()
+
+
+def draw(nodeid: str, day: int) -> float:
+    """A test's place in the day's draw, from 0 (first) to 1 (last), the same all day.
+
+    A session without the rotation's history (no pytest cache, or a fresh one: a CI job from a
+    clean checkout) would spend its credit on the same tests every time. Instead, while the
+    credit is short, a test's check waits for ``1 + DRAW_SPREAD * draw`` times the credit it
+    needs: the tests drawn first get the credit, and the draw changes every day. With credit to
+    spare every test is checked, as before.
+    """
+    digest = hashlib.blake2b(f"{day}:{nodeid}".encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
 
 
 @dataclass
@@ -51,6 +73,11 @@ class Rotation:
             return None
         ago = self.session - last
         return ago if 0 < ago < self.rest else None
+
+    @property
+    def fresh(self) -> bool:
+        """No earlier session is recorded: nothing rests, and the day's draw orders the credit."""
+        return self.session == 1 and not self.checked
 
     def relapse(self, nodeid: str) -> bool:
         """Whether ``nodeid`` leaked in an earlier session and has not been checked clean since."""

@@ -94,6 +94,7 @@ class MemleakSession:
         self.store = ResultStore()
         self.budget = CostBudget(sources.get("budget"))
         self.rotation = self._rotation()
+        self.draw_day = self._draw_day()
         self.baseline_path, self.baseline = self._baseline()
         self.baseline_lines: list[str] = []  # what the baseline made of this run, for the summary
         self.test_files: set[str] = set()  # the collected test modules, relative to the rootdir
@@ -135,6 +136,15 @@ class MemleakSession:
         return path, baseline.load(path, self.sources.origin["baseline"], missing_ok=bool(self.sources.get("baseline_write")))
 
     # -- which tests ----------------------------------------------------------------------
+    def _draw_day(self) -> int | None:
+        """The day whose draw orders the credit (``rotation.draw``): budgeted, rotating, and
+        without the rotation's history; None otherwise."""
+        if self.budget.share is None or not self.sources.get("rotate") or (self.rotation is not None and not self.rotation.fresh):
+            return None
+        from . import rotation
+
+        return rotation.today()
+
     def _rotation(self) -> Any:
         """The tests that rest this session (``rotation.Rotation``), when a budget and the cache allow it."""
         cache = getattr(self.config, "cache", None)
@@ -320,8 +330,14 @@ class MemleakSession:
         marked = item.get_closest_marker("memleak") is not None
         credit = float("inf") if marked or self._relapse(item) else self.budget.credit()
         needed = self.budget.needed(own_seconds)
+        drawn = None
+        if self.draw_day is not None and credit < float("inf"):
+            from .rotation import DRAW_SPREAD, draw
+
+            drawn = draw(item.nodeid, self.draw_day)
+            needed *= 1 + DRAW_SPREAD * drawn
         if credit < needed:
-            return deciding.not_reached(item.nodeid, self.budget.describe(), credit, needed)
+            return deciding.not_reached(item.nodeid, self.budget.describe(), credit, needed, drawn)
         began = time.perf_counter()
         try:
             return self._check(item, settings, tracing, own_seconds, credit)

@@ -15,7 +15,8 @@ from verdicts import assert_outcomes
 
 from pytest_memleak import budget, deciding, repeating
 
-BASE_ARGS = ("--memleak", "--memleak-flamegraph=none", "-p", "no:cacheprovider", "--memleak-budget=0")
+# (in the suite's order: without the cache, rotating, the day's draw would order the credit)
+BASE_ARGS = ("--memleak", "--memleak-flamegraph=none", "-p", "no:cacheprovider", "--memleak-budget=0", "--memleak-rotate=false")
 TESTS = 66  # in each inner session: its floor is budget.FLOOR * (budget.FEW / TESTS) ** 3, about 0.83 s
 FILLER = """
     @pytest.mark.parametrize("n", range({n}))
@@ -230,9 +231,9 @@ def test_tests_checked_clean_rest_in_the_next_sessions_so_the_credit_reaches_the
         assert_outcomes(result, pytester, passed=TESTS)
         return {n: t for n, t in _report(pytester).items() if n.startswith("test_slow")}
 
-    first = session()
+    first = session()  # (a fresh cache: the day's draw orders the credit, see the test below)
     checked = {n for n, t in first.items() if t["status"] == "clean"}
-    assert checked and "test_slow[0]" in checked and len(checked) < 6, {n: t["reason"] for n, t in first.items()}
+    assert checked and len(checked) < 6, {n: t["reason"] for n, t in first.items()}
     second = session()
     for n in checked:  # rested, and said so
         assert second[n]["status"] == "no-verdict" and second[n]["over_budget"] is True
@@ -306,6 +307,40 @@ def test_a_test_found_leaking_is_checked_again_whatever_the_credit(pytester: pyt
     report = _report(pytester)
     assert report["test_leaks"]["status"] == "leak" and report["test_leaks"]["over_budget"] is False
     assert report["test_after[0]"]["over_budget"] is True  # the credit had run out before it
-    control = pytester.runpytest_subprocess(*cached, "--memleak-budget=0", "-p", "no:cacheprovider")
+    control = pytester.runpytest_subprocess(*cached, "--memleak-budget=0", "-p", "no:cacheprovider", "--memleak-rotate=false")
     assert_outcomes(control, pytester, passed=200)
     assert _report(pytester)["test_leaks"]["over_budget"] is True
+
+
+def test_without_the_rotations_history_the_days_draw_orders_the_credit(pytester: pytest.Pytester) -> None:
+    """A CI job from a clean checkout has no cache: every session would check the same first
+    tests. The day's draw decides which go first instead: on a day that draws test_slow[0] last
+    it waits (its reason says why), on a day that draws it first it is checked at once, and with
+    --memleak-rotate=false the suite's order stands."""
+    from pytest_memleak import rotation
+
+    nodeid = "test_budgeted.py::test_slow[0]"
+    last = next(day for day in range(1, 10_000) if rotation.draw(nodeid, day) > 0.9)
+    first = next(day for day in range(1, 10_000) if rotation.draw(nodeid, day) < 0.05)
+    source = """
+        import time
+
+        @pytest.mark.parametrize("n", range(5))
+        def test_slow(n):
+            time.sleep(0.15)
+        """
+    by_day = {}
+    for day in (last, first):
+        pytester.makeconftest(f"import pytest_memleak.rotation\npytest_memleak.rotation.today = lambda: {day}\n")
+        body = textwrap.dedent(source) + textwrap.dedent(FILLER.format(n=TESTS - 5))
+        pytester.makepyfile(test_budgeted="import pytest\n" + body)
+        result = pytester.runpytest_subprocess(*[a for a in BASE_ARGS if a != "--memleak-rotate=false"])
+        assert_outcomes(result, pytester, passed=TESTS)
+        by_day[day] = _report(pytester)["test_slow[0]"]
+    assert by_day[last]["status"] == "no-verdict" and by_day[last]["over_budget"] is True
+    assert "drawn 0.9" in by_day[last]["reason"] and "gives the credit to the tests drawn first" in by_day[last]["reason"]
+    assert by_day[first]["status"] == "clean", by_day[first]["reason"]
+    pytester.makeconftest(f"import pytest_memleak.rotation\npytest_memleak.rotation.today = lambda: {last}\n")
+    ordered = pytester.runpytest_subprocess(*BASE_ARGS)  # --memleak-rotate=false: no draw
+    assert_outcomes(ordered, pytester, passed=TESTS)
+    assert _report(pytester)["test_slow[0]"]["status"] == "clean"
