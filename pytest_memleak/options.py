@@ -117,6 +117,17 @@ def _share(value: Any) -> float:
     return number
 
 
+def _patterns(value: Any) -> tuple[str, ...]:
+    """Glob patterns, separated by commas or white space (a marker may give a list); ``none``: no pattern."""
+    if isinstance(value, str) and value.strip().lower() in ("none", "off"):
+        return ()
+    items = list(value) if isinstance(value, (list, tuple)) else str(value).replace(",", " ").split()
+    patterns = tuple(str(item).strip() for item in items if str(item).strip())
+    if not patterns:
+        raise ValueError(f"{value!r} holds no pattern")
+    return patterns
+
+
 def _path(value: Any) -> str:
     text = os.fspath(value) if isinstance(value, os.PathLike) else value
     if not isinstance(text, str) or not text.strip():
@@ -158,6 +169,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("report_dir", _path, "reports", "directory for flamegraphs and the HTML and JSON reports", "a directory path", marker=False),
     Setting("flamegraph", _choice("failed", "all", "none"), "failed", "write memray leak flamegraphs for: failed (leaking) tests, all checked tests, or none", "failed, all or none"),
     Setting("native_stacks", _bool, False, "record native (C) stacks in memray captures", "true or false", flag=True),
+    Setting(
+        "ignore",
+        _patterns,
+        None,
+        "growth not counted: allocation sites whose file:line, or a frame of whose stack, matches one of these glob patterns (third-party leaks you cannot fix); the summary says how much was ignored",
+        "glob patterns separated by commas or spaces, such as 'click/*' or '*/site-packages/somelib/*:*', or none",
+    ),
     Setting(
         "warn",
         _bool,
@@ -353,6 +371,7 @@ class TestSettings:
     top: int
     flamegraph: str
     native_stacks: bool
+    ignore: tuple[str, ...] | None
     warn: bool
     origin: Mapping[str, str]
 

@@ -808,6 +808,9 @@ def _confirm(nodeid: str, settings: TestSettings, cps: Checkpoints, per_step: in
     site_series = cps.site_series()
     site_counts = cps.site_series(counts=True)
     labels = {k: f"{classifier.relpath(k[0])}:{k[1]}" for k in site_series}
+    ignored = sites.ignored(site_series, cps.totals[-1].stacks, settings.ignore, classifier) if settings.ignore else set()
+    for key in ignored:  # memleak_ignore: their growth is not counted, and said
+        del site_series[key], site_counts[key]
     evidence = deciding.Evidence(
         per_step=per_step,
         site_bytes={labels[k]: v for k, v in site_series.items()},
@@ -822,6 +825,14 @@ def _confirm(nodeid: str, settings: TestSettings, cps: Checkpoints, per_step: in
     )
     result, heap = deciding.confirm(nodeid, settings, evidence)
     grown = sites.growth(cps.totals[0], cps.totals[-1], window_runs, classifier)
+    if ignored:
+        ignored_labels = {labels[k] for k in ignored}
+        result.ignored_per_run = sum(max(0.0, g.bytes_per_run) for g in grown if g.site in ignored_labels)
+        grown = [g for g in grown if g.site not in ignored_labels]
+        result.details.append(
+            f"memleak_ignore: growth at {len(ignored)} site(s) not counted, {result.ignored_per_run:.0f} B/run "
+            f"(patterns {', '.join(settings.ignore or ())})"
+        )
     persistent = [g for g in grown if g.site in heap.persistent_sites]
     for g in persistent:  # the latest-half rate is the one judged
         g.bytes_per_run = heap.persistent_sites[g.site]

@@ -91,7 +91,9 @@ def _through(group: str) -> str:
     return group if group.startswith("kept by ") else f"through {group}"
 
 
-def summary_lines(results: Sequence[dict[str, Any]], counts: dict[str, int], unreached: int = 0, budget: str = "") -> list[str]:
+def summary_lines(
+    results: Sequence[dict[str, Any]], counts: dict[str, int], unreached: int = 0, budget: str = "", ignored: Sequence[float] = (0, 0.0)
+) -> list[str]:
     """The end-of-run section: counts, what the cost budget left out, then one line per leaking
     or inconclusive test."""
     checked = sum(counts.values())
@@ -105,6 +107,8 @@ def summary_lines(results: Sequence[dict[str, Any]], counts: dict[str, int], unr
     ]
     if unreached:
         lines.append(f"{budget} did not reach {unreached} test(s): --memleak-budget=none checks every test")
+    if ignored[0]:
+        lines.append(f"memleak_ignore: growth not counted in {ignored[0]:.0f} test(s), {format_size(ignored[1])}/run in all")
     known = sum(1 for r in results if r.get("known"))
     if known:
         lines.append(f"baseline (memleak_baseline): {known} known leak(s) within their recorded rates, and their tests passed")

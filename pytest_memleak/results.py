@@ -82,6 +82,7 @@ class LeakResult:
     over_budget: bool = False  # the session's cost budget did not reach it: unchecked
     warned: bool = False  # a leak reported only (memleak_warn): the test's own outcome stands
     known: bool = False  # a leak the baseline lists, within its rates: the test's own outcome stands
+    ignored_per_run: float = 0.0  # heap bytes per run at sites memleak_ignore left out
     group: str | None = None  # a leak's innermost frame outside the test files, which its group shares (grouping.py)
 
     @property

@@ -50,6 +50,7 @@ class ResultStore:
         self._file: Any = None
         self.counts: dict[str, int] = {}
         self.over_budget = 0  # tests the cost budget did not reach
+        self.ignored = [0, 0.0]  # tests with growth memleak_ignore left out, and its bytes per run in all
         self.notable: list[dict[str, Any]] = []  # leaking and inconclusive: listed at the end
         self.soaks: list[dict[str, Any]] = []
         self.problems: list[str] = []
@@ -61,6 +62,9 @@ class ResultStore:
             status = data.get("status", "")
             self.counts[status] = self.counts.get(status, 0) + 1
             self.over_budget += bool(data.get("over_budget"))
+            if data.get("ignored_per_run"):
+                self.ignored[0] += 1
+                self.ignored[1] += float(data["ignored_per_run"])
             if status in (LEAK, INCONCLUSIVE):
                 self.notable.append({"nodeid": data["nodeid"], "status": status, "reason": data["reason"], "warned": data.get("warned", False), "known": data.get("known", False), "group": data.get("group")})
         if self._file is None:
@@ -523,7 +527,7 @@ class MemleakSession:
         store = self.store
         if store.counts:
             terminalreporter.write_sep("=", "memleak summary", yellow=True)
-            for line in reporting.summary_lines(store.notable, store.counts, store.over_budget, self.budget.describe()):
+            for line in reporting.summary_lines(store.notable, store.counts, store.over_budget, self.budget.describe(), store.ignored):
                 warned = line.startswith(("LEAK (", "warn-only", "baseline"))
                 terminalreporter.write_line(line, red=line.startswith("LEAK") and not warned, yellow=warned)
         for line in self.baseline_lines:

@@ -10,11 +10,12 @@ innermost frame.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import sys
 import sysconfig
 import tracemalloc
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -198,3 +199,27 @@ def growth(
         )
     grown.sort(key=lambda g: (-g.total_bytes, -g.total_blocks, g.site))
     return grown if limit is None else grown[:limit]
+
+
+def ignored(
+    series: Mapping[tuple[str, int], object],
+    stacks: Mapping[tuple[str, int], RawFrames],
+    patterns: Sequence[str],
+    classifier: Classifier,
+) -> set[tuple[str, int]]:
+    """The sites ``memleak_ignore`` leaves out: those whose ``file:line``, or a frame of whose
+    stack, matches a pattern (a file as the report names it: relative to the rootdir, else as
+    :func:`short_path` shows it, else in full)."""
+
+    def names(frame: tuple[str, int]) -> tuple[str, ...]:
+        filename, line = frame
+        files = {classifier.relpath(filename), short_path(filename), filename}
+        return tuple(f"{name}:{line}" for name in files)
+
+    out = set()
+    for key in series:
+        frames = [key, *stacks.get(key, ())]
+        if any(fnmatch.fnmatchcase(name, pattern) for frame in frames for name in names(frame) for pattern in patterns):
+            out.add(key)
+    return out
+

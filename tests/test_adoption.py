@@ -355,3 +355,59 @@ def test_a_hypothesis_test_in_a_unittest_case_is_checked(pytester: pytest.Pytest
     assert found["test_roundtrip"]["status"] == "clean", found["test_roundtrip"]["reason"]
     assert found["test_keeps"]["status"] == "leak", found["test_keeps"]["reason"]
     assert "test_h.py:19" in found["test_keeps"]["reason"]
+
+
+THIRD_PARTY = """
+_SEEN = []
+
+def remember(value):
+    _SEEN.append([value] * 4)
+"""
+
+IGNORE_SUITE = """
+import thirdparty
+
+OWN = []
+
+def test_only_theirs():
+    thirdparty.remember(1)
+
+def test_theirs_and_ours():
+    thirdparty.remember(2)
+    OWN.append(bytearray(300))
+"""
+
+
+@pytest.mark.parametrize("where", ["ini", "marker"])
+def test_ignored_sites_are_not_counted_and_said(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory, where: str
+) -> None:
+    """memleak_ignore: a third-party leak you cannot fix. The library lives outside the rootdir, so
+    the site the report names is the test's line, and the pattern matches the library's frame in
+    its stack."""
+    lib = tmp_path_factory.mktemp("outside") / "site_lib"  # outside the rootdir, as an installed library is
+    lib.mkdir()
+    (lib / "thirdparty.py").write_text(THIRD_PARTY)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(lib), os.environ.get("PYTHONPATH")])))
+    suite = IGNORE_SUITE
+    if where == "ini":
+        pytester.makeini("[pytest]\nmemleak_ignore = */site_lib/thirdparty.py:*, other/*\n")
+    else:
+        suite = "import pytest\npytestmark = pytest.mark.memleak(ignore='*/site_lib/thirdparty.py:*')\n" + IGNORE_SUITE
+    pytester.makepyfile(test_i=suite)
+    args = ("-p", "no:cacheprovider", "--memleak", "--memleak-flamegraph=none", "--memleak-budget=none")
+    result = pytester.runpytest_subprocess(*args)
+    result.assert_outcomes(passed=1, failed=1)
+    report = {t["nodeid"].split("::")[1]: t for t in json.loads((pytester.path / "reports" / "memleak.json").read_text())["tests"]}
+    assert report["test_only_theirs"]["status"] == "clean", report["test_only_theirs"]["reason"]
+    assert report["test_only_theirs"]["ignored_per_run"] > 0
+    assert any(d.startswith("memleak_ignore: growth at ") for d in report["test_only_theirs"]["details"])
+    ours = report["test_theirs_and_ours"]
+    written = (pytester.path / "test_i.py").read_text().splitlines()
+    assert ours["status"] == "leak" and ours["sites"][0]["site"] == f"test_i.py:{written.index('    OWN.append(bytearray(300))') + 1}"
+    assert all("site_lib" not in frame for site in ours["sites"] for frame in site["stack"])
+    result.stdout.fnmatch_lines(["memleak_ignore: growth not counted in 2 test(s), * B/run in all"])
+    if where == "ini":  # the control: the command line turns it off, and the library's growth is a leak again
+        control = pytester.runpytest_subprocess(*args, "--memleak-ignore=none")
+        control.assert_outcomes(failed=2)
+        control.stdout.no_fnmatch_line("memleak_ignore:*")
