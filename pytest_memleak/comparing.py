@@ -19,6 +19,7 @@ from .units import format_size
 SCHEMA = "pytest-memleak/1"
 GREW_SHARE = 0.25  # a leak grew when its rate rose by more than this share ...
 GREW_BYTES = 64.0  # ... and by more than this many bytes per run
+PEAK_BYTES = 64 * 1024.0  # a peak grew when it rose by more than the share and by this many bytes
 
 
 class BadReport(Exception):
@@ -31,10 +32,11 @@ class Change:
     old: float | None  # retained bytes per run, None when it did not leak
     new: float | None
     reason: str = ""
+    unit: str = "/run"  # "" for a peak
 
     def line(self, label: str) -> str:
         def rate(value: float | None) -> str:
-            return "-" if value is None else f"{format_size(value)}/run"
+            return "-" if value is None else f"{format_size(value)}{self.unit}"
 
         if self.old is not None and self.new is not None:
             share = f" ({(self.new - self.old) / self.old:+.0%})" if self.old > 0 else ""
@@ -51,17 +53,19 @@ class Comparison:
     fixed: list[Change] = field(default_factory=list)
     shrank: list[Change] = field(default_factory=list)
     unchecked: list[Change] = field(default_factory=list)  # leaked in OLD, not checked in NEW
+    peaks: list[Change] = field(default_factory=list)  # the peak of a test's call grew (memleak_peak)
 
     @property
     def regression(self) -> bool:
-        return bool(self.new_leaks or self.grew)
+        return bool(self.new_leaks or self.grew or self.peaks)
 
     def lines(self, old_name: str, new_name: str, grew_share: float) -> list[str]:
         out = [f"memleak compare: {old_name} -> {new_name}"]
-        for label, changes in (("NEW LEAK", self.new_leaks), ("GREW", self.grew), ("FIXED", self.fixed), ("SHRANK", self.shrank), ("UNCHECKED", self.unchecked)):
+        for label, changes in (("NEW LEAK", self.new_leaks), ("GREW", self.grew), ("PEAK", self.peaks), ("FIXED", self.fixed), ("SHRANK", self.shrank), ("UNCHECKED", self.unchecked)):
             out.extend(change.line(label) for change in changes)
         if self.regression:
-            out.append(f"regression: {len(self.new_leaks)} new leak(s), {len(self.grew)} leak(s) grew by more than {grew_share:.0%}")
+            peaks = f", {len(self.peaks)} peak(s) grew by more than {grew_share:.0%}" if self.peaks else ""
+            out.append(f"regression: {len(self.new_leaks)} new leak(s), {len(self.grew)} leak(s) grew by more than {grew_share:.0%}{peaks}")
         else:
             out.append(f"no regression: {len(self.fixed)} fixed, {len(self.shrank)} shrank, {len(self.unchecked)} leak(s) not checked in {new_name}")
         return out
@@ -110,7 +114,15 @@ def compare(old: Mapping[str, Mapping[str, Any]], new: Mapping[str, Mapping[str,
         elif before is not None:
             status = (new.get(nodeid) or {}).get("status")
             (result.fixed if status == "clean" else result.unchecked).append(Change(nodeid, before, None))
+        old_peak, new_peak = _peak(old.get(nodeid)), _peak(new.get(nodeid))
+        if old_peak is not None and new_peak is not None and new_peak > old_peak * (1 + grew_share) and new_peak - old_peak > PEAK_BYTES:
+            result.peaks.append(Change(nodeid, old_peak, new_peak, unit=""))
     return result
+
+
+def _peak(test: Mapping[str, Any] | None) -> float | None:
+    value = (test or {}).get("peak")
+    return float(value) if isinstance(value, (int, float)) else None
 
 
 def main(argv: Sequence[str]) -> int:

@@ -411,6 +411,15 @@ def distrust(result: LeakResult, reasons: Sequence[str]) -> None:
         result.problems.append(why)
 
 
+def over_peak(result: LeakResult, peak: float | None, budget: float | None, sites: Sequence[str]) -> None:
+    """The peak of the test's own call against its budget: over it, ``peak_over`` says so (the test
+    fails, whatever its leak verdict)."""
+    result.peak, result.peak_budget, result.peak_sites = peak, budget, list(sites)
+    if peak is not None and budget is not None and peak > budget:
+        where = f"; at the peak: {sites[0]}" if sites else ""
+        result.peak_over = f"peak memory {format_size(peak)} during the test's call exceeds its budget {format_size(budget)} (memleak_peak){where}"
+
+
 BASELINE_TOLERANCE = 0.5  # a known leak's rate may exceed its recorded rate by this share (rates vary between runs)
 BASELINE_SLACK = {"B": 64.0, "": 0.5}  # ... and by this much (bytes, counts): a rate near zero varies by whole blocks
 

@@ -144,6 +144,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("retained", parse_size, 0, "memory budget: Python heap retained per run, in total, that still passes", SIZE_FORM),
     Setting("per_site", _optional(parse_size), None, "memory budget: heap retained per run by any single allocation site (default: no per-site budget)", SIZE_FORM + ", or none"),
     Setting("native", _optional(parse_size), "1 KiB", "native memory budget: growth per run of memory outside Python's allocator (RSS minus heap); none turns the native check off", SIZE_FORM + ", or none"),
+    Setting(
+        "peak",
+        _optional(parse_size),
+        None,
+        "peak budget: the high-water mark of memory the test's own call allocated (memray, Python and native); over it the test fails, naming the sites alive at the peak",
+        SIZE_FORM + ", or none",
+    ),
     Setting("fds", _count(0, 1_000_000), 0, "open file descriptors a test may leave behind per run", "a whole number from 0 to 1000000"),
     Setting("threads", _count(0, 1_000_000), 0, "live threads a test may leave behind per run", "a whole number from 0 to 1000000"),
     Setting("processes", _count(0, 1_000_000), 0, "live child processes a test may leave behind per run", "a whole number from 0 to 1000000"),
@@ -363,6 +370,7 @@ class TestSettings:
     retained: int
     per_site: int | None
     native: int | None
+    peak: int | None
     fds: int
     threads: int
     processes: int

@@ -716,6 +716,8 @@ def _test_row(test: Mapping[str, Any], html_dir: str, spark: bool, detail_id: st
             spark_svg += f'<div class="small">{_e(metric)}</div>' if spark_svg else ""
     name = f'<code class="id">{_e(nodeid)}</code>'
     reason = _text(test.get("reason"))
+    if test.get("peak_over"):
+        reason = f"{_text(test.get('peak_over'))}; {reason}" if reason else _text(test.get("peak_over"))
     if test.get("known") is True:
         reason = f"known leak (baseline), the test passed: {reason}"
     elif test.get("warned") is True:

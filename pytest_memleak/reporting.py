@@ -75,12 +75,24 @@ def detail_lines(result: LeakResult) -> list[str]:
     return lines
 
 
+def peak_lines(result: LeakResult) -> list[str]:
+    """The failure of a test whose call's peak exceeded its budget."""
+    lines = [f"memleak: {result.peak_over}"]
+    if result.peak_sites:
+        lines.append("  alive at the peak, largest first:")
+        lines.extend(f"    {site}" for site in result.peak_sites)
+    if result.peak_capture:
+        lines.append(f"  memray capture of the call: {result.peak_capture} (memray flamegraph on it shows the peak)")
+    return lines
+
+
 class LeakRepr(TerminalRepr):
     """The longrepr of a leaking test: a one-line crash message plus the detail section."""
 
     def __init__(self, result: LeakResult, path: str, lineno: int) -> None:
-        self.lines = detail_lines(result)
-        self.reprcrash = ReprFileLocation(path, lineno, f"memleak: {result.reason}")
+        peak = peak_lines(result) if result.peak_over else []
+        self.lines = detail_lines(result) + [f"  {line}" for line in peak] if result.leaked else peak
+        self.reprcrash = ReprFileLocation(path, lineno, self.lines[0])
 
     def toterminal(self, tw: TerminalWriter) -> None:
         for i, line in enumerate(self.lines):
@@ -120,7 +132,9 @@ def summary_lines(
     first_of = {g["tests"][0]: g for g in groups(results)}  # a group's first test -> the group; its others are not listed
     grouped = {nodeid for g in first_of.values() for nodeid in g["tests"][1:]}
     for r in results:
-        if r["nodeid"] in grouped:
+        if r.get("peak_over"):
+            lines.append(f"PEAK {r['nodeid']} - {r['peak_over']}")
+        if r["nodeid"] in grouped or r["status"] not in (LEAK, INCONCLUSIVE):
             continue
         label = "INCONCLUSIVE"
         if r["status"] == LEAK:

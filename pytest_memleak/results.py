@@ -82,6 +82,11 @@ class LeakResult:
     over_budget: bool = False  # the session's cost budget did not reach it: unchecked
     warned: bool = False  # a leak reported only (memleak_warn): the test's own outcome stands
     known: bool = False  # a leak the baseline lists, within its rates: the test's own outcome stands
+    peak: float | None = None  # bytes alive at the high-water mark of the test's own call (memleak_peak)
+    peak_budget: float | None = None
+    peak_sites: list[str] = field(default_factory=list)  # "file:line (function): size" alive at the peak
+    peak_capture: str | None = None  # memray capture of the call: `memray flamegraph` shows the peak
+    peak_over: str | None = None  # one line when the peak exceeded its budget: the test fails
     ignored_per_run: float = 0.0  # heap bytes per run at sites memleak_ignore left out
     group: str | None = None  # a leak's innermost frame outside the test files, which its group shares (grouping.py)
 

@@ -23,6 +23,7 @@ from .budget import START_MIN, CostBudget
 from .results import CLEAN, INCONCLUSIVE, LEAK, LeakResult
 
 SETTINGS_KEY = pytest.StashKey[options.TestSettings]()
+PEAK_KEY = pytest.StashKey[Any]()  # the peak.PeakMeasure of the test's own call
 UNREACHED_KEY = pytest.StashKey[list[Any]]()  # [credit, passed so far, sessions ago when rested] of a test run as if the plugin were not there
 REFREEZE_GROWTH = 1.5  # the heap grown by this factor since the last full collection: collect it whole
 # the session's SIGTERM handler while it is installed, and the one it replaced
@@ -65,8 +66,10 @@ class ResultStore:
             if data.get("ignored_per_run"):
                 self.ignored[0] += 1
                 self.ignored[1] += float(data["ignored_per_run"])
-            if status in (LEAK, INCONCLUSIVE):
-                self.notable.append({"nodeid": data["nodeid"], "status": status, "reason": data["reason"], "warned": data.get("warned", False), "known": data.get("known", False), "group": data.get("group")})
+            if status in (LEAK, INCONCLUSIVE) or data.get("peak_over"):
+                self.notable.append(
+                    {k: data.get(k) for k in ("nodeid", "status", "reason", "warned", "known", "group", "peak_over")}
+                )
         if self._file is None:
             # open for the whole session: results stream here, closed in pytest_unconfigure
             self._file = tempfile.TemporaryFile("w+", encoding="utf-8", prefix="memleak-results-")  # noqa: SIM115
@@ -455,6 +458,7 @@ class MemleakSession:
                 known = self.baseline.get(BASELINE_PREFIX + result.group)
             deciding.against_baseline(result, known)
         result.warned = result.leaked and warn  # warn-only: reported, and the test's outcome stands
+        self._peak(item, result)
         data = result.to_dict()
         call.memleak = data  # type: ignore[attr-defined]
         teardown.user_properties.extend(
@@ -464,10 +468,38 @@ class MemleakSession:
                 ("memleak_runs", str(result.runs)),
             ]
         )
-        if result.leaked and not result.excused:
+        if (result.leaked and not result.excused) or (result.peak_over and not warn):
             path, lineno, _ = item.location
             call.outcome = "failed"
             call.longrepr = reporting.LeakRepr(result, path, (lineno or 0) + 1)
+
+    # -- the peak of a test's own call (memleak_peak) ---------------------------------------
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> Any:
+        """The test's own call under memray when it has a peak budget (once: not its re-runs)."""
+        settings = item.stash.get(SETTINGS_KEY, None)
+        if settings is None or settings.peak is None or PEAK_KEY in item.stash or self.skip_all:
+            return (yield)
+        from . import peak
+        from .flamegraph import safe_name
+
+        tracking = peak.Tracking(self.report_dir / "peak" / safe_name(item.nodeid, ".bin"), str(self.config.rootpath))
+        tracking.start()
+        try:
+            return (yield)
+        finally:
+            item.stash[PEAK_KEY] = tracking.stop()
+
+    @staticmethod
+    def _peak(item: pytest.Item, result: LeakResult) -> None:
+        measured = item.stash.get(PEAK_KEY, None)
+        settings = item.stash.get(SETTINGS_KEY, None)
+        if measured is None or settings is None:
+            return
+        deciding.over_peak(result, measured.peak, settings.peak, measured.sites)
+        result.peak_capture = measured.capture
+        if measured.problem:
+            result.problems.append(measured.problem)
 
     # -- reporting ------------------------------------------------------------------------
     @pytest.hookimpl(wrapper=True)
@@ -485,7 +517,16 @@ class MemleakSession:
                     result = deciding.not_reached(item.nodeid, self.budget.describe(), unreached[0])
                 else:
                     result = deciding.no_verdict(item.nodeid, "the test did not pass: its own outcome stands")
+                self._peak(item, result)
                 report.memleak = result.to_dict()
+            elif call.when == "call" and report.passed:  # pytest ran it (unchecked): its peak is judged all the same
+                result = deciding.no_verdict(item.nodeid, "not checked")
+                self._peak(item, result)
+                settings = item.stash.get(SETTINGS_KEY, None)
+                if result.peak_over and settings is not None and not settings.warn:
+                    path, lineno, _ = item.location
+                    report.outcome = "failed"
+                    report.longrepr = reporting.LeakRepr(result, path, (lineno or 0) + 1)
         return report
 
     @pytest.hookimpl(wrapper=True)
@@ -529,7 +570,7 @@ class MemleakSession:
             terminalreporter.write_sep("=", "memleak summary", yellow=True)
             for line in reporting.summary_lines(store.notable, store.counts, store.over_budget, self.budget.describe(), store.ignored):
                 warned = line.startswith(("LEAK (", "warn-only", "baseline"))
-                terminalreporter.write_line(line, red=line.startswith("LEAK") and not warned, yellow=warned)
+                terminalreporter.write_line(line, red=line.startswith(("LEAK", "PEAK")) and not warned, yellow=warned)
         for line in self.baseline_lines:
             terminalreporter.write_line(line, yellow=True)
         if store.soaks:
