@@ -540,6 +540,8 @@ class MemleakSession:
         data = getattr(report, "memleak", None)
         if isinstance(data, dict):
             self.store.add(data)
+        if report.when == "teardown":
+            self._xunit2_properties(report)
         soak_data = getattr(report, "memleak_soak", None)
         if report.when == "call" and isinstance(soak_data, dict):
             self.store.add(soak_data, kind="soak")
@@ -553,6 +555,22 @@ class MemleakSession:
             if report.when == "teardown" and any(isinstance(p, tuple) and str(p[0]).startswith("memleak_") for p in props):
                 # junitxml and xdist have read them by now
                 report.user_properties = [p for p in props if not (isinstance(p, tuple) and str(p[0]).startswith("memleak_"))]
+
+    def _xunit2_properties(self, report: pytest.TestReport) -> None:
+        """JUnit's xunit2 family (pytest's default) allows no properties in a testcase: there the
+        verdict's properties go to the testsuite, named ``memleak_status[<node id>]``."""
+        try:
+            from _pytest.junitxml import xml_key
+        except ImportError:  # pragma: no cover - a pytest without it
+            return
+        xml = self.config.stash.get(xml_key, None)
+        if xml is None or getattr(xml, "family", "xunit2") in ("xunit1", "legacy"):
+            return
+        ours = [p for p in report.user_properties if isinstance(p, tuple) and str(p[0]).startswith("memleak_")]
+        if ours:
+            report.user_properties = [p for p in report.user_properties if p not in ours]
+            for name, value in ours:
+                xml.add_global_property(f"{name}[{report.nodeid}]", value)
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_report_teststatus(self, report: pytest.TestReport) -> tuple[str, str, Any] | None:

@@ -189,7 +189,7 @@ def test_warn_only_reports_a_leak_and_fails_no_test(pytester: pytest.Pytester, m
     assert by_id["test_w.py::test_clean"]["warned"] is False
     assert by_id["test_w.py::test_leaks"]["settings"]["warn"] is True
     junit = (pytester.path / "junit.xml").read_text()
-    assert 'name="memleak_status" value="leak"' in junit and "<failure" not in junit
+    assert 'name="memleak_status[test_w.py::test_leaks]" value="leak"' in junit and "<failure" not in junit
     html = (pytester.path / "reports" / "memleak.html").read_text()
     assert "warn-only, the test passed: retained" in html
 

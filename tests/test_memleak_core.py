@@ -478,10 +478,16 @@ def test_plugin_off_imports_nothing_heavy(pytester: pytest.Pytester) -> None:
     assert_outcomes(result, pytester, passed=1)
 
 
-def test_json_report_and_junit_properties(pytester: pytest.Pytester) -> None:
+@pytest.mark.parametrize("family", ["xunit2", "xunit1"])
+def test_json_report_and_junit_properties(pytester: pytest.Pytester, family: str) -> None:
+    """The verdict's properties are valid in either JUnit family: per testcase in xunit1; in
+    xunit2 (pytest's default), whose schema has no testcase properties, on the testsuite."""
+    import xml.etree.ElementTree as ET
+
     pytester.makepyfile(test_j="KEEP = []\ndef test_leak():\n    KEEP.append(object())\ndef test_ok():\n    pass\n")
     result = pytester.runpytest_subprocess(
-        "--memleak", "--memleak-flamegraph=none", "-p", "no:cacheprovider", "--junitxml=junit.xml", "--memleak-report-dir=out"
+        "--memleak", "--memleak-flamegraph=none", "-p", "no:cacheprovider", "--junitxml=junit.xml", "--memleak-report-dir=out",
+        "-o", f"junit_family={family}",
     )
     assert_outcomes(result, pytester, failed=1, passed=1)
     data = json.loads((pytester.path / "out" / "memleak.json").read_text())
@@ -489,9 +495,18 @@ def test_json_report_and_junit_properties(pytester: pytest.Pytester) -> None:
     assert by_id["test_j.py::test_leak"]["status"] == "leak"
     assert by_id["test_j.py::test_ok"]["status"] == "clean"
     assert by_id["test_j.py::test_leak"]["sites"][0]["site"] == "test_j.py:3"
-    junit = (pytester.path / "junit.xml").read_text()
-    assert 'name="memleak_status" value="leak"' in junit
-    assert 'name="memleak_status" value="clean"' in junit
+    suite = ET.parse(pytester.path / "junit.xml").getroot().find("testsuite")
+    assert suite is not None
+    cases = {case.get("name"): case for case in suite.iter("testcase")}
+    if family == "xunit1":
+        props = {name: {p.get("name"): p.get("value") for p in case.iter("property")} for name, case in cases.items()}
+        assert props["test_leak"]["memleak_status"] == "leak" and props["test_ok"]["memleak_status"] == "clean"
+    else:
+        assert all(case.find("properties") is None for case in cases.values())  # xunit2 has none there
+        suite_props = {p.get("name"): p.get("value") for p in suite.find("properties").iter("property")}
+        assert suite_props["memleak_status[test_j.py::test_leak]"] == "leak"
+        assert suite_props["memleak_status[test_j.py::test_ok]"] == "clean"
+        assert float(suite_props["memleak_retained_per_run[test_j.py::test_leak]"]) > 0
 
 
 def test_collection_frees_cycles_that_a_finalizer_makes() -> None:
