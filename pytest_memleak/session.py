@@ -24,6 +24,8 @@ from .results import CLEAN, INCONCLUSIVE, LEAK, LeakResult
 
 SETTINGS_KEY = pytest.StashKey[options.TestSettings]()
 PEAK_KEY = pytest.StashKey[Any]()  # the peak.PeakMeasure of the test's own call
+STARTED_KEY = pytest.StashKey[float]()  # when the test's protocol began (perf_counter)
+TIMEOUT_SHARE = 0.8  # of a pytest-timeout timeout that the test and its check may use
 UNREACHED_KEY = pytest.StashKey[list[Any]]()  # [credit, passed so far, sessions ago when rested] of a test run as if the plugin were not there
 REFREEZE_GROWTH = 1.5  # the heap grown by this factor since the last full collection: collect it whole
 # the session's SIGTERM handler while it is installed, and the one it replaced
@@ -105,6 +107,7 @@ class MemleakSession:
         self.baseline_path, self.baseline = self._baseline()
         self.baseline_lines: list[str] = []  # what the baseline made of this run, for the summary
         self.test_files: set[str] = set()  # the collected test modules, relative to the rootdir
+        self.left_to_reruns = 0  # tests pytest-rerunfailures reruns: run by its protocol, unchecked
         self.renders: list[tuple[str, Any]] = []  # (nodeid, flamegraph.Render) under way while the tests go on
         self.is_worker = hasattr(config, "workerinput")
         self.froze = False
@@ -161,6 +164,32 @@ class MemleakSession:
 
         return rotation.Rotation.load(cache)
 
+    def _timeout_left(self, item: pytest.Item) -> tuple[float, float] | None:
+        """pytest-timeout's timeout for the whole protocol, and what is left of TIMEOUT_SHARE of it."""
+        plugin = self.config.pluginmanager.get_plugin("timeout")
+        get = getattr(plugin, "_get_item_settings", None)
+        if get is None:
+            return None
+        try:
+            settings = get(item)
+            timeout, func_only = float(settings.timeout or 0), bool(settings.func_only)
+        except Exception:  # another pytest-timeout: no bound known
+            return None
+        if timeout <= 0 or func_only:  # (func_only: a timer per call, which the re-runs' calls get each)
+            return None
+        return timeout, TIMEOUT_SHARE * timeout - (time.perf_counter() - item.stash.get(STARTED_KEY, time.perf_counter()))
+
+    def _reruns(self, item: pytest.Item) -> bool:
+        """Whether pytest-rerunfailures would rerun this test when it fails (``--reruns``, ``flaky``)."""
+        plugin = self.config.pluginmanager.get_plugin("rerunfailures")
+        count = getattr(plugin, "get_reruns_count", None)
+        if count is None:
+            return False
+        try:
+            return bool(count(item))
+        except Exception:  # another pytest-rerunfailures
+            return False
+
     def _relapse(self, item: pytest.Item) -> bool:
         """A test an earlier session found leaking: checked whatever the credit (and charged), so
         that its leak keeps failing it until it is checked clean."""
@@ -202,6 +231,7 @@ class MemleakSession:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None) -> bool | None:
+        item.stash[STARTED_KEY] = time.perf_counter()  # (pytest-timeout's timer covers the protocol from about here)
         if (item.get_closest_marker("memleak_soak") is not None and not self.skip_all) or self.is_checked(item):
             self._arm()
         if item.get_closest_marker("memleak_soak") is not None and not self.skip_all:
@@ -210,6 +240,9 @@ class MemleakSession:
             soak.run_soak_protocol(item, nextitem, self.sources, self.report_dir)
             return True
         if not self.is_checked(item):
+            return None
+        if self._reruns(item):  # pytest-rerunfailures reruns a failed test: its protocol, not ours
+            self.left_to_reruns += 1
             return None
         if item.get_closest_marker("memleak") is None and not self._relapse(item):
             credit = self.budget.credit()
@@ -337,6 +370,15 @@ class MemleakSession:
         marked = item.get_closest_marker("memleak") is not None
         credit = float("inf") if marked or self._relapse(item) else self.budget.credit()
         needed = self.budget.needed(own_seconds)
+        timeout = self._timeout_left(item)
+        if timeout is not None:  # pytest-timeout's timer covers the test's protocol: its re-runs too
+            if timeout[1] < 2 * needed:
+                return deciding.no_verdict(
+                    item.nodeid,
+                    f"not checked: pytest-timeout's timeout of {timeout[0]:g} s covers the test and its re-runs, and leaves "
+                    f"{max(timeout[1], 0.0):.2f} s of its {TIMEOUT_SHARE:.0%}, less than a check needs ({2 * needed:.2f} s)",
+                )
+            credit = min(credit, timeout[1])
         drawn = None
         if self.draw_day is not None and credit < float("inf"):
             from .rotation import DRAW_SPREAD, draw
@@ -591,6 +633,12 @@ class MemleakSession:
                 terminalreporter.write_line(line, red=line.startswith(("LEAK", "PEAK")) and not warned, yellow=warned)
         for line in self.baseline_lines:
             terminalreporter.write_line(line, yellow=True)
+        if self.left_to_reruns:
+            terminalreporter.write_line(
+                f"memleak: {self.left_to_reruns} test(s) not checked: pytest-rerunfailures reruns them when they fail "
+                "(--reruns or the flaky marker), and their reruns are its to make",
+                yellow=True,
+            )
         if store.soaks:
             from . import soak
             from .results import SoakResult

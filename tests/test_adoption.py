@@ -411,3 +411,56 @@ def test_ignored_sites_are_not_counted_and_said(
         control = pytester.runpytest_subprocess(*args, "--memleak-ignore=none")
         control.assert_outcomes(failed=2)
         control.stdout.no_fnmatch_line("memleak_ignore:*")
+
+
+@pytest.mark.parametrize("method", ["signal", "thread"])
+def test_pytest_timeouts_cover_the_reruns_and_are_never_spent_by_them(pytester: pytest.Pytester, method: str) -> None:
+    """pytest-timeout times a test's whole protocol, and the re-runs happen inside it. A check that
+    would not fit in 80% of the timeout is not made: with the thread method the timeout ends the
+    whole process, and with the signal method it fails a run of the check."""
+    pytest.importorskip("pytest_timeout")
+    pytester.makepyfile(
+        test_t="""
+        import time
+
+        KEPT = []
+
+        def test_slow():
+            time.sleep(0.6)
+
+        def test_leaks():
+            KEPT.append(object())
+        """
+    )
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--memleak", "--memleak-flamegraph=none", "--timeout=1", f"--timeout-method={method}"
+    )
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.no_fnmatch_line("*Timeout*")
+    report = {t["nodeid"].split("::")[1]: t for t in json.loads((pytester.path / "reports" / "memleak.json").read_text())["tests"]}
+    assert report["test_slow"]["status"] == "no-verdict"
+    assert report["test_slow"]["reason"].startswith("not checked: pytest-timeout's timeout of 1 s covers the test and its re-runs")
+    assert report["test_leaks"]["status"] == "leak"
+
+
+def test_pytest_rerunfailures_keeps_its_reruns(pytester: pytest.Pytester) -> None:
+    """A test pytest-rerunfailures reruns when it fails is run by its protocol, as without the plugin,
+    and the summary says it was not checked; without --reruns the same suite is checked."""
+    pytest.importorskip("pytest_rerunfailures")
+    pytester.makepyfile(
+        test_r="""
+        COUNT = [0]
+
+        def test_flaky():
+            COUNT[0] += 1
+            assert COUNT[0] > 1
+        """
+    )
+    args = ("-p", "no:cacheprovider", "--memleak", "--memleak-flamegraph=none")
+    plain = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:memleak", "--reruns", "2")
+    assert plain.parseoutcomes() == {"passed": 1, "rerun": 1}
+    checked = pytester.runpytest_subprocess(*args, "--reruns", "2")
+    assert checked.parseoutcomes() == {"passed": 1, "rerun": 1}
+    checked.stdout.fnmatch_lines(["memleak: 1 test(s) not checked: pytest-rerunfailures reruns them when they fail*"])
+    without = pytester.runpytest_subprocess(*args)
+    without.assert_outcomes(failed=1)  # its first run fails, as without the plugin
