@@ -109,7 +109,7 @@ def compare(old: Mapping[str, Mapping[str, Any]], new: Mapping[str, Mapping[str,
         elif after is not None and before is not None:
             if after > before * (1 + grew_share) and after - before > grew_bytes:
                 result.grew.append(Change(nodeid, before, after))
-            elif after < before:
+            elif after < before * (1 - grew_share) and before - after > grew_bytes:  # (the same margin: rates vary)
                 result.shrank.append(Change(nodeid, before, after))
         elif before is not None:
             status = (new.get(nodeid) or {}).get("status")

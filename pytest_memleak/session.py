@@ -25,6 +25,7 @@ from .results import CLEAN, INCONCLUSIVE, LEAK, LeakResult
 SETTINGS_KEY = pytest.StashKey[options.TestSettings]()
 PEAK_KEY = pytest.StashKey[Any]()  # the peak.PeakMeasure of the test's own call
 STARTED_KEY = pytest.StashKey[float]()  # when the test's protocol began (perf_counter)
+RERUNS_KEY = pytest.StashKey[bool]()  # a test left to pytest-rerunfailures' protocol
 TIMEOUT_SHARE = 0.8  # of a pytest-timeout timeout that the test and its check may use
 UNREACHED_KEY = pytest.StashKey[list[Any]]()  # [credit, passed so far, sessions ago when rested] of a test run as if the plugin were not there
 REFREEZE_GROWTH = 1.5  # the heap grown by this factor since the last full collection: collect it whole
@@ -107,7 +108,7 @@ class MemleakSession:
         self.baseline_path, self.baseline = self._baseline()
         self.baseline_lines: list[str] = []  # what the baseline made of this run, for the summary
         self.test_files: set[str] = set()  # the collected test modules, relative to the rootdir
-        self.left_to_reruns = 0  # tests pytest-rerunfailures reruns: run by its protocol, unchecked
+        self.left_to_reruns: set[str] = set()  # tests pytest-rerunfailures reruns: run by its protocol, unchecked
         self.renders: list[tuple[str, Any]] = []  # (nodeid, flamegraph.Render) under way while the tests go on
         self.is_worker = hasattr(config, "workerinput")
         self.froze = False
@@ -242,7 +243,7 @@ class MemleakSession:
         if not self.is_checked(item):
             return None
         if self._reruns(item):  # pytest-rerunfailures reruns a failed test: its protocol, not ours
-            self.left_to_reruns += 1
+            item.stash[RERUNS_KEY] = True  # (counted from its last teardown report: under xdist, by the controller)
             return None
         if item.get_closest_marker("memleak") is None and not self._relapse(item):
             credit = self.budget.credit()
@@ -549,6 +550,8 @@ class MemleakSession:
         """A test the cost budget did not reach gets its (no) verdict on its teardown report (one
         per test: a subtest makes call reports of its own)."""
         report = yield
+        if call.when == "teardown" and item.stash.get(RERUNS_KEY, False):
+            report.memleak_left_to_reruns = True
         unreached = item.stash.get(UNREACHED_KEY, None)
         if unreached is not None:
             unreached[1] = unreached[1] and report.passed and not hasattr(report, "wasxfail")
@@ -584,6 +587,8 @@ class MemleakSession:
             self.store.add(data)
         if report.when == "teardown":
             self._xunit2_properties(report)
+            if getattr(report, "memleak_left_to_reruns", False):
+                self.left_to_reruns.add(report.nodeid)  # (once per test: a rerun makes teardown reports of its own)
         soak_data = getattr(report, "memleak_soak", None)
         if report.when == "call" and isinstance(soak_data, dict):
             self.store.add(soak_data, kind="soak")
@@ -635,7 +640,7 @@ class MemleakSession:
             terminalreporter.write_line(line, yellow=True)
         if self.left_to_reruns:
             terminalreporter.write_line(
-                f"memleak: {self.left_to_reruns} test(s) not checked: pytest-rerunfailures reruns them when they fail "
+                f"memleak: {len(self.left_to_reruns)} test(s) not checked: pytest-rerunfailures reruns them when they fail "
                 "(--reruns or the flaky marker), and their reruns are its to make",
                 yellow=True,
             )

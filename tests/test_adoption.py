@@ -464,3 +464,7 @@ def test_pytest_rerunfailures_keeps_its_reruns(pytester: pytest.Pytester) -> Non
     checked.stdout.fnmatch_lines(["memleak: 1 test(s) not checked: pytest-rerunfailures reruns them when they fail*"])
     without = pytester.runpytest_subprocess(*args)
     without.assert_outcomes(failed=1)  # its first run fails, as without the plugin
+    pytest.importorskip("xdist")
+    parallel = pytester.runpytest_subprocess(*args, "--reruns", "2", "-n", "2")  # counted by the controller
+    assert parallel.parseoutcomes() == {"passed": 1, "rerun": 1}
+    parallel.stdout.fnmatch_lines(["memleak: 1 test(s) not checked: pytest-rerunfailures reruns them when they fail*"])
