@@ -18,7 +18,10 @@ import ast
 import functools
 import os
 from collections.abc import Collection, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .sites import Classifier
 
 BASELINE_PREFIX = "group:"  # a baseline entry for a whole group: "group:<the group>"
 KEPT_BY = "kept by "  # a group named by its retention path
@@ -27,9 +30,9 @@ KEPT_BY = "kept by "  # a group named by its retention path
 RUNNER_ROOTS = ("_pytest.", "pytest.", "pluggy.", "pytest_memleak.", "xdist.", "execnet.")
 
 
-def group_of(retention: Iterable[str], sites: Iterable[Any], test_files: Collection[str], root: str = "") -> str | None:
+def group_of(retention: Iterable[str], sites: Iterable[Any], test_files: Collection[str], classifier: Classifier | None = None) -> str | None:
     """A leak's group: what keeps it (:func:`retention_group`), else where it is made (:func:`leak_group`)."""
-    return retention_group(retention, test_files) or leak_group(sites, test_files, root)
+    return retention_group(retention, test_files) or leak_group(sites, test_files, classifier)
 
 
 def retention_group(retention: Iterable[str], test_files: Collection[str]) -> str | None:
@@ -62,23 +65,22 @@ def short(group: str) -> str:
     return group if len(steps) <= 3 else f"{KEPT_BY}{steps[0]} -> … -> {steps[-1]}"
 
 
-def leak_group(sites: Iterable[Any], test_files: Collection[str], root: str = "") -> str | None:
+def leak_group(sites: Iterable[Any], test_files: Collection[str], classifier: Classifier | None = None) -> str | None:
     """Where a leak's group meets: the function (``file:qualname()``, else ``file:line``) of
-    the innermost frame that is neither in a test file nor in the standard library, in the
-    stacks of its sites (largest growth first); None when every frame is the tests' own.
-    A function, not a line: one cause allocates on several lines (a key, then its value)."""
-    from .sites import _SITE_PACKAGES, _stdlib_dirs, short_path
+    the innermost frame that is neither in a test file nor in the standard library (as the
+    session's ``classifier`` tells them), in the stacks of its sites (largest growth first);
+    None when every frame is the tests' own. A function, not a line: one cause allocates on
+    several lines (a key, then its value). Project files are named relative to its rootdir."""
+    from .sites import Classifier, short_path
 
-    stdlib = _stdlib_dirs()  # (a venv's platstdlib holds its site-packages)
+    classifier = classifier or Classifier()
     for site in sites:
         stack = list(getattr(site, "stack", None) or []) or [str(getattr(site, "site", ""))]
         for frame in stack:
             path, _, line = frame.rpartition(":")
-            if not path or path in test_files or path.endswith("conftest.py"):
+            if not path or path in test_files or path.endswith("conftest.py") or classifier.kind(path) == "stdlib":
                 continue
-            if path.startswith(stdlib) and not any(part in path for part in _SITE_PACKAGES):
-                continue
-            function = _function_at(os.path.join(root, path), int(line)) if line.isdigit() else None
+            function = _function_at(os.path.join(classifier.rootdir, path), int(line)) if line.isdigit() else None
             return f"{short_path(path)}:{function}()" if function else f"{short_path(path)}:{line}"
     return None
 

@@ -12,11 +12,12 @@ test's own outcome stands.
 
 from __future__ import annotations
 
-import contextlib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .sites import Classifier
 
 TOP = 5  # sites listed, largest first ...
 MIN_SHARE = 0.01  # ... that hold this share of the peak at the least
@@ -33,8 +34,8 @@ class PeakMeasure:
 class Tracking:
     """memray tracking one call: :meth:`start` before it, :meth:`stop` after it."""
 
-    def __init__(self, capture: Path, rootdir: str) -> None:
-        self.capture, self.rootdir = capture, rootdir
+    def __init__(self, capture: Path, classifier: Classifier) -> None:
+        self.capture, self.classifier = capture, classifier
         self._tracker: Any = None
         self.problem: str | None = None
 
@@ -62,9 +63,8 @@ class Tracking:
             import memray
 
             reader = memray.FileReader(str(self.capture))
-            records = sorted(reader.get_high_watermark_allocation_records(merge_threads=True), key=lambda r: -r.size)
             sites: dict[str, float] = {}
-            for record in records:
+            for record in reader.get_high_watermark_allocation_records(merge_threads=True):
                 site = self._site(record.stack_trace())
                 sites[site] = sites.get(site, 0.0) + record.size
             from .units import format_size
@@ -73,16 +73,13 @@ class Tracking:
             top = [(site, size) for site, size in sorted(sites.items(), key=lambda kv: -kv[1]) if size >= MIN_SHARE * peak][:TOP]
             return PeakMeasure(peak, [f"{site}: {format_size(size)}" for site, size in top], str(self.capture))
         except Exception as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(self.capture)
+            from .flamegraph import _unlink_quietly
+
+            _unlink_quietly(self.capture)
             return PeakMeasure(problem=f"peak not measured: memray could not read the capture: {type(exc).__name__}: {exc}")
 
     def _site(self, stack: list[tuple[str, str, int]]) -> str:
-        """The innermost frame in the project (under the rootdir), else the innermost frame."""
-        root = self.rootdir.rstrip(os.sep) + os.sep
-        chosen = next((frame for frame in stack if frame[1].startswith(root) and "site-packages" not in frame[1]), None)
-        chosen = chosen or (stack[0] if stack else ("?", "?", 0))
-        function, filename, line = chosen
-        if filename.startswith(root):
-            filename = filename[len(root) :]
-        return f"{filename}:{line} ({function})"
+        """The innermost frame in the project (the classifier's), else the innermost frame."""
+        chosen = next((frame for frame in stack if self.classifier.kind(frame[1]) == "project"), None)
+        function, filename, line = chosen or (stack[0] if stack else ("?", "?", 0))
+        return f"{self.classifier.relpath(filename)}:{line} ({function})"

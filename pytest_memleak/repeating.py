@@ -101,6 +101,7 @@ class Runner:
     light: bool = True
     deadline: float = float("inf")  # perf_counter time the next run must end by
     credit_until: float = float("inf")  # when the session's cost budget runs out: a suspect's bound ends there at the latest
+    hard_until: float = float("inf")  # a bound nothing outlasts, MIN_SUSPECT_SECONDS included (pytest-timeout's timer)
     _sections: int = 0
     _props: int = 0
     _log: list[Any] = field(default_factory=list)
@@ -189,9 +190,10 @@ class Runner:
 
     def within_credit(self, bound: float, since: float) -> tuple[float, bool]:
         """A suspect's time ``bound`` from ``since``, cut where the session's cost budget runs out
-        (MIN_SUSPECT_SECONDS at the least), and whether the budget was what cut it."""
-        left = self.credit_until - since
-        return max(MIN_SUSPECT_SECONDS, min(bound, left)), left < bound
+        (MIN_SUSPECT_SECONDS at the least) and at the hard bound (whatever the least), and whether
+        the budget or the hard bound was what cut it."""
+        left, hard = self.credit_until - since, self.hard_until - since
+        return min(max(MIN_SUSPECT_SECONDS, min(bound, left)), hard), left < bound or hard < bound
 
     def durations(self, last: int) -> list[float]:
         return list(self.clock[max(0, self.runs - last) : self.runs])
@@ -891,11 +893,13 @@ def measure_item(
     after_run: Callable[[pytest.Item, list[Any]], None] | None = None,
     own_seconds: float = 0.0,
     credit: float = float("inf"),
+    hard: float = float("inf"),
 ) -> tuple[LeakResult, Runner]:
     """The repeated-run check of one test whose own run has passed (``credit``: the seconds the
-    session's cost budget has left, which bound a suspect's windows, at MIN_SUSPECT_SECONDS the least)."""
+    session's cost budget has left, which bound a suspect's windows, at MIN_SUSPECT_SECONDS the least;
+    ``hard``: seconds no window outlasts, that least included)."""
     started = time.perf_counter()
-    run = Runner(item, after_run, credit_until=started + credit)
+    run = Runner(item, after_run, credit_until=started + credit, hard_until=started + hard)
     try:
         return _measure(run, item, settings, classifier, before_measuring, tracing_owner, own_seconds, started)
     except BaseException:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import json
 import os
@@ -26,7 +27,7 @@ SETTINGS_KEY = pytest.StashKey[options.TestSettings]()
 PEAK_KEY = pytest.StashKey[Any]()  # the peak.PeakMeasure of the test's own call
 STARTED_KEY = pytest.StashKey[float]()  # when the test's protocol began (perf_counter)
 RERUNS_KEY = pytest.StashKey[bool]()  # a test left to pytest-rerunfailures' protocol
-TIMEOUT_SHARE = 0.8  # of a pytest-timeout timeout that the test and its check may use
+TIMEOUT_SHARE = 0.5  # of a pytest-timeout timeout that the test and its windows may use (the rest: evidence, teardown)
 UNREACHED_KEY = pytest.StashKey[list[Any]]()  # [credit, passed so far, sessions ago when rested] of a test run as if the plugin were not there
 REFREEZE_GROWTH = 1.5  # the heap grown by this factor since the last full collection: collect it whole
 # the session's SIGTERM handler while it is installed, and the one it replaced
@@ -232,7 +233,6 @@ class MemleakSession:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None) -> bool | None:
-        item.stash[STARTED_KEY] = time.perf_counter()  # (pytest-timeout's timer covers the protocol from about here)
         if (item.get_closest_marker("memleak_soak") is not None and not self.skip_all) or self.is_checked(item):
             self._arm()
         if item.get_closest_marker("memleak_soak") is not None and not self.skip_all:
@@ -242,6 +242,7 @@ class MemleakSession:
             return True
         if not self.is_checked(item):
             return None
+        item.stash[STARTED_KEY] = time.perf_counter()  # (pytest-timeout's timer covers the protocol from about here)
         if self._reruns(item):  # pytest-rerunfailures reruns a failed test: its protocol, not ours
             item.stash[RERUNS_KEY] = True  # (counted from its last teardown report: under xdist, by the controller)
             return None
@@ -372,6 +373,7 @@ class MemleakSession:
         credit = float("inf") if marked or self._relapse(item) else self.budget.credit()
         needed = self.budget.needed(own_seconds)
         timeout = self._timeout_left(item)
+        hard = float("inf")
         if timeout is not None:  # pytest-timeout's timer covers the test's protocol: its re-runs too
             if timeout[1] < 2 * needed:
                 return deciding.no_verdict(
@@ -379,7 +381,7 @@ class MemleakSession:
                     f"not checked: pytest-timeout's timeout of {timeout[0]:g} s covers the test and its re-runs, and leaves "
                     f"{max(timeout[1], 0.0):.2f} s of its {TIMEOUT_SHARE:.0%}, less than a check needs ({2 * needed:.2f} s)",
                 )
-            credit = min(credit, timeout[1])
+            credit, hard = min(credit, timeout[1]), timeout[1]
         drawn = None
         if self.draw_day is not None and credit < float("inf"):
             from .rotation import DRAW_SPREAD, draw
@@ -390,16 +392,18 @@ class MemleakSession:
             return deciding.not_reached(item.nodeid, self.budget.describe(), credit, needed, drawn)
         began = time.perf_counter()
         try:
-            return self._check(item, settings, tracing, own_seconds, credit)
+            return self._check(item, settings, tracing, own_seconds, credit, hard)
         finally:
             self.budget.book(time.perf_counter() - began, exempt=marked)
 
-    def _check(self, item: pytest.Item, settings: options.TestSettings, tracing: Any, own_seconds: float, credit: float) -> LeakResult:
+    def _check(
+        self, item: pytest.Item, settings: options.TestSettings, tracing: Any, own_seconds: float, credit: float, hard: float
+    ) -> LeakResult:
         from . import repeating
 
         try:
             result, run = repeating.measure_item(
-                item, settings, self.classifier, self._before_measuring, tracing, self.exit_if_forked_child, own_seconds, credit
+                item, settings, self.classifier, self._before_measuring, tracing, self.exit_if_forked_child, own_seconds, credit, hard
             )
         except (KeyboardInterrupt, SystemExit):
             raise
@@ -408,6 +412,10 @@ class MemleakSession:
         except Exception as exc:  # the plugin must never break the suite
             return deciding.inconclusive(item.nodeid, f"measurement failed: {type(exc).__name__}: {exc}")
         try:
+            if time.perf_counter() >= run.hard_until:  # (the evidence below takes a run or more, and a walk of the heap)
+                if result.leaked:
+                    result.problems.append("no retention paths and no flamegraph: pytest-timeout's timeout left no time for them")
+                return result
             if result.leaked:
                 from . import diagnose
 
@@ -492,7 +500,7 @@ class MemleakSession:
         if result.leaked:
             from . import grouping
 
-            result.group = grouping.group_of(result.retention, result.sites, self.test_files, str(self.config.rootpath))
+            result.group = grouping.group_of(result.retention, result.sites, self.test_files, self.classifier)
         if self.baseline is not None:
             from .grouping import BASELINE_PREFIX
 
@@ -526,7 +534,7 @@ class MemleakSession:
         from . import peak
         from .flamegraph import safe_name
 
-        tracking = peak.Tracking(self.report_dir / "peak" / safe_name(item.nodeid, ".bin"), str(self.config.rootpath))
+        tracking = peak.Tracking(self.report_dir / "peak" / safe_name(item.nodeid, ".bin"), self.classifier)
         tracking.start()
         try:
             return (yield)
@@ -603,15 +611,22 @@ class MemleakSession:
                 # junitxml and xdist have read them by now
                 report.user_properties = [p for p in props if not (isinstance(p, tuple) and str(p[0]).startswith("memleak_"))]
 
-    def _xunit2_properties(self, report: pytest.TestReport) -> None:
-        """JUnit's xunit2 family (pytest's default) allows no properties in a testcase: there the
-        verdict's properties go to the testsuite, named ``memleak_status[<node id>]``."""
+    @functools.cached_property
+    def _xunit2_xml(self) -> Any:
+        """pytest's junitxml writer when it writes the xunit2 family, else None (looked up once:
+        every test's teardown report asks)."""
         try:
             from _pytest.junitxml import xml_key
         except ImportError:  # pragma: no cover - a pytest without it
-            return
+            return None
         xml = self.config.stash.get(xml_key, None)
-        if xml is None or getattr(xml, "family", "xunit2") in ("xunit1", "legacy"):
+        return None if xml is None or getattr(xml, "family", "xunit2") in ("xunit1", "legacy") else xml
+
+    def _xunit2_properties(self, report: pytest.TestReport) -> None:
+        """JUnit's xunit2 family (pytest's default) allows no properties in a testcase: there the
+        verdict's properties go to the testsuite, named ``memleak_status[<node id>]``."""
+        xml = self._xunit2_xml
+        if xml is None:
             return
         ours = [p for p in report.user_properties if isinstance(p, tuple) and str(p[0]).startswith("memleak_")]
         if ours:

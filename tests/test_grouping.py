@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from pytest_memleak import grouping
 from pytest_memleak.results import SiteGrowth
+from pytest_memleak.sites import Classifier
 
 LIBRARY = '''
 class Registry:
@@ -42,13 +43,13 @@ def test_the_group_is_the_innermost_function_outside_the_tests_and_the_stdlib(tm
     stdlib_frame = f"{sys.modules['weakref'].__file__}:428"
     tests = {"tests/test_a.py"}
     # the key (line 8) and the value (line 7) of one call: one function, one group
-    assert grouping.leak_group([_site(stdlib_frame, "mylib.py:8", "tests/test_a.py:3")], tests, str(tmp_path)) == "mylib.py:Registry.remember()"
-    assert grouping.leak_group([_site("mylib.py:7", "tests/test_a.py:5")], tests, str(tmp_path)) == "mylib.py:Registry.remember()"
+    assert grouping.leak_group([_site(stdlib_frame, "mylib.py:8", "tests/test_a.py:3")], tests, Classifier(str(tmp_path))) == "mylib.py:Registry.remember()"
+    assert grouping.leak_group([_site("mylib.py:7", "tests/test_a.py:5")], tests, Classifier(str(tmp_path))) == "mylib.py:Registry.remember()"
     # a line outside any function, or a file that cannot be read: the line itself
-    assert grouping.leak_group([_site("mylib.py:12", "tests/test_a.py:5")], tests, str(tmp_path)) == "mylib.py:12"
-    assert grouping.leak_group([_site("gone.py:3")], tests, str(tmp_path)) == "gone.py:3"
+    assert grouping.leak_group([_site("mylib.py:12", "tests/test_a.py:5")], tests, Classifier(str(tmp_path))) == "mylib.py:12"
+    assert grouping.leak_group([_site("gone.py:3")], tests, Classifier(str(tmp_path))) == "gone.py:3"
     # every frame the tests' own (a conftest too): no group
-    assert grouping.leak_group([_site("tests/test_a.py:3"), _site("tests/conftest.py:9")], tests, str(tmp_path)) is None
+    assert grouping.leak_group([_site("tests/test_a.py:3"), _site("tests/conftest.py:9")], tests, Classifier(str(tmp_path))) is None
     assert grouping.leak_group([], tests) is None
     # an installed library is not the standard library, though a venv's lib/pythonX.Y holds both
     installed = f"{json.__file__}:1", f"{pytest.__file__}:1"
