@@ -39,8 +39,19 @@ def test_persistent_increase_always_leaks(b: int, floor: int, extra: list[int], 
         values.append(values[-1] + floor + e)
     verdict = deciding.decide_heap({"leak.py:7": values}, per_step, retained_budget=0)
     assert verdict.leaking
-    latest = deciding.steps(values)[STEPS // 2 :]
-    assert verdict.retained_per_run == sum(latest) / (len(latest) * per_step)
+    ds = deciding.steps(values)
+    latest = ds[STEPS // 2 :]
+    assert min(ds) / per_step <= verdict.retained_per_run <= sum(latest) / (len(latest) * per_step)
+
+
+@given(base, st.integers(1, 4096), st.integers(1, 10**6), st.integers(0, STEPS - 1), st.integers(1, 64))
+def test_one_jump_does_not_inflate_the_rate(b: int, per_run: int, jump: int, where: int, per_step: int) -> None:
+    # what a leak keeps in a list: its items every run, and the list's buffer in one jump
+    values = [b]
+    for i in range(STEPS):
+        values.append(values[-1] + per_run * per_step + (jump if i == where else 0))
+    verdict = deciding.decide_heap({"keep.py:3": values}, per_step, retained_budget=0)
+    assert verdict.leaking and verdict.retained_per_run == per_run
 
 
 @given(st.integers(1, 4096), st.integers(1, 16))
