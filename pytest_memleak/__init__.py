@@ -13,10 +13,12 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from .counters import Counter
     from .snapshots import Diff, Holder, Recovered, Snapshot, allocate, cleanup, compare, snapshot
     from .units import format_size, parse_size
 
 _LAZY = {
+    "Counter": "counters",
     "snapshot": "snapshots",
     "compare": "snapshots",
     "allocate": "snapshots",
@@ -30,6 +32,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "Counter",
     "Diff",
     "Holder",
     "Recovered",

@@ -22,12 +22,16 @@ Time is bounded at every stage; a suspect that cannot be settled within its boun
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import itertools
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from .results import CLEAN, INCONCLUSIVE, LEAK, NO_VERDICT, Finding, LeakResult
 from .units import format_size
+
+if TYPE_CHECKING:
+    from .counters import Counter
 
 SMALL_BLOCK = 512  # pymalloc serves requests up to this size; larger ones go to malloc
 SIZE_CLASS = 16  # pymalloc's size classes are this far apart
@@ -51,7 +55,12 @@ ScreenState = Literal["clean", "open", "suspect", "settled"]  # settled: clean a
 
 
 def screen_state(
-    series: Mapping[str, Sequence[float]], allowed: Mapping[str, float], quiet: int, cap: int, at: Sequence[int] | None = None
+    series: Mapping[str, Sequence[float]],
+    allowed: Mapping[str, float],
+    quiet: int,
+    cap: int,
+    at: Sequence[int] | None = None,
+    exact: Collection[str] = EXACT,
 ) -> ScreenState:
     """The screen after each row of measurements (values after each row, the baseline first;
     ``at``: the runs made by each row, one per row by default; allowances are per run).
@@ -59,7 +68,8 @@ def screen_state(
     *Clean* once no counter has grown beyond its allowance in the latest rows that hold
     ``quiet`` runs: a leak that grows at least every ``quiet`` runs cannot pass. A row in
     which an exact count fell counts for none of them (what it gave back could hide growth,
-    as a test's first repeated run often frees what its own run left). At ``cap``
+    as a test's first repeated run often frees what its own run left; ``exact``: such
+    counts, a project's counters among them). At ``cap``
     runs, *suspect* when a counter grew overall and either in two rows or in a row after the
     first (a first row that grows once is a warm-up), its latest half grew too, and less than
     half of what grew was given back (noise swings both ways); otherwise clean.
@@ -73,7 +83,7 @@ def screen_state(
         span = at[i] - at[i - 1]
         if any(values[i] - values[i - 1] > allowed.get(m, 0.0) * span for m, values in series.items()):
             break
-        if not any(m in EXACT and values[i] < values[i - 1] for m, values in series.items()):
+        if not any(m in exact and values[i] < values[i - 1] for m, values in series.items()):
             covered += span  # (what an exact count gave back could hide growth: such a row clears nothing)
         i -= 1
     if covered >= quiet:
@@ -129,6 +139,15 @@ def still_grows(values: Sequence[float], runs_per_step: int, allowed_per_run: fl
     if earlier_rate is not None and earlier_rate > 0:
         floor = max(floor, STOPPED_FRACTION * earlier_rate)
     return rate > floor
+
+
+def gave_back(values: Sequence[float]) -> bool:
+    """Whether a window's steps gave back half or more of what they grew: a fill that is
+    cleared now and then (a sawtooth), not a leak. Python 3.11's sqlite3 keeps a weak reference
+    to each cursor and drops the dead ones every 200 cursors: +88 B/run, steady for 199 runs."""
+    ds = steps(values)
+    back = -sum(d for d in ds if d < 0)
+    return back > 0 and 2 * back >= sum(d for d in ds if d > 0)
 
 
 def slowed(first: Sequence[float], latest: Sequence[float]) -> bool:
@@ -284,7 +303,10 @@ def clean_screen(nodeid: str, measured: int, quiet: int, settled: bool = False) 
 
 
 def _stopped(runs: int, what: str, deltas: Sequence[float], per_step: int) -> str:
-    return f"growth stopped after {runs} runs: a fill that plateaus, not a leak ({what} every {per_step} runs: {[int(d) for d in deltas]})"
+    seen = f"({what} every {per_step} runs: {[int(d) for d in deltas]})"
+    if any(d < 0 for d in deltas) and gave_back([0.0, *itertools.accumulate(deltas)]):
+        return f"growth was given back after {runs} runs: a fill that is cleared now and then, not a leak {seen}"
+    return f"growth stopped after {runs} runs: a fill that plateaus, not a leak {seen}"
 
 
 def stopped_growing(nodeid: str, runs: int, what: str, deltas: Sequence[float], per_step: int) -> LeakResult:
@@ -475,9 +497,10 @@ class Evidence:
     traced: Sequence[float]
     untraced_heap: Sequence[float]  # the allocators' own statistics (pymalloc + malloc)
     rss: Sequence[float]
-    counts: Mapping[str, Sequence[float]]  # fds, threads, processes, tasks
+    counts: Mapping[str, Sequence[float]]  # fds, threads, processes, tasks, and the project's counters by name
     types: Mapping[str, Sequence[float]]  # a census before tracing began and after it ended, ...
     census_runs: int = 0  # ... this many runs apart
+    counters: Sequence[Counter] = ()  # the project's counters (their budgets and units)
 
 
 class Budgets(Protocol):
@@ -499,15 +522,27 @@ class Budgets(Protocol):
     def tasks(self) -> int: ...
 
 
-def _count_finding(kind: str, values: Sequence[float], runs: int, allowed: float, note: str = "") -> Finding | None:
+def _count_finding(
+    kind: str, values: Sequence[float], runs: int, budgets: Budgets, counters: Sequence[Counter], note: str = ""
+) -> Finding | None:
+    """A count (``kind``: one of NOUNS, or a project's counter by name) that grew beyond its budget per run."""
+    counter = next((c for c in counters if c.name == kind), None)
+    allowed = float(counter.budget if counter is not None else getattr(budgets, kind))
     leaking, per_run = decide_count(values, runs, allowed)
     if not leaking:
         return None
     grown = values[-1] - values[0]
-    return Finding(kind, per_run, allowed, "", f"{NOUNS[kind]} grew by {grown:.0f} over {runs} runs ({per_run:+.2f}/run, allowed {allowed:g}/run){note}")
+    if counter is not None and counter.unit == "B":
+        sized = f"{format_size(grown)} over {runs} runs ({format_size(per_run, signed=True)}/run, allowed {format_size(allowed)}/run)"
+        return Finding(kind, per_run, allowed, "B", f"{kind} grew by {sized}{note}")
+    noun = NOUNS.get(kind, kind)
+    count = f"{grown:.0f}" if float(grown).is_integer() else f"{grown:.2f}"
+    return Finding(kind, per_run, allowed, "", f"{noun} grew by {count} over {runs} runs ({per_run:+.2f}/run, allowed {allowed:g}/run){note}")
 
 
-def counted_before_stop(result: LeakResult, budgets: Budgets, counts: Mapping[str, Sequence[float]], runs: int) -> LeakResult:
+def counted_before_stop(
+    result: LeakResult, budgets: Budgets, counts: Mapping[str, Sequence[float]], runs: int, counters: Sequence[Counter] = ()
+) -> LeakResult:
     """A check stopped before its traced window (the runs slowed down, or its time ran out)
     still fails on what exact counters saw: descriptors or threads that grew on the screen's
     runs and are still alive when the runs stop, after finishing ones had time to end
@@ -516,7 +551,7 @@ def counted_before_stop(result: LeakResult, budgets: Budgets, counts: Mapping[st
     findings = [
         f
         for kind, values in counts.items()
-        if (f := _count_finding(kind, values, runs, float(getattr(budgets, kind)), ", still alive when the runs stopped")) is not None
+        if (f := _count_finding(kind, values, runs, budgets, counters, ", still alive when the runs stopped")) is not None
     ]
     if not findings:
         return result
@@ -549,7 +584,7 @@ def confirm(nodeid: str, budgets: Budgets, ev: Evidence) -> tuple[LeakResult, He
                 Finding("site", rate, float(per_site or 0), "B", f"site {site} retained {format_size(rate)}/run (per-site budget {format_size(per_site or 0)}/run)")
             )
     for kind, values in ev.counts.items():
-        found = _count_finding(kind, values, window_runs, float(getattr(budgets, kind)))
+        found = _count_finding(kind, values, window_runs, budgets, ev.counters)
         if found is not None:
             findings.append(found)
     native_leak, native_rate = decide_native(ev.untraced_heap, ev.traced, ev.per_step, native_budget, noise_per_step=SMALL_BLOCK)

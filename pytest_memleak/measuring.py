@@ -16,8 +16,13 @@ import tempfile
 import threading
 import time
 from array import array
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from .counters import read as read_counter
+
+if TYPE_CHECKING:
+    from .counters import Counter
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 _HAVE_PROC = os.path.exists("/proc/self/statm")
@@ -259,12 +264,17 @@ SCREEN_METRICS = ("blocks", "heap", "rss", "fds", "threads")
 class Counters:
     """Pre-allocated series of the screen's counters, and the runs made by each row."""
 
-    __slots__ = ("capacity", "columns", "n", "heap", "at")
+    __slots__ = ("capacity", "columns", "n", "heap", "at", "extra", "errors")
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, extra: Sequence[Counter] = (), errors: dict[str, str] | None = None) -> None:
+        """``extra``: a project's counters (``pytest_memleak_counters``), a column each; a
+        counter that fails to read is said in ``errors``."""
         self.capacity = capacity
         self.heap = heap_meter()
-        self.columns = {name: array("q", bytes(8 * capacity)) for name in SCREEN_METRICS}
+        self.columns: dict[str, array[Any]] = {name: array("q", bytes(8 * capacity)) for name in SCREEN_METRICS}
+        self.extra = tuple(extra)
+        self.columns.update({c.name: array("d", bytes(8 * capacity)) for c in self.extra})
+        self.errors: dict[str, str] = {} if errors is None else errors
         self.at = array("q", bytes(8 * capacity))
         self.n = 0
 
@@ -289,14 +299,20 @@ class Counters:
         cols["rss"][n] = rss()
         cols["heap"][n] = self.heap(walk)
         cols["blocks"][n] = sys.getallocatedblocks()
+        for counter in self.extra:
+            cols[counter.name][n] = read_counter(counter, self.errors)
         self.at[n] = n if at is None else at
         self.n = n + 1
 
-    def series(self, metrics: Any) -> dict[str, list[int]]:
+    def series(self, metrics: Any) -> dict[str, list[float]]:
         return {m: self.values(m) for m in metrics}
 
     def runs_at(self) -> list[int]:
         return list(self.at[: self.n])
 
-    def values(self, name: str) -> list[int]:
+    def values(self, name: str) -> list[float]:
         return list(self.columns[name][: self.n])
+
+    def metrics(self) -> tuple[str, ...]:
+        """Every column: the screen's counters, then the project's."""
+        return (*SCREEN_METRICS, *(c.name for c in self.extra))

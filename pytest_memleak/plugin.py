@@ -13,6 +13,12 @@ from . import options
 SESSION_KEY = pytest.StashKey["object"]()
 
 
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    from .counters import CounterSpecs
+
+    pluginmanager.add_hookspecs(CounterSpecs)
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("memleak", "memory and resource leak checks (pytest-memleak)")
     for setting in options.SETTINGS:

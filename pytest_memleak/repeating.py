@@ -26,7 +26,7 @@ import time
 import tracemalloc
 import warnings
 from array import array
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +40,8 @@ except ImportError:  # pragma: no cover
     _TMP_RESULT = None  # type: ignore[assignment]
 
 from . import deciding, measuring, sites
+from .counters import Counter
+from .counters import read as read_counter
 from .options import TestSettings
 from .results import INCONCLUSIVE, LeakResult
 
@@ -116,6 +118,8 @@ class Runner:
     _exception_queues: list[Any] = field(default_factory=list)
     bare: bool = False  # runs may share one setup: the test uses no function-scoped fixture
     _call: array = field(default_factory=lambda: array("d", [0.0]))  # in place: a float kept would be a block of growth
+    counters: tuple[Counter, ...] = ()  # the project's counters (pytest_memleak_counters), read at every measurement
+    counter_errors: dict[str, str] = field(default_factory=dict)  # a counter that failed to read, and why
 
     def __post_init__(self) -> None:
         self._exception_queues = _exception_queues(self.item.config)
@@ -514,6 +518,11 @@ class Checkpoints:
     rss: list[float] = field(default_factory=list)
     counts: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in ("fds", "threads", "processes", "tasks")})
     resources: Any = None  # what was alive at the first checkpoint (a resources.ResourceSnapshot)
+    extra: tuple[Counter, ...] = ()  # the project's counters, in counts by name
+    errors: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.counts.update({c.name: [] for c in self.extra})
 
     def take(self, classifier: sites.Classifier) -> None:
         from . import native, resources
@@ -527,6 +536,8 @@ class Checkpoints:
         self.counts["threads"].append(float(measuring.live_threads()))
         self.counts["processes"].append(float(resources.count_children()))
         self.counts["tasks"].append(float(resources.count_pending_tasks()))
+        for counter in self.extra:
+            self.counts[counter.name].append(read_counter(counter, self.errors))
         native.trim()  # give freed memory back to the OS, so RSS shows what is held
         self.rss.append(float(measuring.rss()))
         self.traced.append(float(tracemalloc.get_traced_memory()[0]))
@@ -576,7 +587,8 @@ def screen(run: Runner, settings: TestSettings, own_seconds: float, thorough: bo
     Everything the loop needs exists before the baseline, and nothing it makes survives a
     measurement, so the loop itself adds no block per run.
     """
-    allowed = _screen_allowances(settings)
+    allowed = _screen_allowances(settings, run.counters)
+    exact = (*deciding.EXACT, *(c.name for c in run.counters))
     first = run.runs
     run.drain()  # (the first read of the capture frees what the test's own run left there)
     # pymalloc's bytes (a walk of its arenas) see one object that grows below 512 bytes, which
@@ -594,7 +606,7 @@ def screen(run: Runner, settings: TestSettings, own_seconds: float, thorough: bo
     while True:
         run.drain()
         counters.measure(walk=thorough, at=run.runs - first)
-        state = deciding.screen_state(counters.series(allowed), allowed, quiet, cap, counters.runs_at())
+        state = deciding.screen_state(counters.series(allowed), allowed, quiet, cap, counters.runs_at(), exact)
         if state != "open":
             break
         run.repeat(stretch)
@@ -602,17 +614,18 @@ def screen(run: Runner, settings: TestSettings, own_seconds: float, thorough: bo
     return Screened(state, stretch, suspects)
 
 
-def _screen_allowances(settings: TestSettings) -> dict[str, float]:
+def _screen_allowances(settings: TestSettings, counters: Sequence[Counter] = ()) -> dict[str, float]:
     # RSS moves in pages and creeps from fragmentation while the heap is flat: only a step
     # beyond the page noise counts here; small native growth shows in the malloc statistics.
     allowed = {"blocks": 0.0, "heap": float(settings.retained), "fds": float(settings.fds), "threads": float(settings.threads)}
+    allowed.update({c.name: float(c.budget) for c in counters})
     if settings.native is not None:
         allowed["rss"] = float(max(settings.native, deciding.RSS_NOISE))
     return allowed
 
 
 def persistence(
-    run: Runner, settings: TestSettings, earlier: int, stretch: int, heap_only: bool, handover: float
+    run: Runner, settings: TestSettings, earlier: int, stretch: int, heap_only: bool, handover: float, counted: Sequence[str] = ()
 ) -> tuple[bool, str, int, list[float]]:
     """Untraced windows, runs per step doubling, while growth persists and until ``PERSIST_RUNS``
     or the ``handover`` time (a slow test's traced window needs the rest of its bound).
@@ -620,8 +633,10 @@ def persistence(
     ``heap_only``: only pymalloc's bytes grew in the screen, and a walk swings by more than a
     small object grows in a few runs, so no growth clears it only once the steps are long
     enough (:func:`deciding.heap_settled`). Steps are at least the screen's ``stretch``, over
-    which the growth showed (growth every few runs is in every step). Returns (still growing,
-    what was judged, runs per step, the last window's steps).
+    which the growth showed (growth every few runs is in every step). ``counted``: exact counts
+    (descriptors, threads, a project's counters) that grew in the screen, judged here with the
+    heap: an ``os.open`` that keeps no object grows no heap. Returns (still growing, what was
+    judged, runs per step, the last window's steps).
     """
     # a slow test gets short steps: its windows stay within a few of its runs; the screen's
     # stretch, as far as a window of such steps fits in half the time left before the handover
@@ -629,12 +644,13 @@ def persistence(
     fit = int((handover - time.perf_counter()) / (2 * STEPS * seconds))
     per_step = max(1, min(stretch, fit), min(FIRST_STEP, int(SLOW_RUN / seconds)))
     runs = earlier
-    allowed = {"blocks": 0.0, "heap": float(settings.retained)}
+    allowed = {"blocks": 0.0, **_screen_allowances(settings, run.counters)}
+    metrics = ("blocks", "heap", *counted)
     while True:
         counters = _window(run, per_step, full=False, walk=heap_only)  # a walk's swing is noise to the rest
         runs += STEPS * per_step
         held = counters.values("heap")[-1] - counters.values("heap")[0]
-        growing = [m for m in ("blocks", "heap") if deciding.still_grows(counters.values(m), per_step, allowed[m])]
+        growing = [m for m in metrics if deciding.still_grows(counters.values(m), per_step, allowed[m])]
         what = growing[0] if growing else "blocks"
         deltas = deciding.steps(counters.values(what))
         if (not growing and (not heap_only or deciding.heap_settled(per_step))) or (
@@ -647,7 +663,7 @@ def persistence(
 def _window(run: Runner, per_step: int, full: bool, walk: bool = True) -> measuring.Counters:
     """STEPS steps of ``per_step`` runs, a checkpoint before and after each (``walk``: pymalloc's
     bytes in the heap column; ``full``: after a collection of the frozen heap too)."""
-    counters = measuring.Counters(STEPS + 1)
+    counters = measuring.Counters(STEPS + 1, run.counters, run.counter_errors)
     run.drain()
     counters.measure(full=full, walk=walk)
     for _ in range(STEPS):
@@ -661,7 +677,7 @@ def attribution_window(run: Runner, classifier: sites.Classifier, per_step: int)
     """The traced window: a checkpoint, then STEPS times ``per_step`` runs and a checkpoint."""
     from . import resources
 
-    cps = Checkpoints()
+    cps = Checkpoints(extra=run.counters, errors=run.counter_errors)
     run.drain()
     cps.take(classifier)
     for step in range(STEPS):
@@ -684,9 +700,10 @@ def judged(
     stretch: int = 1,
     heap_only: bool = False,
     thorough: bool = False,
+    counted: Sequence[str] = (),
 ) -> LeakResult:
     """A suspect: a check for module state re-patched per run, persistence windows, then a traced
-    attribution window, then long windows."""
+    attribution window, then long windows (``counted``: the exact counts that grew in the screen)."""
     # enough for a quick test's persistence and attribution windows, whatever confirm_seconds says
     bound = max(MIN_SUSPECT_SECONDS, min(settings.confirm_seconds, SUSPECT_FACTOR * run.seconds))
     if thorough:  # a test marked for checking gets all of confirm_seconds
@@ -716,7 +733,7 @@ def judged(
     began = time.perf_counter()  # the suspect's time bound runs from here, for all its windows
     run.deadline = began + bound
     try:
-        growing, what, per_step, deltas = persistence(run, settings, screen_runs, stretch, heap_only, began + bound * (1 - TRACED_SHARE))
+        growing, what, per_step, deltas = persistence(run, settings, screen_runs, stretch, heap_only, began + bound * (1 - TRACED_SHARE), counted)
     except OutOfTime:
         return deciding.unsettled(nodeid, f"the screen saw growth, and {limit} ran out before it settled", seen)
     runs = run.runs
@@ -796,7 +813,7 @@ def long_windows(run: Runner, settings: TestSettings, began: float, result: Leak
             return result
         windows += 1
         signal = counters.values("heap" if what == "heap bytes" else "blocks")
-        if not deciding.still_grows(signal, per_step, earlier_rate=reference):
+        if not deciding.still_grows(signal, per_step, earlier_rate=reference) or deciding.gave_back(signal):
             deciding.cleared_by_long_window(result, run.runs, what, deciding.steps(signal), per_step)
             return result
         per_step = min(2 * per_step, MAX_LONG_STEP)
@@ -824,6 +841,7 @@ def _confirm(nodeid: str, settings: TestSettings, cps: Checkpoints, per_step: in
         counts=cps.counts,
         types=cps.type_series(),
         census_runs=cps.census_runs,
+        counters=cps.extra,
     )
     result, heap = deciding.confirm(nodeid, settings, evidence)
     grown = sites.growth(cps.totals[0], cps.totals[-1], window_runs, classifier)
@@ -846,7 +864,7 @@ def _confirm(nodeid: str, settings: TestSettings, cps: Checkpoints, per_step: in
             "traced": cps.traced,
             "untraced": cps.untraced,
             "rss": cps.rss,
-            **cps.counts,
+            **{k: v for k, v in cps.counts.items() if k not in cps.errors},
         }
     )
     return result
@@ -865,12 +883,13 @@ def _counted_before_stop(run: Runner, settings: TestSettings, counters: measurin
 
     stop_row = counters.n == 2  # (the screen's counters hold a row per stretch and more)
     if stop_row:
-        measuring.settled_threads(counters.values("threads")[0], resources.GRACE)
+        measuring.settled_threads(int(counters.values("threads")[0]), resources.GRACE)
         run.drain()
         counters.measure(at=run.runs - first)
     if counters.n < 3:
         return result
-    suspects = deciding.suspect_metrics(counters.series(COUNTED), _screen_allowances(settings), counters.runs_at())
+    extra = {c.name: c for c in run.counters}
+    suspects = deciding.suspect_metrics(counters.series((*COUNTED, *extra)), _screen_allowances(settings, run.counters), counters.runs_at())
     if not suspects:
         return result
     counts = {}
@@ -878,10 +897,12 @@ def _counted_before_stop(run: Runner, settings: TestSettings, counters: measurin
         baseline = counters.values(m)[0]
         if stop_row:  # the row just taken
             now = counters.values(m)[-1]
+        elif m in extra:
+            now = read_counter(extra[m], run.counter_errors)
         else:
-            now = measuring.settled_threads(baseline, resources.GRACE) if m == "threads" else measuring.open_fds()
+            now = measuring.settled_threads(int(baseline), resources.GRACE) if m == "threads" else measuring.open_fds()
         counts[m] = [float(baseline), float(now)]
-    return deciding.counted_before_stop(result, settings, counts, run.runs - first)
+    return deciding.counted_before_stop(result, settings, counts, run.runs - first, run.counters)
 
 
 def measure_item(
@@ -894,12 +915,13 @@ def measure_item(
     own_seconds: float = 0.0,
     credit: float = float("inf"),
     hard: float = float("inf"),
+    counters: Sequence[Counter] = (),
 ) -> tuple[LeakResult, Runner]:
     """The repeated-run check of one test whose own run has passed (``credit``: the seconds the
     session's cost budget has left, which bound a suspect's windows, at MIN_SUSPECT_SECONDS the least;
-    ``hard``: seconds no window outlasts, that least included)."""
+    ``hard``: seconds no window outlasts, that least included; ``counters``: the project's)."""
     started = time.perf_counter()
-    run = Runner(item, after_run, credit_until=started + credit, hard_until=started + hard)
+    run = Runner(item, after_run, credit_until=started + credit, hard_until=started + hard, counters=tuple(counters))
     try:
         return _measure(run, item, settings, classifier, before_measuring, tracing_owner, own_seconds, started)
     except BaseException:
@@ -917,7 +939,8 @@ def _measure(
     own_seconds: float,
     started: float,
 ) -> tuple[LeakResult, Runner]:
-    counters = measuring.Counters(max(SCREEN_STRETCHES, settings.runs) + 1)  # the screen's, kept for a stop before its end
+    # the screen's, kept for a stop before its end
+    counters = measuring.Counters(max(SCREEN_STRETCHES, settings.runs) + 1, run.counters, run.counter_errors)
     first = 0
     thorough = item.get_closest_marker("memleak") is not None  # screened for all its runs, pymalloc walked
     with run.measuring():
@@ -927,7 +950,8 @@ def _measure(
             before_measuring()
             first = run.runs
             screened = screen(run, settings, own_seconds, thorough, counters)
-            if set(screened.suspects) & set(COUNTED):
+            counted = [m for m in screened.suspects if m in COUNTED or any(c.name == m for c in run.counters)]
+            if counted:
                 from . import resources
 
                 run.resources_before = resources.ResourceSnapshot.take()  # to name what is still alive at a stop
@@ -948,7 +972,7 @@ def _measure(
                 heap, spans = deciding.steps(counters.values("heap")), deciding.steps(counters.runs_at())
                 steady = all(d > settings.retained * r for d, r in list(zip(heap, spans, strict=True))[len(heap) // 2 :])
                 heap_only = thorough and screened.suspects == ["heap"] and steady
-                result = judged(run, settings, classifier, tracing_owner, item.nodeid, measured, screened.stretch, heap_only, thorough)
+                result = judged(run, settings, classifier, tracing_owner, item.nodeid, measured, screened.stretch, heap_only, thorough, counted)
                 if result.status == INCONCLUSIVE:  # stopped before a traced window could settle it
                     result = _counted_before_stop(run, settings, counters, first, result)
         except NotRepeatable as exc:
@@ -960,7 +984,9 @@ def _measure(
         except OutOfTime as exc:
             result = deciding.unsettled(item.nodeid, f"the screen did not settle within its bound ({exc})", f"{run.runs} runs")
             result = _counted_before_stop(run, settings, counters, first, result)
-    series = {f"screen.{m}": [float(v) for v in counters.values(m)] for m in measuring.SCREEN_METRICS}
+    # (a counter that failed to read has NaN in its column: it is said, not charted)
+    series = {f"screen.{m}": [float(v) for v in counters.values(m)] for m in counters.metrics() if m not in run.counter_errors}
+    result.problems.extend(run.counter_errors.values())
     result.series = {**series, **{f"confirm.{k}": v for k, v in result.series.items()}}
     result.runs = run.runs + 1
     result.measured_runs = max(0, run.runs - (settings.warmup - 1))

@@ -24,6 +24,7 @@ from .budget import START_MIN, CostBudget
 from .results import CLEAN, INCONCLUSIVE, LEAK, LeakResult
 
 SETTINGS_KEY = pytest.StashKey[options.TestSettings]()
+COUNTERS_KEY = pytest.StashKey["tuple[Any, ...]"]()  # the project's counters (pytest_memleak_counters) for a checked test
 PEAK_KEY = pytest.StashKey[Any]()  # the peak.PeakMeasure of the test's own call
 STARTED_KEY = pytest.StashKey[float]()  # when the test's protocol began (perf_counter)
 RERUNS_KEY = pytest.StashKey[bool]()  # a test left to pytest-rerunfailures' protocol
@@ -111,6 +112,7 @@ class MemleakSession:
         self.test_files: set[str] = set()  # the collected test modules, relative to the rootdir
         self.left_to_reruns: set[str] = set()  # tests pytest-rerunfailures reruns: run by its protocol, unchecked
         self.renders: list[tuple[str, Any]] = []  # (nodeid, flamegraph.Render) under way while the tests go on
+        self._counters_by_file: dict[Path, tuple[Any, ...]] = {}
         self.is_worker = hasattr(config, "workerinput")
         self.froze = False
         self.frozen_before = 0  # objects the session had frozen before the plugin first froze the heap
@@ -220,6 +222,16 @@ class MemleakSession:
                 soak.soak_config(item, self.sources)
             if item.get_closest_marker("memleak") is not None or self.enabled:
                 item.stash[SETTINGS_KEY] = options.settings_for(item, self.sources)
+                item.stash[COUNTERS_KEY] = self._counters(item)
+
+    def _counters(self, item: pytest.Item) -> tuple[Any, ...]:
+        """The project's counters for the tests of ``item``'s file (its conftests' hook), once a file."""
+        found = self._counters_by_file.get(item.path)
+        if found is None:
+            from . import counters
+
+            found = self._counters_by_file[item.path] = counters.for_item(item)
+        return found
 
     # -- the protocol ---------------------------------------------------------------------
     def _arm(self) -> None:
@@ -401,9 +413,19 @@ class MemleakSession:
     ) -> LeakResult:
         from . import repeating
 
+        counters: tuple[Any, ...] = item.stash.get(COUNTERS_KEY, ())
         try:
             result, run = repeating.measure_item(
-                item, settings, self.classifier, self._before_measuring, tracing, self.exit_if_forked_child, own_seconds, credit, hard
+                item,
+                settings,
+                self.classifier,
+                self._before_measuring,
+                tracing,
+                self.exit_if_forked_child,
+                own_seconds,
+                credit,
+                hard,
+                counters,
             )
         except (KeyboardInterrupt, SystemExit):
             raise

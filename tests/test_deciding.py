@@ -341,3 +341,22 @@ def test_a_leak_is_known_only_within_every_recorded_rate_and_stays_known_when_it
         assert result(shrink).known  # a known leak that shrank is still known
     else:
         assert "baseline" in judged.details[0]
+
+
+@given(base, st.integers(1, 10**4), st.lists(st.integers(0, 10**4), min_size=STEPS, max_size=STEPS), st.integers(0, 10**4))
+def test_a_steady_leak_gives_nothing_back(b: int, floor: int, extra: list[int], wobble: int) -> None:
+    # every step grows by at least twice what any step could fall by
+    values = [b]
+    for i, e in enumerate(extra):
+        values.append(values[-1] + (2 * STEPS * (wobble + 1) * floor + e if i % 2 else -wobble))
+    assert not deciding.gave_back(values)
+
+
+@given(base, st.integers(1, 10**4), st.integers(1, STEPS - 1), st.integers(0, STEPS), st.integers(0, 10**4))
+def test_a_fill_that_is_cleared_gives_back(b: int, rate: int, filled: int, refilled: int, below: int) -> None:
+    # a sawtooth: it fills for some steps, is cleared to where it began (or below), and fills
+    # again for no more steps than before (a window shorter than two of its periods)
+    refilled = min(refilled, filled)
+    values = [b + rate * i for i in range(filled + 1)]
+    values.extend(b - below + rate * i for i in range(refilled + 1))
+    assert deciding.gave_back(values)
