@@ -22,6 +22,7 @@ Time is bounded at every stage; a suspect that cannot be settled within its boun
 
 from __future__ import annotations
 
+import fnmatch
 import itertools
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -481,6 +482,20 @@ def against_baseline(result: LeakResult, known: Mapping[str, float] | None) -> N
     else:
         result.known = True
         result.details.append(f"baseline: a known leak, within its recorded rates ({recorded_text}; tolerance +{BASELINE_TOLERANCE:.0%})")
+
+
+def ignore_group(result: LeakResult, patterns: Sequence[str], prefix: str) -> None:
+    """A leak whose group a memleak_ignore pattern names (``<prefix><glob>``) is not counted: the
+    test is clean, its findings become detail lines, and its retained rate is said as ignored."""
+    if not result.leaked or not result.group:
+        return
+    pattern = next((p for p in patterns if p.startswith(prefix) and fnmatch.fnmatchcase(result.group, p[len(prefix) :])), None)
+    if pattern is None:
+        return
+    result.ignored_per_run += result.retained_per_run
+    result.details[:0] = [f"memleak_ignore {pattern}: not counted: {f.message}" for f in result.findings]
+    result.findings = []
+    result.status, result.reason = CLEAN, f"its leak is not counted: memleak_ignore {pattern} names its group ({result.group})"
 
 
 NOUNS = {"fds": "open file descriptors", "threads": "live threads", "processes": "child processes", "tasks": "pending asyncio tasks"}

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .sites import Classifier
 
-BASELINE_PREFIX = "group:"  # a baseline entry for a whole group: "group:<the group>"
+GROUP_PREFIX = "group:"  # a baseline entry or a memleak_ignore pattern for a whole group: "group:<the group>"
 KEPT_BY = "kept by "  # a group named by its retention path
 # roots in the test runner's own state (caplog's records, the plugin manager): what a run keeps
 # there is the runner's, never a cause that tests share

@@ -118,11 +118,19 @@ def _share(value: Any) -> float:
 
 
 def _patterns(value: Any) -> tuple[str, ...]:
-    """Glob patterns, separated by commas or white space (a marker may give a list); ``none``: no pattern."""
+    """Glob patterns, separated by commas or white space (a marker may give a list); a ``group:``
+    pattern runs to the next comma (a group's name has spaces); ``none``: no pattern."""
     if isinstance(value, str) and value.strip().lower() in ("none", "off"):
         return ()
-    items = list(value) if isinstance(value, (list, tuple)) else str(value).replace(",", " ").split()
-    patterns = tuple(str(item).strip() for item in items if str(item).strip())
+    if isinstance(value, (list, tuple)):
+        items = [str(item) for item in value]
+    else:
+        items = []
+        for chunk in str(value).replace("\n", ",").split(","):
+            words, group, rest = chunk.partition("group:")
+            items.extend(words.split())
+            items.extend([group + rest] if group else [])
+    patterns = tuple(item.strip() for item in items if item.strip())
     if not patterns:
         raise ValueError(f"{value!r} holds no pattern")
     return patterns
@@ -180,8 +188,8 @@ SETTINGS: tuple[Setting, ...] = (
         "ignore",
         _patterns,
         None,
-        "growth not counted: allocation sites whose file:line, or a frame of whose stack, matches one of these glob patterns (third-party leaks you cannot fix); the summary says how much was ignored",
-        "glob patterns separated by commas or spaces, such as 'click/*' or '*/site-packages/somelib/*:*', or none",
+        "growth not counted: allocation sites whose file:line, or a frame of whose stack, matches one of these glob patterns (third-party leaks you cannot fix), and leaks whose group matches a pattern 'group:<glob>' (up to the next comma); the summary says how much was ignored",
+        "glob patterns separated by commas or spaces, such as 'click/*', '*/site-packages/somelib/*:*' or 'group:kept by click.*', or none",
     ),
     Setting(
         "warn",

@@ -523,12 +523,15 @@ class MemleakSession:
             from . import grouping
 
             result.group = grouping.group_of(result.retention, result.sites, self.test_files, self.classifier)
+            settings = item.stash.get(SETTINGS_KEY, None)
+            if settings is not None and settings.ignore:
+                deciding.ignore_group(result, settings.ignore, grouping.GROUP_PREFIX)
         if self.baseline is not None:
-            from .grouping import BASELINE_PREFIX
+            from .grouping import GROUP_PREFIX
 
             known = self.baseline.get(item.nodeid)
             if known is None and result.group:
-                known = self.baseline.get(BASELINE_PREFIX + result.group)
+                known = self.baseline.get(GROUP_PREFIX + result.group)
             deciding.against_baseline(result, known)
         result.warned = result.leaked and warn  # warn-only: reported, and the test's outcome stands
         self._peak(item, result)

@@ -474,3 +474,51 @@ def test_pytest_rerunfailures_keeps_its_reruns(pytester: pytest.Pytester) -> Non
     parallel = pytester.runpytest_subprocess(*args, "--reruns", "2", "-n", "2")  # counted by the controller
     assert parallel.parseoutcomes() == {"passed": 1, "rerun": 1}
     parallel.stdout.fnmatch_lines(["memleak: 1 test(s) not checked: pytest-rerunfailures reruns them when they fail*"])
+
+
+def test_pytest_randomly_shuffles_and_the_verdicts_stand(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pytest-randomly shuffles the tests and reseeds ``random`` before each one: each order finds
+    the same leaks, and a test that draws random numbers is clean in every order."""
+    pytest.importorskip("pytest_randomly")
+    monkeypatch.setenv("PYTEST_ADDOPTS", "")  # (the suite's conftest turns it off for the other inner runs)
+    pytester.makepyfile(
+        test_shuffled="""
+        import random
+
+        class Node:
+            def __init__(self, nxt):
+                self.nxt = nxt
+
+        HEADS = {}
+
+        def _keep(name):
+            HEADS[name] = Node(HEADS.get(name))
+
+        def test_leak_a():
+            _keep("a")
+
+        def test_leak_b():
+            _keep("b")
+
+        def test_draws_random():
+            sample = [random.random() for _ in range(100)]
+            assert len(set(sample)) == 100
+
+        def test_sorted():
+            assert sorted([3, 1, 2]) == [1, 2, 3]
+
+        def test_dict():
+            assert {i: i for i in range(50)}[49] == 49
+        """
+    )
+    orders, verdicts = [], []
+    for seed in ("1", "2", "3"):
+        result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--memleak", "--memleak-flamegraph=none", f"--randomly-seed={seed}", "-v")
+        result.assert_outcomes(passed=3, failed=2)
+        result.stdout.fnmatch_lines([f"Using --randomly-seed={seed}"])
+        orders.append([line.split()[0] for line in result.outlines if line.startswith("test_shuffled.py::") and " " in line])
+        report = json.loads((pytester.path / "reports" / "memleak.json").read_text())
+        verdicts.append({t["nodeid"].split("::")[-1]: t["status"] for t in report["tests"]})
+    assert len({tuple(order) for order in orders}) > 1, orders  # the seeds gave different orders
+    expected = {"test_leak_a": "leak", "test_leak_b": "leak", "test_draws_random": "clean", "test_sorted": "clean", "test_dict": "clean"}
+    assert verdicts == [expected] * 3

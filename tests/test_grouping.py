@@ -142,3 +142,26 @@ def test_a_thousand_failures_of_one_cause_are_one_finding(pytester: pytest.Pytes
     known = pytester.runpytest_subprocess(*args, "--memleak-baseline=known.json")
     known.assert_outcomes(passed=6, failed=1)
     known.stdout.fnmatch_lines(["LEAK (known) ×6 tests, kept by mylib.REGISTRY -> Registry.items[[]…[]], one cause: *"])
+
+    # memleak_ignore can name the group: its tests pass, and the summary says what was not counted
+    ignored = pytester.runpytest_subprocess(*args, "--memleak-ignore=group:kept by mylib.*")
+    ignored.assert_outcomes(passed=6, failed=1)
+    ignored.stdout.fnmatch_lines(
+        [
+            "7 checked: 1 leaking, 6 clean, 0 inconclusive, 0 without verdict (not passed)",
+            "memleak_ignore: growth not counted in 6 test(s), *B/run in all",
+            "LEAK test_uses.py::test_own_leak - *",
+        ]
+    )
+    report = json.loads((pytester.path / "reports" / "memleak.json").read_text())
+    one = next(t for t in report["tests"] if t["nodeid"] == "test_uses.py::test_calls_the_library[0]")
+    assert one["reason"] == "its leak is not counted: memleak_ignore group:kept by mylib.* names its group (kept by mylib.REGISTRY -> Registry.items[…])"
+    assert one["details"][0].startswith("memleak_ignore group:kept by mylib.*: not counted: retained ")
+
+
+def test_a_group_pattern_runs_to_the_next_comma() -> None:
+    from pytest_memleak.options import _patterns
+
+    assert _patterns("click/* group:kept by mylib.* -> x, */vendor/*:*") == ("click/*", "group:kept by mylib.* -> x", "*/vendor/*:*")
+    assert _patterns("a.py:*\ngroup:mylib.py:Registry.remember()") == ("a.py:*", "group:mylib.py:Registry.remember()")
+    assert _patterns(["group:kept by a b"]) == ("group:kept by a b",)
