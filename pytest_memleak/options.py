@@ -245,7 +245,7 @@ MARKERS: tuple[Marker, ...] = (
     Marker("no_memleak", "no_memleak(reason=...)", "never check this test for leaks, with the reason why", ("reason",)),
     Marker(
         "memleak_soak",
-        "memleak_soak(duration='30s', sample_every='0.5s', memory_limit='700 MiB', memory_margin='10%', max_growth='0 B', horizon='24h', warmup='10%', expect_leak=None)",
+        "memleak_soak(duration='30s', sample_every='0.5s', memory_limit='700 MiB', memory_margin='10%', max_growth='0 B', horizon='24h', warmup='10%', expect_leak=None, scenario=None, variant=None)",
         "run the test body repeatedly for a duration, sample memory, and fail on a persistent upward trend",
         SOAK_MARKER_KEYS,
     ),

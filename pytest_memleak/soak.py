@@ -23,10 +23,12 @@ Lines of the JSONL file, each an object with a ``kind``:
 * ``guard`` -- the memory guard stopped the soak early (see below): what it read and its limit;
 * ``verdict`` -- last line of a completed soak: status, reason, rates.
 
-The verdict fits :func:`pytest_memleak.trend.fit_trend` to RSS and to the Python heap (traced
+The verdict fits :func:`pytest_memleak.trend.fit_level` to RSS and to the Python heap (traced
 bytes when tracemalloc was already tracing, else allocated blocks; a block counts as at least
-:data:`MIN_BLOCK_BYTES` bytes when compared with ``max_growth``). A leak on either series
-counts, and ``SoakResult.leaked_metrics`` says which.
+:data:`MIN_BLOCK_BYTES` bytes when compared with ``max_growth``): a trend of every sample, or of
+the troughs (memory after each clean-up) of a series that saws, from which the time to the
+memory limit is projected. A leak on either series counts, and ``SoakResult.leaked_metrics``
+says which.
 
 The memory guard (:mod:`pytest_memleak.guard`): with an explicit ``memory_limit`` the loop
 compares RSS with it, and under a container's cgroup memory limit it compares the cgroup's
@@ -35,10 +37,10 @@ samples. At ``limit - memory_margin`` (default 10% of the limit) the loop stops,
 sample, and judges the trend it has: the test fails with that evidence ("stopped by the memory
 guard"), and the verdict line is written, instead of the process being killed.
 
-Scenario and variant (for the summary table) come from the test's name: the callspec id of a
-parametrized test is the variant and its function name without ``test_`` the scenario;
-otherwise ``test_<scenario>_<variant>`` is split at the last underscore
-(``test_http_client_keepalive`` -> ``http_client`` / ``keepalive``).
+Scenario and variant (for the summary table) are the marker's ``scenario`` and ``variant``
+when given; otherwise the test function's name without ``test_`` and the callspec id of a
+parametrized test (none for another). Parts of a name are never guessed at:
+``test_service_with_leak`` is scenario ``service_with_leak``.
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ from _pytest.runner import call_and_report, show_test_item
 from . import guard as memory_guard
 from . import options
 from .results import CLEAN, INCONCLUSIVE, LEAK, NO_VERDICT, SoakResult
-from .trend import Trend, fit_trend, judge
+from .trend import Level, Trend, fit_level, judge
 from .units import (
     DURATION_FORM,
     SIZE_FORM,
@@ -88,6 +90,8 @@ DEFAULTS: dict[str, Any] = {
     "warmup": "10%",
     "expect_leak": None,
     "memory_margin": memory_guard.DEFAULT_MARGIN,
+    "scenario": None,
+    "variant": None,
 }
 GUARD_EVERY = 0.01  # seconds between the memory guard's readings between samples
 MIN_SAMPLES = 20  # below this many samples, a default or overridden sample_every scales down
@@ -111,6 +115,8 @@ _FORMS = {
     "warmup": "a fraction of the duration such as '10%', or a duration such as '5s', shorter than the duration",
     "expect_leak": "True, False or None",
     "memory_margin": "a size such as '64 MiB', or a percentage of the limit such as '10%', smaller than memory_limit",
+    "scenario": "a name for the summary table's scenario column, or None (the test function's name)",
+    "variant": "a name for the summary table's variant column, or None (the parameter id)",
 }
 
 
@@ -133,6 +139,8 @@ class SoakConfig:
     sample_scaled: bool  # sample_every was scaled down to give enough samples
     memory_limit_given: bool = False  # memory_limit came from the marker: the guard watches RSS against it
     memory_margin: str = memory_guard.DEFAULT_MARGIN  # how far below a limit the guard stops the soak
+    scenario: str | None = None  # the summary table's names, when given (scenario_variant)
+    variant: str | None = None
 
     def margin(self) -> memory_guard.Margin:
         return memory_guard.parse_margin(self.memory_margin)
@@ -190,6 +198,9 @@ def soak_config(item: pytest.Item, sources: options.Sources | None = None) -> So
     expect_leak = raw["expect_leak"]
     if expect_leak is not None and not isinstance(expect_leak, bool):
         raise bad("expect_leak", "not a bool")
+    for key in ("scenario", "variant"):
+        if raw[key] is not None and (not isinstance(raw[key], str) or not raw[key].strip()):
+            raise bad(key, "not a name")
 
     override = sources.values.get("soak_duration") if sources is not None else None
     duration = float(override) if override else marker_duration
@@ -210,6 +221,8 @@ def soak_config(item: pytest.Item, sources: options.Sources | None = None) -> So
         sample_scaled=scaled,
         memory_limit_given="memory_limit" in given and memory_limit is not None,
         memory_margin=margin.spec(),
+        scenario=raw["scenario"],
+        variant=raw["variant"],
     )
 
 
@@ -259,17 +272,16 @@ def samples_path(report_dir: Path, nodeid: str) -> Path:
     return Path(report_dir) / "soak" / (safe_name(nodeid) + ".jsonl")
 
 
-def scenario_variant(item: pytest.Item) -> tuple[str, str]:
-    """``(scenario, variant)`` from the test's name (see the module docstring)."""
+def scenario_variant(item: pytest.Item, config: SoakConfig | None = None) -> tuple[str, str]:
+    """``(scenario, variant)`` for the summary table: the marker's ``scenario`` and ``variant``
+    when given, else the test function's name without ``test_`` and the parameter id. Nothing is
+    guessed from parts of a name: ``test_service_with_leak`` is scenario ``service_with_leak``."""
     name = getattr(item, "originalname", None) or item.name.split("[", 1)[0]
     base = name[5:] if name.startswith("test_") else name
     callspec = getattr(item, "callspec", None)
-    if callspec is not None:
-        return base, callspec.id
-    if "_" in base.strip("_"):
-        scenario, variant = base.rsplit("_", 1)
-        return scenario, variant
-    return base, ""
+    scenario = config.scenario if config is not None and config.scenario else base
+    variant = config.variant if config is not None and config.variant else (callspec.id if callspec is not None else "")
+    return scenario, variant
 
 
 # -- the protocol ------------------------------------------------------------------------
@@ -761,7 +773,7 @@ class _Runner:
 
     def _base_result(self, status: str, reason: str) -> SoakResult:
         config = self.config
-        scenario, variant = scenario_variant(self.item)
+        scenario, variant = scenario_variant(self.item, self.config)
         elapsed = getattr(self, "elapsed", 0.0)
         return SoakResult(
             nodeid=self.item.nodeid,
@@ -794,15 +806,17 @@ class _Runner:
     def _verdict(self) -> SoakResult:
         config = self.config
         t, iterations, rss, heap = self.series.columns()
-        rss_trend = fit_trend(t, rss, warmup_fraction=config.warmup_fraction, confidence=CONFIDENCE)
-        heap_trend = fit_trend(t, heap, warmup_fraction=config.warmup_fraction, confidence=CONFIDENCE)
+        # a series that saws is judged, and projected, on its troughs (memory after each clean-up)
+        rss_level = fit_level(t, rss, warmup_fraction=config.warmup_fraction, confidence=CONFIDENCE)
+        heap_level = fit_level(t, heap, warmup_fraction=config.warmup_fraction, confidence=CONFIDENCE)
+        rss_trend, heap_trend = rss_level.trend, heap_level.trend
         current_rss = rss[-1] if rss else math.nan
         rss_leak, rss_reason = judge(
             rss_trend,
             max_growth_per_hour=config.max_growth,
             memory_limit=config.memory_limit,
             horizon_seconds=config.horizon,
-            current=current_rss,
+            current=rss_level.now,
         )
         heap_budget = config.max_growth if self.heap_unit == "B" else config.max_growth / MIN_BLOCK_BYTES
         finite_heap = [v for v in heap if math.isfinite(v)]
@@ -811,9 +825,10 @@ class _Runner:
             max_growth_per_hour=heap_budget,
             memory_limit=None,
             horizon_seconds=None,
-            current=finite_heap[-1] if finite_heap else 0.0,
+            current=heap_level.now if finite_heap else 0.0,
             unit=self.heap_unit,
         )
+        rss_name, heap_name = (_saw_label(name, level) for name, level in (("RSS", rss_level), ("Python heap", heap_level)))
         if self.dropped_log_records:
             self.problems.append(
                 f"{self.dropped_log_records:,} captured log records were dropped at the samples (pytest keeps "
@@ -839,13 +854,13 @@ class _Runner:
             status = LEAK
             parts = []
             if rss_leak:
-                parts.append(f"RSS {rss_reason}")
+                parts.append(f"{rss_name} {rss_reason}")
             if heap_leak:
-                parts.append(f"Python heap {heap_reason}")
+                parts.append(f"{heap_name} {heap_reason}")
             reason = "; ".join(parts)
         else:
             status = CLEAN
-            reason = f"RSS {rss_reason}"
+            reason = f"{rss_name} {rss_reason}"
 
         result = self._base_result(status, reason)
         result.metric = "+".join(leaked) if leaked else "rss"
@@ -858,7 +873,7 @@ class _Runner:
         window_rate = _window_throughput(t, iterations, rss_trend)
         result.slope_per_iteration = _finite(rss_trend.slope / window_rate) if window_rate > 0 else 0.0
         if config.memory_limit is not None and rss_trend.sufficient:
-            result.time_to_limit = rss_trend.time_to(config.memory_limit, current_rss)
+            result.time_to_limit = rss_level.time_to(config.memory_limit)
         tail = rss_trend.tail
         result.tail_slope_per_hour = _finite(tail.slope * 3600.0) if tail is not None else 0.0
         result.heap_slope_per_hour = _finite(heap_trend.slope * 3600.0)
@@ -1050,3 +1065,8 @@ def summary_lines(results: list[SoakResult]) -> list[str]:
         return "  ".join(cells).rstrip()
 
     return [line(rows[0]), line(tuple("-" * w for w in widths)), *(line(row) for row in rows[1:])]
+
+
+def _saw_label(name: str, level: Level) -> str:
+    """What a verdict's trend is of: the series, or its troughs when it saws."""
+    return f"{name} troughs (after each of {level.troughs} clean-ups)" if level.troughs else name

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from statistics import NormalDist
 
 from .units import format_duration, format_size
@@ -37,9 +37,18 @@ MIN_POINTS = 6  # points needed after the warm-up for any verdict
 MIN_SEGMENT_POINTS = 3  # points needed in the last half / last third
 PERSIST_RATIO = 0.5  # a late slope must be at least this fraction of the whole-window slope
 EFFECT_FLOOR = 1.0  # growth over the window must exceed this many robust noise sds
+MIN_RELATIVE_GROWTH = 1e-6  # growth under this share of the level is none (a byte or two of jitter)
 MAX_AUTOCORRELATION = 0.95  # caps the variance inflation at (1 + 0.95) / (1 - 0.95) = 39
 NOISE_POINTS = 2000  # raw points used (evenly strided) to estimate the noise band
 HOUR = 3600.0
+# A series saws (fills, then is cleared, as a heap between collections does) when it has at
+# least MIN_DROPS drops, each a fall of DROP_STEPS typical steps and of DROP_SPAN of its range,
+# and FILL_SHARE of its other steps rise (noise falls as often as it rises). Drops are partial
+# when a sample lands mid-cycle (a loaded machine samples every few hundred ms).
+MIN_DROPS = 3
+DROP_STEPS = 2.0
+DROP_SPAN = 0.02
+FILL_SHARE = 0.75
 
 
 @dataclass(frozen=True)
@@ -87,16 +96,93 @@ class Trend:
         """Fitted growth over the window."""
         return self.slope * (self.window_end - self.window_start)
 
+    @property
+    def rising(self) -> bool:
+        """Growth significant over the window and beyond the noise, at half its rate or more in
+        the last half, and the last third not surely slower: a projection holds though the later
+        parts are too noisy to show persistence (a sawtooth's troughs, few in a short soak). A
+        plateau is slower there."""
+        grown = self.growth > max(EFFECT_FLOOR * self.noise, MIN_RELATIVE_GROWTH * abs(self.at(self.window_end)))
+        late = self.segments[1:]
+        # the last half's rate, and the last third not surely slower, than half the window's
+        return (
+            self.sufficient
+            and self.lower > 0
+            and grown
+            and all(s.slope >= PERSIST_RATIO * self.slope for s in late[:1])
+            and all(s.upper >= PERSIST_RATIO * self.slope for s in late)
+        )
+
     def time_to(self, limit: float, now_value: float) -> float | None:
-        """Units of t (seconds) until ``limit`` at the fitted rate; None when not growing.
+        """Units of t (seconds) until ``limit`` at the fitted rate; None when not growing
+        (neither persistent nor :attr:`rising`).
 
         0.0 when ``now_value`` is already at or above the limit while growing.
         """
-        if not self.persistent or not self.slope > 0:
+        if not (self.persistent or self.rising) or not self.slope > 0:
             return None
         if now_value >= limit:
             return 0.0
         return (limit - now_value) / self.slope
+
+
+@dataclass(frozen=True)
+class Level:
+    """What a memory series is judged on: its trend, and the value a projection starts from."""
+
+    trend: Trend
+    now: float  # the last value; for a sawtooth, the troughs' line at the end plus how far above it the peaks rise
+    troughs: int = 0  # clean-ups seen: the trend is of the troughs (0: of every point)
+
+    def time_to(self, limit: float) -> float | None:
+        """Seconds until the series reaches ``limit`` (its peaks, for a sawtooth); None when not growing."""
+        return self.trend.time_to(limit, self.now)
+
+
+def troughs(t: Sequence[float], y: Sequence[float]) -> tuple[list[float], list[float], float] | None:
+    """The memory after each clean-up of a series that saws, as (t, y) of the lowest point after
+    each drop, and the typical step between samples (what a trough is known to within); None when
+    it does not saw. The trend of the troughs is the leak signal of a
+    sawtooth (as memory after GC is for a JVM heap): a slope over the raw points swings with
+    where the last clean-up fell, and read "plateaued" for a process that died minutes later."""
+    pairs = sorted((float(a), float(b)) for a, b in zip(t, y, strict=True) if _finite(a) and _finite(b))
+    if len(pairs) < 2 * MIN_DROPS + 2:
+        return None
+    ys = [b for _, b in pairs]
+    steps = [ys[i] - ys[i - 1] for i in range(1, len(ys))]
+    typical = _median([abs(d) for d in steps])
+    floor = max(DROP_STEPS * typical, DROP_SPAN * (max(ys) - min(ys)))
+    drops = [i for i, d in enumerate(steps, 1) if d < 0 and -d > floor]
+    others = [d for d in steps if not (d < 0 and -d > floor)]
+    if len(drops) < MIN_DROPS or floor <= 0 or sum(d > 0 for d in others) < FILL_SHARE * len(others):
+        return None
+    tt, ty = [], []
+    for k, i in enumerate(drops):
+        end = drops[k + 1] if k + 1 < len(drops) else len(pairs)
+        j = min(range(i, end), key=lambda m: ys[m])  # (a clean-up can take more than one sample)
+        tt.append(pairs[j][0])
+        ty.append(ys[j])
+    return tt, ty, typical
+
+
+def fit_level(t: Sequence[float], y: Sequence[float], *, warmup_fraction: float = 0.1, confidence: float = 0.95) -> Level:
+    """The trend of a memory series and where it stands: of its troughs when it saws and they are
+    enough for a trend, with the peaks' rise above them, else of every point."""
+    saw = troughs(t, y)
+    if saw is not None:
+        trend = fit_trend(*saw[:2], warmup_fraction=warmup_fraction, confidence=confidence)
+        if trend.sufficient:
+            # a trough is known to within one sampling step (the clean-up fell between two samples):
+            # growth of the troughs within that is none
+            resolution = saw[2]
+            trend = replace(trend, noise=max(trend.noise, resolution), persistent=trend.persistent and trend.growth > resolution)
+            pairs = [(float(a), float(b)) for a, b in zip(t, y, strict=True) if _finite(a) and _finite(b)]
+            end = max(a for a, _ in pairs)
+            later = [b - trend.at(a) for a, b in pairs if a >= (trend.window_start + end) / 2]
+            return Level(trend, trend.at(end) + max([0.0, *later]), len(saw[0]))
+    trend = fit_trend(t, y, warmup_fraction=warmup_fraction, confidence=confidence)
+    last = next((float(b) for b in reversed(y) if _finite(b)), math.nan)
+    return Level(trend, last)
 
 
 def fit_trend(
@@ -232,6 +318,8 @@ def judge(
             return True, f"{head}, persists in the last third{limit_part}"
         within = f"within max_growth {fmt(max_growth_per_hour)}/h"
         return hits_limit, f"{head}, {within}{limit_part}"
+    if hits_limit:  # rising, too noisy late in the window to show persistence, and the limit is near
+        return True, f"rises {fmt(rate)}/h ({pct} lower bound {fmt(lower)}/h){limit_part}"
     if trend.plateaued and trend.slope > 0 and tail is not None and tail.slope < PERSIST_RATIO * trend.slope:
         return False, (
             f"plateaued: {fmt(rate, True)}/h over the window but {fmt(tail_rate, True)}/h "

@@ -32,7 +32,7 @@ pytestmark = pytest.mark.memleak_soak(
 )
 
 
-@pytest.mark.memleak_soak(expect_leak=False)
+@pytest.mark.memleak_soak(expect_leak=False, scenario="harness", variant="idle")
 def test_harness_idle():
     """The control: a soak of nothing but the pace (40 iterations a second, like the chat soaks).
 
@@ -102,7 +102,7 @@ def test_all_patterns(chat):
 
 
 @pytest.mark.chat("vector_store", "embeddings", variants=["managed"], rate=4_000)
-@pytest.mark.memleak_soak(warmup="40%")
+@pytest.mark.memleak_soak(warmup="40%", scenario="memory_manager")
 def test_memory_manager(chat):
     """Seeds 003/004: the leaky loads under a MemoryManager that warns, cleans up, then refuses.
 

@@ -131,17 +131,17 @@ def step(chat):
     time.sleep(0.01)
 
 
-@pytest.mark.memleak_soak(duration="2s", warmup="30%", expect_leak=False)
+@pytest.mark.memleak_soak(duration="2s", warmup="30%", expect_leak=False, scenario="harness", variant="idle")
 def test_harness_idle():  # first, as in the main job: the runner's own first-soak warm-up
     time.sleep(1 / 40)
 
 
-@pytest.mark.memleak_soak(duration="3s", memory_limit="500 MiB", warmup="30%", expect_leak=True)
+@pytest.mark.memleak_soak(duration="3s", memory_limit="500 MiB", warmup="30%", expect_leak=True, scenario="registry", variant="fixed")
 def test_registry_fixed(chat):  # a FIXED service said to leak
     step(chat)
 
 
-@pytest.mark.memleak_soak(duration="5s", memory_limit="500 MiB", warmup="30%", expect_leak=False)
+@pytest.mark.memleak_soak(duration="5s", memory_limit="500 MiB", warmup="30%", expect_leak=False, scenario="registry", variant="leaky")
 def test_registry_leaky(chat):  # a LEAKY service said to be fixed (5 s: on a loaded machine 3 s gave ~67 iterations, once judged flat)
     step(chat)
 '''

@@ -152,7 +152,7 @@ def test_objects_small():
     assert leak.slope_lower > 0 and leak.time_to_limit is not None
     assert leak.samples >= 10 and 0 < len(leak.t) == len(leak.rss) == len(leak.heap) <= 300
     assert 2.4 < leak.duration < 8 and leak.iterations > 50
-    assert leak.scenario == "append" and leak.variant == "leak"
+    assert leak.scenario == "append_leak" and leak.variant == ""  # nothing guessed from the name
 
     small = SoakResult.from_dict(by_name["test_objects_small"]["memleak_soak"])
     assert small.status == LEAK and "heap" in small.leaked_metrics and small.heap_unit == "blocks"
@@ -432,10 +432,14 @@ def test_scenario_variant_from_names() -> None:
         callspec = SimpleNamespace(id=callspec_id) if callspec_id is not None else None
         return SimpleNamespace(name=name, originalname=name.split("[")[0], callspec=callspec)
 
-    assert soak.scenario_variant(item("test_http_client_keepalive")) == ("http_client", "keepalive")
+    # nothing is guessed from parts of a name
+    assert soak.scenario_variant(item("test_service_with_leak")) == ("service_with_leak", "")
     assert soak.scenario_variant(item("test_cache[small]", "small")) == ("cache", "small")
-    assert soak.scenario_variant(item("test_solo")) == ("solo", "")
-    assert soak.scenario_variant(item("check_pool_big")) == ("check_pool", "big")
+    assert soak.scenario_variant(item("check_pool_big")) == ("check_pool_big", "")
+    # the marker's names come first
+    named = SimpleNamespace(scenario="http client", variant="keepalive")
+    assert soak.scenario_variant(item("test_http_client_keepalive"), named) == ("http client", "keepalive")  # type: ignore[arg-type]
+    assert soak.scenario_variant(item("test_cache[small]", "small"), SimpleNamespace(scenario="cache", variant=None)) == ("cache", "small")  # type: ignore[arg-type]
 
 
 def test_setup_show_lists_a_soak_tests_fixtures(pytester: pytest.Pytester) -> None:

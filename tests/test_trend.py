@@ -366,3 +366,76 @@ def test_short_linear_series_is_growth_not_a_plateau() -> None:
     leak, reason = judge(fit_trend(t, y, warmup_fraction=0.1), max_growth_per_hour=0, memory_limit=None, horizon_seconds=None, current=y[-1])
     assert leak, reason
     assert "plateau" not in reason
+
+
+# -- sawtooth: the troughs are the leak signal, and the projection holds until the limit --------
+
+
+def _saw_process(rate: float, amplitude: float, fill: float, warm: float, sigma: float, seed: int, dt: float):
+    """Memory of a process that leaks ``rate`` B/s beside a buffer filled at ``fill`` B/s and
+    cleared at ``amplitude`` (a GC-like sawtooth), after a warm-up of ``warm`` bytes, with noise."""
+    rng = np.random.default_rng(seed)
+    base = 80 * MiB
+
+    def at(t: np.ndarray) -> np.ndarray:
+        buffer = (fill * t) % amplitude
+        return base + warm * (1 - np.exp(-t / 0.5)) + rate * t + buffer
+
+    def sampled(duration: float) -> tuple[np.ndarray, np.ndarray]:
+        t = np.arange(0.0, duration, dt)
+        return t, at(t) + rng.normal(0, sigma, len(t))
+
+    return at, sampled
+
+
+@PROPERTY
+@given(
+    rate=st.floats(0.2 * MiB, 4 * MiB),  # leak, bytes per second
+    amplitude=st.floats(8 * MiB, 24 * MiB),
+    period=st.floats(0.5, 1.2),  # seconds to fill the buffer: ten cycles or more in the soak
+    warm=st.floats(0, 40 * MiB),
+    noise=st.floats(0, 0.02),  # of the amplitude
+    seed=seeds,
+)
+def test_a_leak_that_saws_is_projected_within_a_fifth_of_when_it_hits_the_limit(rate, amplitude, period, warm, noise, seed):
+    """The issue's case: a 15 s soak of a paced leak beside a buffer that fills and is cleared
+    said "plateaued" and "never"; the process reached its limit after 185 s."""
+    from pytest_memleak.trend import fit_level
+
+    dt = period / 20
+    at, sampled = _saw_process(rate, amplitude, amplitude / period, warm, noise * amplitude, seed, dt)
+    limit = 80 * MiB + warm + 170 * MiB
+    fine = np.arange(0.0, 4000.0, 0.01)
+    reached = float(fine[np.argmax(at(fine) >= limit)])  # the first time its peaks reach the limit
+    soak = min(15.0, reached / 3)
+    t, y = sampled(soak)
+    level = fit_level(list(t), list(y), warmup_fraction=0.1)
+    assert level.troughs >= MIN_POINTS
+    ttl = level.time_to(limit)
+    assert ttl is not None, level
+    projected = soak + ttl
+    assert abs(projected - reached) <= 0.2 * reached, (projected, reached, level)
+
+
+@PROPERTY
+@given(amplitude=st.floats(8 * MiB, 24 * MiB), period=st.floats(0.8, 2.0), noise=st.floats(0, 0.02), seed=seeds)
+def test_a_sawtooth_without_a_leak_is_flat_and_never_reaches_the_limit(amplitude, period, noise, seed):
+    from pytest_memleak.trend import fit_level
+
+    dt = period / 20
+    _, sampled = _saw_process(0.0, amplitude, amplitude / period, 10 * MiB, noise * amplitude, seed, dt)
+    t, y = sampled(30.0)
+    level = fit_level(list(t), list(y), warmup_fraction=0.1)
+    assert level.troughs >= MIN_POINTS
+    assert not level.trend.persistent
+    assert level.time_to(80 * MiB + 10 * MiB + 170 * MiB) is None
+
+
+def test_a_series_without_drops_is_fitted_on_every_point():
+    from pytest_memleak.trend import fit_level, troughs
+
+    t = [float(i) for i in range(100)]
+    y = [1000.0 * i + (i % 3) for i in range(100)]
+    assert troughs(t, y) is None
+    level = fit_level(t, y)
+    assert level.troughs == 0 and level.now == y[-1] and level.trend.persistent

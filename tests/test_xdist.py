@@ -224,11 +224,11 @@ def test_soak_tests_spread_across_workers_and_one_table(pytester: pytest.Pyteste
         import pytest
         LEAKED = []
         RING = collections.deque(maxlen=16)
-        @pytest.mark.memleak_soak(duration="2s")
+        @pytest.mark.memleak_soak(duration="2s", scenario="append", variant="leak")
         def test_append_leak():
             LEAKED.append(b"x" * (100 * 1024))  # written, so it is resident
             time.sleep(0.005)
-        @pytest.mark.memleak_soak(duration="2s")
+        @pytest.mark.memleak_soak(duration="2s", scenario="ring", variant="bounded")
         def test_ring_bounded():
             RING.append(b"x" * (100 * 1024))
             time.sleep(0.005)
