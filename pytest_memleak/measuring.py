@@ -185,6 +185,11 @@ class HeapMeter:
         self._scratch = tempfile.TemporaryFile() if hasattr(sys, "_debugmallocstats") else None  # noqa: SIM115
         self._mallinfo = _mallinfo2()
 
+    @property
+    def available(self) -> bool:
+        """Whether either source can be read here (else every reading is 0)."""
+        return self._scratch is not None or self._mallinfo is not None
+
     def __call__(self, full: bool = True) -> int:
         """Bytes in use: malloc's (cheap) and, when ``full``, pymalloc's (a walk of its arenas)."""
         return (self._pymalloc() if full else 0) + self._malloc()

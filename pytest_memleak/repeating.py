@@ -767,11 +767,12 @@ def judged(
             traced_run = time.perf_counter() - traced_began
             affordable = int(TRACED_SHARE * (run.deadline - time.perf_counter()) / max(traced_run, 1e-6)) // STEPS
             # steps shorter than the screen's stretch, over which it grew, can miss growth every few runs
-            # (a step without it would read as growth that stopped): such steps may overrun the bound by
-            # as much as the bound again (a loaded machine), never pytest-timeout's
+            # (a step without it would read as growth that stopped): when some steps fit, steps of the
+            # stretch may overrun the bound by as much as the bound again (a loaded machine), never
+            # pytest-timeout's. (When not even steps of one run fit, the test is too slow to settle.)
             least = max(1, min(per_step, stretch))
             overrun = STEPS * least * traced_run
-            if affordable < least and overrun <= bound and time.perf_counter() + overrun < run.hard_until:
+            if 1 <= affordable < least and overrun <= bound and time.perf_counter() + overrun < run.hard_until:
                 affordable = least
             if affordable < least:
                 return deciding.unsettled(

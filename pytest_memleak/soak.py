@@ -15,17 +15,19 @@ Lines of the JSONL file, each an object with a ``kind``:
 
 * ``meta`` -- first line: nodeid, pid, start time, the soak settings;
 * ``sample`` -- ``i, t`` (seconds since the loop started), ``iterations``, ``rss`` (bytes),
-  ``heap_blocks`` (``sys.getallocatedblocks()``), ``traced`` (tracemalloc's current bytes
-  when it was already tracing, else null), ``objects`` (``len(gc.get_objects())``, only every
+  ``heap_blocks`` (``sys.getallocatedblocks()``), ``heap_bytes`` (the allocators' bytes:
+  pymalloc's blocks and malloc's, when tracemalloc is not tracing), ``traced`` (tracemalloc's
+  current bytes when it was already tracing, else null), ``objects`` (``len(gc.get_objects())``, only every
   Nth sample, else null), ``fds``, ``threads`` (Python), ``os_threads``, ``throughput``
   (iterations per second since the previous sample), ``gc_ms`` (time of the collection);
 * ``end`` -- the body stopped the soak: ``outcome`` is failed, skipped or interrupted;
 * ``guard`` -- the memory guard stopped the soak early (see below): what it read and its limit;
 * ``verdict`` -- last line of a completed soak: status, reason, rates.
 
-The verdict fits :func:`pytest_memleak.trend.fit_level` to RSS and to the Python heap (traced
-bytes when tracemalloc was already tracing, else allocated blocks; a block counts as at least
-:data:`MIN_BLOCK_BYTES` bytes when compared with ``max_growth``): a trend of every sample, or of
+The verdict fits :func:`pytest_memleak.trend.fit_level` to RSS and to the Python heap in bytes
+(traced bytes when tracemalloc was already tracing, else the allocators' bytes; allocated blocks
+only where neither can be read, a block then counting as at least :data:`MIN_BLOCK_BYTES` bytes
+when compared with ``max_growth``): a trend of every sample, or of
 the troughs (memory after each clean-up) of a series that saws, from which the time to the
 memory limit is projected. A leak on either series counts, and ``SoakResult.leaked_metrics``
 says which.
@@ -68,7 +70,7 @@ import pytest
 from _pytest.runner import call_and_report, show_test_item
 
 from . import guard as memory_guard
-from . import options
+from . import measuring, options
 from .results import CLEAN, INCONCLUSIVE, LEAK, NO_VERDICT, SoakResult
 from .trend import Level, Trend, fit_level, judge
 from .units import (
@@ -559,7 +561,11 @@ class _Runner:
         series = _Series(min(expected, MAX_KEPT_SAMPLES))
         self.series = series
         self.traced = tracemalloc.is_tracing()
-        self.heap_unit = "B" if self.traced else "blocks"
+        # the heap in bytes: tracemalloc's when it is tracing, else the allocators' own (pymalloc's
+        # blocks and malloc's), a walk of ~1 ms a sample; allocated blocks where neither is readable
+        meter = measuring.heap_meter()
+        self.heap_meter = meter if not self.traced and meter.available else None
+        self.heap_unit = "B" if self.traced or self.heap_meter is not None else "blocks"
         self.problems: list[str] = []
         progress = _Progress(item, config.duration)
         out = _JsonLines(self.path)
@@ -589,6 +595,7 @@ class _Runner:
             rss = probe.rss()
             blocks = sys.getallocatedblocks()
             traced = tracemalloc.get_traced_memory()[0] if tracemalloc.is_tracing() else None
+            heap_bytes = self.heap_meter(full=True) if self.heap_meter is not None else None
             objects = None
             if force_objects or self.samples % self.objects_every == 0:
                 o_start = time.perf_counter()
@@ -606,6 +613,7 @@ class _Runner:
                     "iterations": self.iterations,
                     "rss": rss,
                     "heap_blocks": blocks,
+                    "heap_bytes": heap_bytes,
                     "traced": traced,
                     "objects": objects,
                     "fds": probe.fds(),
@@ -615,7 +623,10 @@ class _Runner:
                     "gc_ms": round(gc_ms, 3),
                 }
             )
-            heap = float(traced) if self.traced and traced is not None else (math.nan if self.traced else float(blocks))
+            if self.traced:
+                heap = float(traced) if traced is not None else math.nan
+            else:
+                heap = float(heap_bytes) if heap_bytes is not None else float(blocks)
             series.add(t, float(self.iterations), rss, heap, force=force_keep)
             if self.samples == 0:
                 self.first_rss, self.first_heap_blocks = rss, blocks
@@ -901,7 +912,7 @@ class _Runner:
             f"RSS: {_rate(rss_trend.slope * 3600, 'B', True)} ({pct} CI {_rate(rss_trend.lower * 3600, 'B')} .. "
             f"{_rate(rss_trend.upper * 3600, 'B')}), {per_iteration} per iteration; {_state(rss_trend, 'B')}"
         )
-        heap_name = "Python heap (tracemalloc)" if self.heap_unit == "B" else "Python heap (allocated blocks)"
+        heap_name = self._heap_name()
         heap_per_iteration = (
             heap_trend.slope / window_rate if window_rate > 0 and math.isfinite(heap_trend.slope) else 0.0
         )
@@ -941,6 +952,12 @@ class _Runner:
             )
         lines.append(f"samples: {self.path}")
         return lines
+
+    def _heap_name(self) -> str:
+        """Where the heap series comes from."""
+        if self.traced:
+            return "Python heap (tracemalloc)"
+        return "Python heap (the allocators' bytes: pymalloc's and malloc's)" if self.heap_meter is not None else "Python heap (allocated blocks)"
 
     def _failure(self, result: SoakResult) -> str | None:
         """The failure message for a verdict that fails the test, or None."""
