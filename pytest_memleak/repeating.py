@@ -772,7 +772,8 @@ def judged(
             # pytest-timeout's. (When not even steps of one run fit, the test is too slow to settle.)
             least = max(1, min(per_step, stretch))
             overrun = STEPS * least * traced_run
-            if 1 <= affordable < least and overrun <= bound and time.perf_counter() + overrun < run.hard_until:
+            overran = 1 <= affordable < least and overrun <= bound and time.perf_counter() + overrun < run.hard_until
+            if overran:
                 affordable = least
             if affordable < least:
                 return deciding.unsettled(
@@ -795,6 +796,13 @@ def judged(
     result = _confirm(nodeid, settings, cps, traced_step, classifier)
     if not result.leaked:
         return result
+    if overran and deciding.allocator_native_only(result) is not None:  # (the overrun is for the heap's evidence)
+        return deciding.unsettled(
+            nodeid,
+            f"growth persisted untraced, and the traced window, which overran {limit}, saw only the C allocator's bytes "
+            f"grow: too few runs to tell native memory from what each thread's allocator cache holds (raise {raise_it})",
+            seen,
+        )
     return long_windows(run, settings, began, result, per_step)
 
 
