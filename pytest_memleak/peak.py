@@ -80,6 +80,8 @@ class Tracking:
 
     def _site(self, stack: list[tuple[str, str, int]]) -> str:
         """The innermost frame in the project (the classifier's), else the innermost frame."""
+        if not stack:  # (the interpreter's or a C library's own, or a thread's)
+            return "no Python frame"
         chosen = next((frame for frame in stack if self.classifier.kind(frame[1]) == "project"), None)
-        function, filename, line = chosen or (stack[0] if stack else ("?", "?", 0))
+        function, filename, line = chosen or stack[0]
         return f"{self.classifier.relpath(filename)}:{line} ({function})"

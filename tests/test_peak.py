@@ -45,12 +45,13 @@ def test_a_call_over_its_peak_budget_fails_naming_what_was_alive_at_the_peak(pyt
     result.assert_outcomes(passed=2, failed=1)
     result.stdout.fnmatch_lines(
         [
-            "memleak: peak memory 30.* MiB during the test's call exceeds its budget 10.0 MiB (memleak_peak); at the peak: test_p.py:6 (<listcomp>): 30.0 MiB",
+            # (the peak may hold a MiB or so beside the list: the interpreter's own, with no Python frame)
+            "memleak: peak memory 3?.* MiB during the test's call exceeds its budget 10.0 MiB (memleak_peak); at the peak: test_p.py:6 (<listcomp>): 30.0 MiB",
             "  alive at the peak, largest first:",
             "    test_p.py:6 (<listcomp>): 30.0 MiB",
             "  memray capture of the call: *test_p.py_test_big-*.bin (memray flamegraph on it shows the peak)",
-            "PEAK test_p.py::test_big - peak memory 30.* MiB *",
-            "FAILED test_p.py::test_big - memleak: peak memory 30.* MiB *",
+            "PEAK test_p.py::test_big - peak memory 3?.* MiB *",
+            "FAILED test_p.py::test_big - memleak: peak memory 3?.* MiB *",
         ]
     )
     report = _report(pytester)
