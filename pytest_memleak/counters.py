@@ -70,7 +70,13 @@ def for_item(item: pytest.Item) -> tuple[Counter, ...]:
     then the built-in ones. Raises UsageError for anything but Counters, or one name twice."""
     found: list[Counter] = []
     for returned in item.ihook.pytest_memleak_counters(config=item.config):
-        for counter in [returned] if isinstance(returned, Counter) else list(returned or ()):
+        if isinstance(returned, Counter):
+            returned = [returned]
+        elif isinstance(returned, (str, bytes)) or not isinstance(returned, Iterable):
+            raise pytest.UsageError(
+                f"the hook {HOOK} (for {item.nodeid}) returned {returned!r}: expected a list of pytest_memleak.Counter"
+            )
+        for counter in returned:
             why = problem(counter, f"the hook {HOOK} (for {item.nodeid})")
             if why is not None:
                 raise pytest.UsageError(why)

@@ -165,6 +165,7 @@ def test_a_counter_that_fails_is_said_and_the_test_stands(pytester: pytest.Pytes
     ("returned", "message"),
     [
         ("[42]", "*pytest_memleak_counters (for test_x.py::test_x) returned 42: expected pytest_memleak.Counter(name, read, budget=0, unit='')*"),
+        ("42", "*pytest_memleak_counters (for test_x.py::test_x) returned 42: expected a list of pytest_memleak.Counter*"),
         ("[Counter('fds', len)]", "*returned a Counter named 'fds': expected a name of its own*"),
         ("[Counter('pool', len, budget=-1)]", "*returned the Counter 'pool' with budget=-1: expected a number of 0 or more per run*"),
         ("[Counter('pool', len, unit='MB')]", "*returned the Counter 'pool' with unit='MB': expected 'B' (bytes) or '' (a count)*"),
