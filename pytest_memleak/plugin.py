@@ -6,9 +6,30 @@ here, and nothing at all happens for a run that checks no test.
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
-from . import options
+
+def _unmark_for_rewrite(package: str = __package__ or "pytest_memleak") -> bool:
+    """Take this package out of pytest's assertion rewriting, which pytest turns on for every
+    module of a plugin installed with an entry point. A rewritten module is compiled from its
+    source and cached apart, and not cached at all under PYTHONDONTWRITEBYTECODE (common in
+    containers): every session then compiled ours again, ~0.2 s, more than a small suite's own
+    tests. The plugin's modules hold no test asserts. Private to pytest: anything unexpected
+    leaves rewriting as it was. True when the package was marked."""
+    for finder in sys.meta_path:
+        marked, cache = getattr(finder, "_must_rewrite", None), getattr(finder, "_marked_for_rewrite_cache", None)
+        if isinstance(marked, set) and package in marked and isinstance(cache, dict):
+            marked.discard(package)
+            cache.clear()
+            return True
+    return False
+
+
+_unmark_for_rewrite()  # (before the imports below: they and all the rest then load from their bytecode)
+
+from . import options  # noqa: E402
 
 SESSION_KEY = pytest.StashKey["object"]()
 

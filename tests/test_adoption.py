@@ -522,3 +522,24 @@ def test_pytest_randomly_shuffles_and_the_verdicts_stand(pytester: pytest.Pytest
     assert len({tuple(order) for order in orders}) > 1, orders  # the seeds gave different orders
     expected = {"test_leak_a": "leak", "test_leak_b": "leak", "test_draws_random": "clean", "test_sorted": "clean", "test_dict": "clean"}
     assert verdicts == [expected] * 3
+
+
+def test_the_plugin_takes_itself_out_of_assertion_rewriting(pytester: pytest.Pytester) -> None:
+    """pytest marks every module of an entry-point plugin for assertion rewriting, which compiles
+    them from source at every session under PYTHONDONTWRITEBYTECODE (~0.2 s): the plugin unmarks
+    its own package, and leaves another plugin's marks alone."""
+    import sys
+
+    from _pytest.assertion.rewrite import AssertionRewritingHook
+
+    from pytest_memleak import plugin
+
+    hook = AssertionRewritingHook(pytester.parseconfig())
+    hook.mark_rewrite("pytest_memleak", "another_plugin")
+    sys.meta_path.insert(0, hook)
+    try:
+        assert plugin._unmark_for_rewrite()
+        assert hook._must_rewrite == {"another_plugin"}
+        assert not plugin._unmark_for_rewrite()  # nothing left to unmark
+    finally:
+        sys.meta_path.remove(hook)
