@@ -530,16 +530,18 @@ def test_the_plugin_takes_itself_out_of_assertion_rewriting(pytester: pytest.Pyt
     its own package, and leaves another plugin's marks alone."""
     import sys
 
+    from _pytest.assertion import assertstate_key
     from _pytest.assertion.rewrite import AssertionRewritingHook
 
     from pytest_memleak import plugin
 
-    hook = AssertionRewritingHook(pytester.parseconfig())
+    hook = AssertionRewritingHook(pytester.parseconfig())  # (the config installs a hook of its own too)
     hook.mark_rewrite("pytest_memleak", "another_plugin")
+    assert hook._is_marked_for_rewrite("pytest_memleak.session", hook.config.stash[assertstate_key])
     sys.meta_path.insert(0, hook)
     try:
         assert plugin._unmark_for_rewrite()
         assert hook._must_rewrite == {"another_plugin"}
-        assert not plugin._unmark_for_rewrite()  # nothing left to unmark
+        assert not hook._is_marked_for_rewrite("pytest_memleak.session", hook.config.stash[assertstate_key])
     finally:
         sys.meta_path.remove(hook)
