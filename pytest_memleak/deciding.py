@@ -23,7 +23,7 @@ Time is bounded at every stage; a suspect that cannot be settled within its boun
 from __future__ import annotations
 
 import fnmatch
-import itertools
+import statistics
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol
@@ -142,11 +142,10 @@ def still_grows(values: Sequence[float], runs_per_step: int, allowed_per_run: fl
     return rate > floor
 
 
-def gave_back(values: Sequence[float]) -> bool:
+def gave_back(ds: Sequence[float]) -> bool:
     """Whether a window's steps gave back half or more of what they grew: a fill that is
     cleared now and then (a sawtooth), not a leak. Python 3.11's sqlite3 keeps a weak reference
     to each cursor and drops the dead ones every 200 cursors: +88 B/run, steady for 199 runs."""
-    ds = steps(values)
     back = -sum(d for d in ds if d < 0)
     return back > 0 and 2 * back >= sum(d for d in ds if d > 0)
 
@@ -194,12 +193,10 @@ def steady_rate(values: Sequence[float], runs_per_step: int) -> float:
     step's when that is lower. A container that keeps what leaks grows its buffer in jumps
     (a list's by an eighth of its length): a jump in a short window's latest half read as
     1.2 KiB/run for a 24 B/run leak, which then looked stopped at its true rate."""
-    ds = sorted(steps(values))
+    ds = steps(values)
     if not ds:
         return 0.0
-    middle = len(ds) // 2
-    median = ds[middle] if len(ds) % 2 else (ds[middle - 1] + ds[middle]) / 2
-    return min(latest_rate(values, runs_per_step), median / max(1, runs_per_step))
+    return min(latest_rate(values, runs_per_step), statistics.median(ds) / max(1, runs_per_step))
 
 
 @dataclass(frozen=True)
@@ -305,7 +302,7 @@ def clean_screen(nodeid: str, measured: int, quiet: int, settled: bool = False) 
 
 def _stopped(runs: int, what: str, deltas: Sequence[float], per_step: int) -> str:
     seen = f"({what} every {per_step} runs: {[int(d) for d in deltas]})"
-    if any(d < 0 for d in deltas) and gave_back([0.0, *itertools.accumulate(deltas)]):
+    if gave_back(deltas):
         return f"growth was given back after {runs} runs: a fill that is cleared now and then, not a leak {seen}"
     return f"growth stopped after {runs} runs: a fill that plateaus, not a leak {seen}"
 

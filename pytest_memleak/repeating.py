@@ -144,6 +144,11 @@ class Runner:
         # (with --pdb, pytest's unittest support defers tearDown to the teardown of each setup)
         self.bare = self.light and _no_function_fixtures(self.item) and not self.item.config.getoption("usepdb", False)
 
+    @property
+    def counted(self) -> tuple[str, ...]:
+        """The exact counts judged on their own: descriptors, threads and the project's counters."""
+        return (*COUNTED, *(c.name for c in self.counters))
+
     def close(self) -> None:
         """The re-runs are over: what the test function had for its own run is back."""
         if self._hypothesis is not None:
@@ -588,7 +593,7 @@ def screen(run: Runner, settings: TestSettings, own_seconds: float, thorough: bo
     measurement, so the loop itself adds no block per run.
     """
     allowed = _screen_allowances(settings, run.counters)
-    exact = (*deciding.EXACT, *(c.name for c in run.counters))
+    exact = (*deciding.EXACT, *run.counted)
     first = run.runs
     run.drain()  # (the first read of the capture frees what the test's own run left there)
     # pymalloc's bytes (a walk of its arenas) see one object that grows below 512 bytes, which
@@ -644,7 +649,7 @@ def persistence(
     fit = int((handover - time.perf_counter()) / (2 * STEPS * seconds))
     per_step = max(1, min(stretch, fit), min(FIRST_STEP, int(SLOW_RUN / seconds)))
     runs = earlier
-    allowed = {"blocks": 0.0, **_screen_allowances(settings, run.counters)}
+    allowed = _screen_allowances(settings, run.counters)
     metrics = ("blocks", "heap", *counted)
     while True:
         counters = _window(run, per_step, full=False, walk=heap_only)  # a walk's swing is noise to the rest
@@ -829,8 +834,9 @@ def long_windows(run: Runner, settings: TestSettings, began: float, result: Leak
             return result
         windows += 1
         signal = counters.values("heap" if what == "heap bytes" else "blocks")
-        if not deciding.still_grows(signal, per_step, earlier_rate=reference) or deciding.gave_back(signal):
-            deciding.cleared_by_long_window(result, run.runs, what, deciding.steps(signal), per_step)
+        deltas = deciding.steps(signal)
+        if not deciding.still_grows(signal, per_step, earlier_rate=reference) or deciding.gave_back(deltas):
+            deciding.cleared_by_long_window(result, run.runs, what, deltas, per_step)
             return result
         per_step = min(2 * per_step, MAX_LONG_STEP)
     result.details.append(f"confirmation: growth persisted in every window, {run.runs} runs in all")
@@ -905,7 +911,7 @@ def _counted_before_stop(run: Runner, settings: TestSettings, counters: measurin
     if counters.n < 3:
         return result
     extra = {c.name: c for c in run.counters}
-    suspects = deciding.suspect_metrics(counters.series((*COUNTED, *extra)), _screen_allowances(settings, run.counters), counters.runs_at())
+    suspects = deciding.suspect_metrics(counters.series(run.counted), _screen_allowances(settings, run.counters), counters.runs_at())
     if not suspects:
         return result
     counts = {}
@@ -966,7 +972,7 @@ def _measure(
             before_measuring()
             first = run.runs
             screened = screen(run, settings, own_seconds, thorough, counters)
-            counted = [m for m in screened.suspects if m in COUNTED or any(c.name == m for c in run.counters)]
+            counted = [m for m in screened.suspects if m in run.counted]
             if counted:
                 from . import resources
 

@@ -830,13 +830,12 @@ class _Runner:
             current=rss_level.now,
         )
         heap_budget = config.max_growth if self.heap_unit == "B" else config.max_growth / MIN_BLOCK_BYTES
-        finite_heap = [v for v in heap if math.isfinite(v)]
         heap_leak, heap_reason = judge(
             heap_trend,
             max_growth_per_hour=heap_budget,
             memory_limit=None,
             horizon_seconds=None,
-            current=heap_level.now if finite_heap else 0.0,
+            current=heap_level.now if math.isfinite(heap_level.now) else 0.0,
             unit=self.heap_unit,
         )
         rss_name, heap_name = (_saw_label(name, level) for name, level in (("RSS", rss_level), ("Python heap", heap_level)))
