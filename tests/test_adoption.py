@@ -336,6 +336,7 @@ def test_a_hypothesis_test_in_a_unittest_case_is_checked(pytester: pytest.Pytest
         KEPT = []
 
         class TestProps(unittest.TestCase):
+            @pytest.mark.memleak(confirm_seconds="30s")  # (a traced hypothesis run is slow: on a loaded machine 0.25 s)
             @settings(database=None, max_examples=20)
             @given(st.integers())
             def test_roundtrip(self, n):
@@ -359,7 +360,7 @@ def test_a_hypothesis_test_in_a_unittest_case_is_checked(pytester: pytest.Pytest
     found = {t["nodeid"].split("::")[-1]: t for t in report["tests"]}
     assert found["test_roundtrip"]["status"] == "clean", found["test_roundtrip"]["reason"]
     assert found["test_keeps"]["status"] == "leak", found["test_keeps"]["reason"]
-    assert "test_h.py:19" in found["test_keeps"]["reason"]
+    assert "test_h.py:20" in found["test_keeps"]["reason"]
 
 
 THIRD_PARTY = """
