@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import os
 import pathlib
 import re
@@ -284,3 +285,102 @@ def _exit_tracker(tracker: object) -> str | None:
 def _unlink_quietly(path: pathlib.Path) -> None:
     with contextlib.suppress(OSError):
         os.unlink(path)
+
+
+ATTACH_TIMEOUT = 60.0  # seconds for `memray attach` to inject its tracker
+SETTLED = 0.5  # seconds a live capture's size must stay the same to count as written
+
+
+def attach_run(
+    pid: int,
+    python: str | None,
+    run: Callable[[], object],
+    base: pathlib.Path,
+    *,
+    seconds: float,
+    offline: bool = True,
+    timeout: float = RENDER_TIMEOUT,
+) -> FlamegraphOutcome:
+    """Capture another, running process's allocations for ``seconds`` with ``memray attach``
+    (gdb injects the tracker) while ``run()`` is called over and over (the traffic that makes
+    it allocate), then render the leaks flamegraph of the capture: what was allocated in
+    those seconds and is still alive at their end.
+
+    ``python`` is the interpreter the process runs: it must be able to import memray, which
+    is checked first (an injection into an interpreter without memray can kill it). Writes
+    ``<base>.bin`` (aggregated, small) and ``<base>.html``. Never raises: ``problem`` says, in
+    one line, why there is no flamegraph.
+    """
+    base = pathlib.Path(base)
+    capture, html = _with_suffix(base, CAPTURE_SUFFIX), _with_suffix(base, HTML_SUFFIX)
+    outcome = FlamegraphOutcome()
+    cli = _memray_command()
+    why = None
+    if cli is None:
+        why = "memray is not installed"
+    elif shutil.which("gdb") is None and shutil.which("lldb") is None:
+        why = "memray attach needs gdb or lldb, and neither is installed"
+    elif python and _run([python, "-c", "import memray"]).returncode != 0:
+        why = f"the service's Python ({python}) cannot import memray; install memray where the service runs"
+    if why is None:
+        try:
+            capture.parent.mkdir(parents=True, exist_ok=True)
+            capture.unlink(missing_ok=True)
+            html.unlink(missing_ok=True)
+        except OSError as exc:
+            why = f"cannot write to {capture.parent}: {exc}"
+    if why is None:
+        assert cli is not None
+        args = [*cli, "attach", "--aggregate", "--trace-python-allocators", "-f", "-o", str(capture)]
+        attached = _run([*args, "--duration", str(max(1, math.ceil(seconds))), str(pid)])
+        if attached.returncode != 0:
+            why = f"memray attach to pid {pid} failed (exit {attached.returncode}): {_tail(attached.stdout) or 'no output'}"
+    if why is not None:
+        outcome.problem = f"no live flamegraph: {why}"
+        return outcome
+    started = time.perf_counter()
+    problems = []
+    try:
+        while time.perf_counter() - started < seconds:
+            run()
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # the traffic failed: the capture is still what it is
+        problems.append(f"the traffic during the capture raised {type(exc).__name__}: {_tail(str(exc), 200)}")
+    if not _settled(capture, started + seconds + ATTACH_TIMEOUT):
+        outcome.problem = f"no live flamegraph: memray wrote no capture at {capture} (pid {pid})"
+        return outcome
+    outcome.capture = capture
+    outcome.capture_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    render_problem = Render(capture, html, offline).finish(timeout)
+    outcome.render_seconds = time.perf_counter() - started
+    if render_problem:
+        problems.append(render_problem)
+    else:
+        outcome.html = html
+    outcome.problem = "; ".join(problems) or None
+    return outcome
+
+
+def _run(args: list[str]) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(
+            args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True, timeout=ATTACH_TIMEOUT
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return subprocess.CompletedProcess(args, -1, f"{type(exc).__name__}: {exc}")
+
+
+def _settled(path: pathlib.Path, deadline: float) -> bool:
+    """Wait until ``path`` exists and its size has not changed for :data:`SETTLED` seconds."""
+    last, since = -1, time.perf_counter()
+    while time.perf_counter() < deadline:
+        size = path.stat().st_size if path.is_file() else -1
+        now = time.perf_counter()
+        if size != last:
+            last, since = size, now
+        elif size > 0 and now - since >= SETTLED:
+            return True
+        time.sleep(0.05)
+    return False

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from .guard import DEFAULT_MARGIN
 from .units import DURATION_FORM, SIZE_FORM, parse_duration, parse_size
 
 
@@ -234,7 +235,21 @@ class Marker:
 
 
 MEMLEAK_MARKER_KEYS = tuple(s.name for s in SETTINGS if s.marker)
-SOAK_MARKER_KEYS = ("duration", "sample_every", "memory_limit", "memory_margin", "max_growth", "horizon", "warmup", "expect_leak")
+#: Every keyword of ``memleak_soak`` and its default (validated by ``soak.soak_config``).
+SOAK_DEFAULTS: Mapping[str, Any] = {
+    "duration": "30s",
+    "sample_every": "0.5s",
+    "memory_limit": "700 MiB",
+    "memory_margin": DEFAULT_MARGIN,
+    "max_growth": "0 B",
+    "horizon": "24h",
+    "warmup": "10%",
+    "expect_leak": None,
+    "scenario": None,
+    "variant": None,
+    "watch": None,
+}
+SOAK_MARKER_KEYS = tuple(SOAK_DEFAULTS)
 MARKERS: tuple[Marker, ...] = (
     Marker(
         "memleak",
@@ -245,7 +260,7 @@ MARKERS: tuple[Marker, ...] = (
     Marker("no_memleak", "no_memleak(reason=...)", "never check this test for leaks, with the reason why", ("reason",)),
     Marker(
         "memleak_soak",
-        "memleak_soak(duration='30s', sample_every='0.5s', memory_limit='700 MiB', memory_margin='10%', max_growth='0 B', horizon='24h', warmup='10%', expect_leak=None, scenario=None, variant=None)",
+        "memleak_soak(" + ", ".join(f"{k}={v!r}" for k, v in SOAK_DEFAULTS.items()) + ")",
         "run the test body repeatedly for a duration, sample memory, and fail on a persistent upward trend",
         SOAK_MARKER_KEYS,
     ),

@@ -164,6 +164,11 @@ class SoakResult:
     tail_slope_per_hour: float = 0.0  # RSS bytes per hour over the last third of the window
     fit_start: float = 0.0  # seconds: the fitted (post-warm-up) window, for drawing the line
     fit_end: float = 0.0
+    watched_pid: int | None = None  # the process the soak sampled (watch=), with its children; None: pytest's own
+    watched: str = ""  # which process that is: "pid 123 (python) from fixture 'server', and its children"
+    exit: str | None = None  # how the watched process ended during the soak ("signal SIGKILL"), when it did
+    cpu_waited: float | None = None  # seconds a busy machine kept the soak waiting for a CPU (estimate); None: unknown
+    flamegraph: str | None = None  # a leaks flamegraph of the watched service, captured live (memray attach)
 
     @property
     def matches_expectation(self) -> bool | None:

@@ -70,7 +70,7 @@ import pytest
 from _pytest.runner import call_and_report, show_test_item
 
 from . import guard as memory_guard
-from . import measuring, options
+from . import measuring, options, soak_target
 from .results import CLEAN, INCONCLUSIVE, LEAK, NO_VERDICT, SoakResult
 from .trend import Level, Trend, fit_level, judge
 from .units import (
@@ -83,19 +83,14 @@ from .units import (
     parse_size,
 )
 
-DEFAULTS: dict[str, Any] = {
-    "duration": "30s",
-    "sample_every": "0.5s",
-    "memory_limit": "700 MiB",
-    "max_growth": "0 B",
-    "horizon": "24h",
-    "warmup": "10%",
-    "expect_leak": None,
-    "memory_margin": memory_guard.DEFAULT_MARGIN,
-    "scenario": None,
-    "variant": None,
-}
+DEFAULTS = options.SOAK_DEFAULTS
 GUARD_EVERY = 0.01  # seconds between the memory guard's readings between samples
+WATCH_EVERY = 0.05  # ...and between readings of a watched process tree (a walk of /proc)
+EXIT_GRACE = 2.0  # seconds a watched process may take to die after a request to it failed
+LIVE_SECONDS = 3.0  # seconds of a watched service's allocations that memray attach captures
+MAX_STRETCH = 2.0  # a busy machine's soak runs on by the time it was contended, up to this times its duration
+WORK_SHORT = 0.75  # ...and a leak found in less work than this share of its duration is inconclusive
+COLLAPSE = 0.5  # throughput of the window's last third below this share of its first third: a collapse
 MIN_SAMPLES = 20  # below this many samples, a default or overridden sample_every scales down
 TARGET_SAMPLES = 30  # ...to give this many
 MAX_KEPT_SAMPLES = 16384  # in memory for the fit (all samples go to the file); halved when full
@@ -119,6 +114,7 @@ _FORMS = {
     "memory_margin": "a size such as '64 MiB', or a percentage of the limit such as '10%', smaller than memory_limit",
     "scenario": "a name for the summary table's scenario column, or None (the test function's name)",
     "variant": "a name for the summary table's variant column, or None (the parameter id)",
+    "watch": f"the name of a fixture of the test that returns {soak_target.ACCEPTED}, or None (this process)",
 }
 
 
@@ -143,6 +139,8 @@ class SoakConfig:
     memory_margin: str = memory_guard.DEFAULT_MARGIN  # how far below a limit the guard stops the soak
     scenario: str | None = None  # the summary table's names, when given (scenario_variant)
     variant: str | None = None
+    watch: str | None = None  # a fixture of the test that returns the process to sample (soak_target)
+    flamegraph: str = "failed"  # --memleak-flamegraph: a live flamegraph of a watched service that leaks (or all)
 
     def margin(self) -> memory_guard.Margin:
         return memory_guard.parse_margin(self.memory_margin)
@@ -200,9 +198,16 @@ def soak_config(item: pytest.Item, sources: options.Sources | None = None) -> So
     expect_leak = raw["expect_leak"]
     if expect_leak is not None and not isinstance(expect_leak, bool):
         raise bad("expect_leak", "not a bool")
-    for key in ("scenario", "variant"):
+    for key in ("scenario", "variant", "watch"):
         if raw[key] is not None and (not isinstance(raw[key], str) or not raw[key].strip()):
             raise bad(key, "not a name")
+    fixturenames = getattr(item, "fixturenames", None)
+    if raw["watch"] is not None and fixturenames is not None and raw["watch"] not in fixturenames:
+        raise bad(
+            "watch",
+            f"the test does not use a fixture {raw['watch']!r}: request it as an argument of the test or of a "
+            f"fixture it uses (its fixtures: {', '.join(fixturenames) or 'none'})",
+        )
 
     override = sources.values.get("soak_duration") if sources is not None else None
     duration = float(override) if override else marker_duration
@@ -225,6 +230,8 @@ def soak_config(item: pytest.Item, sources: options.Sources | None = None) -> So
         memory_margin=margin.spec(),
         scenario=raw["scenario"],
         variant=raw["variant"],
+        watch=raw["watch"],
+        flamegraph=str(sources.values.get("flamegraph") or "failed") if sources is not None else "failed",
     )
 
 
@@ -321,13 +328,19 @@ def run_soak_protocol(
     if hasrequest and not item._request:  # type: ignore[attr-defined]
         item._initrequest()  # type: ignore[attr-defined]
     result: SoakResult | None = None
+    usage: pytest.UsageError | None = None
     rep = call_and_report(item, "setup", True)
     if rep.passed:
         setup_only = item.config.getoption("setuponly", False)
         if item.config.getoption("setupshow", False):
             _show_test_item(item, add_space=not setup_only)
         if not setup_only:
-            result = _call_phase(item, config, path)
+            try:
+                target = _target(item, config)
+            except pytest.UsageError as exc:  # raised after teardown: the fixtures stop what they started
+                usage = exc
+            else:
+                result = _call_phase(item, config, path, target)
     if item.session.shouldfail or item.session.shouldstop:
         nextitem = None
     call_and_report(item, "teardown", True, nextitem=nextitem)
@@ -335,7 +348,17 @@ def run_soak_protocol(
         item._request = False  # type: ignore[attr-defined]
         item.funcargs = None  # type: ignore[attr-defined]
     ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+    if usage is not None:
+        raise usage
     return result
+
+
+def _target(item: pytest.Item, config: SoakConfig) -> soak_target.Watched | None:
+    """The process named by ``watch=``, from its fixture's value (set up by now); None without one."""
+    if config.watch is None:
+        return None
+    value = getattr(item, "funcargs", {}).get(config.watch)
+    return soak_target.resolve(value, config.watch, f"@pytest.mark.memleak_soak on {item.nodeid}")
 
 
 class _AttachResult:
@@ -356,8 +379,10 @@ class _AttachResult:
 _MISSING = object()
 
 
-def _call_phase(item: pytest.Item, config: SoakConfig, path: Path) -> SoakResult | None:
-    runner = _Runner(item, config, path, item.runtest)
+def _call_phase(
+    item: pytest.Item, config: SoakConfig, path: Path, target: soak_target.Watched | None
+) -> SoakResult | None:
+    runner = _Runner(item, config, path, item.runtest, target)
     attach = _AttachResult(item, runner)
     manager = item.config.pluginmanager
     manager.register(attach, f"memleak-soak-{id(attach)}")
@@ -415,43 +440,6 @@ def _json_safe(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_json_safe(v) for v in value]
     return value
-
-
-class _Probe:
-    """Cheap readings of the process: RSS, descriptors, OS threads."""
-
-    def __init__(self) -> None:
-        self.process: Any = None
-        try:
-            import psutil
-
-            self.process = psutil.Process()
-            self.process.memory_info()
-        except Exception:  # psutil missing or unusable here
-            self.process = None
-        self.page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-
-    def rss(self) -> float:
-        if self.process is not None:
-            with contextlib.suppress(Exception):
-                return float(self.process.memory_info().rss)
-        with contextlib.suppress(OSError, ValueError, IndexError), open("/proc/self/statm") as f:
-            return float(int(f.read().split()[1]) * self.page)
-        return math.nan
-
-    def fds(self) -> int | None:
-        if self.process is not None and hasattr(self.process, "num_fds"):
-            with contextlib.suppress(Exception):
-                return int(self.process.num_fds())
-        with contextlib.suppress(OSError):
-            return len(os.listdir("/proc/self/fd"))
-        return None
-
-    def os_threads(self) -> int | None:
-        if self.process is not None:
-            with contextlib.suppress(Exception):
-                return int(self.process.num_threads())
-        return None
 
 
 class _Series:
@@ -545,32 +533,27 @@ class _Progress:
 class _Runner:
     """The loop that replaces ``item.runtest`` for the call phase, and its verdict."""
 
-    def __init__(self, item: pytest.Item, config: SoakConfig, path: Path, body: Callable[[], Any]) -> None:
+    def __init__(
+        self,
+        item: pytest.Item,
+        config: SoakConfig,
+        path: Path,
+        body: Callable[[], Any],
+        target: soak_target.OwnProcess | soak_target.Watched | None = None,
+    ) -> None:
         self.item = item
         self.config = config
         self.path = path
         self.body = body
+        self.target = target if target is not None else soak_target.OwnProcess()
+        self.watched = isinstance(self.target, soak_target.Watched)
         self.result: SoakResult | None = None
-
-    # The measuring loop. Everything it keeps is allocated before the first iteration.
-    def loop(self) -> None:
-        config = self.config
-        item = self.item
-        probe = _Probe()
         expected = int(math.ceil(config.duration / config.sample_every)) + 16
-        series = _Series(min(expected, MAX_KEPT_SAMPLES))
-        self.series = series
-        self.traced = tracemalloc.is_tracing()
-        # the heap in bytes: tracemalloc's when it is tracing, else the allocators' own (pymalloc's
-        # blocks and malloc's), a walk of ~1 ms a sample; allocated blocks where neither is readable
-        meter = measuring.heap_meter()
-        self.heap_meter = meter if not self.traced and meter.available else None
-        self.heap_unit = "B" if self.traced or self.heap_meter is not None else "blocks"
+        self.series = _Series(min(expected, MAX_KEPT_SAMPLES))
+        self.traced = False
+        self.heap_meter: measuring.HeapMeter | None = None
+        self.heap_unit = "B"
         self.problems: list[str] = []
-        progress = _Progress(item, config.duration)
-        out = _JsonLines(self.path)
-        if out.error:
-            self.problems.append(f"cannot write the samples to {self.path}: {out.error}")
         self.samples = 0
         self.iterations = 0
         self.objects_every = 1
@@ -578,12 +561,38 @@ class _Runner:
         self.last_rss = math.nan
         self.last_heap_blocks = 0
         self.slow_iteration = 0.0
+        self.guards: list[memory_guard.MemoryGuard] = []
+        self.trip: memory_guard.Trip | None = None
+        self.exited: str | None = None  # how the watched process ended, when it did
+        self.dropped_log_records = 0
+        self.start = 0.0
+        self.elapsed = 0.0
+        self.contention = soak_target.Contention()
+        self.waited = 0.0  # seconds the busy machine kept the soak waiting for a CPU (an estimate)
+
+    # The measuring loop. Everything it keeps is allocated before the first iteration.
+    def loop(self) -> None:
+        config = self.config
+        item = self.item
+        target = self.target
+        watched = self.watched
+        series = self.series
+        self.traced = tracemalloc.is_tracing() and not watched
+        # the heap in bytes: tracemalloc's when it is tracing, else the allocators' own (pymalloc's
+        # blocks and malloc's), a walk of ~1 ms a sample; allocated blocks where neither is readable.
+        # A watched service's heap is not ours to read: its RSS is the series.
+        meter = measuring.heap_meter()
+        self.heap_meter = meter if not self.traced and meter.available and not watched else None
+        self.heap_unit = "B" if self.traced or self.heap_meter is not None or watched else "blocks"
+        progress = _Progress(item, config.duration)
+        out = _JsonLines(self.path)
+        if out.error:
+            self.problems.append(f"cannot write the samples to {self.path}: {out.error}")
         last_sample_t, last_sample_iterations = 0.0, 0
         self.guards = self._guards()
-        self.trip: memory_guard.Trip | None = None
+        contention = self.contention
 
         log_handlers = _log_capture_handlers(item)
-        self.dropped_log_records = 0
 
         def take(force_objects: bool = False, force_keep: bool = False) -> None:
             nonlocal last_sample_t, last_sample_iterations
@@ -592,7 +601,8 @@ class _Runner:
             gc.collect()
             gc_ms = (time.perf_counter() - gc_start) * 1000.0
             t = time.monotonic() - start
-            rss = probe.rss()
+            reading = target.sample() if isinstance(target, soak_target.Watched) else None
+            rss = reading["rss"] if reading is not None else target.rss()
             blocks = sys.getallocatedblocks()
             traced = tracemalloc.get_traced_memory()[0] if tracemalloc.is_tracing() else None
             heap_bytes = self.heap_meter(full=True) if self.heap_meter is not None else None
@@ -605,32 +615,37 @@ class _Runner:
                 self.objects_every = max(1, int(math.ceil(cost / (0.02 * config.sample_every))))
             dt = t - last_sample_t
             throughput = (self.iterations - last_sample_iterations) / dt if dt > 0 else 0.0
-            out.write(
-                {
-                    "kind": "sample",
-                    "i": self.samples,
-                    "t": round(t, 6),
-                    "iterations": self.iterations,
-                    "rss": rss,
-                    "heap_blocks": blocks,
-                    "heap_bytes": heap_bytes,
-                    "traced": traced,
-                    "objects": objects,
-                    "fds": probe.fds(),
-                    "threads": threading.active_count(),
-                    "os_threads": probe.os_threads(),
-                    "throughput": round(throughput, 3),
-                    "gc_ms": round(gc_ms, 3),
-                }
-            )
-            if self.traced:
+            record = {
+                "kind": "sample",
+                "i": self.samples,
+                "t": round(t, 6),
+                "iterations": self.iterations,
+                "rss": rss,
+                "heap_blocks": blocks,
+                "heap_bytes": heap_bytes,
+                "traced": traced,
+                "objects": objects,
+                "fds": target.fds(),
+                "threads": threading.active_count(),
+                "os_threads": target.os_threads(),
+                "throughput": round(throughput, 3),
+                "gc_ms": round(gc_ms, 3),
+                "cpu_lost": round(contention.read(), 6),
+            }
+            if reading is not None:  # the watched tree's: rss above, and pid, children, uss, pss
+                record.update(reading)
+            out.write(record)
+            if watched:
+                heap = math.nan
+            elif self.traced:
                 heap = float(traced) if traced is not None else math.nan
             else:
                 heap = float(heap_bytes) if heap_bytes is not None else float(blocks)
             series.add(t, float(self.iterations), rss, heap, force=force_keep)
-            if self.samples == 0:
+            if self.samples == 0 or not math.isfinite(self.first_rss):
                 self.first_rss, self.first_heap_blocks = rss, blocks
-            self.last_rss, self.last_heap_blocks = rss, blocks
+            if math.isfinite(rss):  # a watched process may die between its check and its reading
+                self.last_rss, self.last_heap_blocks = rss, blocks
             self.samples += 1
             last_sample_t, last_sample_iterations = t, self.iterations
             if self.guards:
@@ -642,33 +657,47 @@ class _Runner:
                 "kind": "meta",
                 "nodeid": item.nodeid,
                 "pid": os.getpid(),
+                "watched_pid": target.pid if watched else None,
+                "watched": target.describe() if isinstance(target, soak_target.Watched) else None,
                 "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "python": sys.version.split()[0],
-                "heap_unit": self.heap_unit,
+                "heap_unit": None if watched else self.heap_unit,
                 "settings": config.as_dict(),
                 "guards": [g.describe() for g in self.guards],
+                "cpu_lost_source": contention.source,
             }
         )
         start = time.monotonic()
         self.start = start
+        contention.begin()
         outcome = "interrupted"
         try:
-            take(force_objects=True, force_keep=True)
+            if target.alive():
+                take(force_objects=True, force_keep=True)
             end = start + config.duration
             next_sample = start + config.sample_every
-            next_guard = start + GUARD_EVERY
+            check_every = WATCH_EVERY if watched else GUARD_EVERY
+            next_check = start + check_every
             guards = self.guards
-            while self.trip is None:  # the memory guard may stop the soak at any sample
+            while self.trip is None and target.alive():  # the guard may stop the soak, the service may exit
                 before = time.monotonic()
-                self.body()
+                try:
+                    self.body()
+                except Exception:
+                    if isinstance(target, soak_target.Watched) and target.gone(EXIT_GRACE):
+                        break  # the request failed because the service died: that is the finding
+                    raise
                 self.iterations += 1
                 now = time.monotonic()
                 self.slow_iteration = max(self.slow_iteration, now - before)
-                if now >= end:
+                if now >= end and not self._owes_work(now):
                     break
-                if guards and now >= next_guard:  # between samples too: a fast leak fills a margin quickly
-                    next_guard = now + GUARD_EVERY
-                    if self._check_guards(probe.rss()):
+                if now >= next_check:  # between samples too: a fast leak fills a margin quickly
+                    next_check = now + check_every
+                    contention.read()
+                    if watched and not target.alive():
+                        break
+                    if guards and self._check_guards(target.rss()):
                         break
                 if now >= next_sample:
                     take()
@@ -676,11 +705,17 @@ class _Runner:
                     after = time.monotonic()
                     if next_sample <= after:  # fell behind: the next slot on the grid
                         next_sample = start + (math.floor((after - start) / config.sample_every) + 1) * config.sample_every
-            take(force_objects=True, force_keep=True)
+            if target.alive():
+                take(force_objects=True, force_keep=True)
+            elif isinstance(target, soak_target.Watched):
+                self.exited = target.exit_text()
             self.elapsed = time.monotonic() - start
+            self.waited = contention.read()
             outcome = "completed"
             if self.trip is not None:
                 out.write({"kind": "guard", "t": round(self.elapsed, 6), "iterations": self.iterations, **self.trip.as_dict()})
+            if self.exited is not None:
+                out.write({"kind": "exit", "t": round(self.elapsed, 6), "iterations": self.iterations, "status": self.exited})
             if out.error and not any(p.startswith("cannot write the samples") for p in self.problems):
                 self.problems.append(f"cannot write the samples to {self.path}: {out.error}")
         except BaseException as exc:
@@ -702,6 +737,9 @@ class _Runner:
             result = self._verdict()
             if self.trip is not None:
                 self._stopped_by_guard(result, self.trip)
+            if self.exited is not None:
+                self._stopped_by_exit(result)
+            self._live_flamegraph(result)
             self.result = result
             out.write(
                 {
@@ -711,7 +749,7 @@ class _Runner:
                         for k, v in result.to_dict().items()
                         if k not in ("t", "rss", "heap")
                     },
-                    "stopped_by": "memory guard" if self.trip is not None else None,
+                    "stopped_by": "memory guard" if self.trip is not None else "exit" if self.exited else None,
                     "guard": self.trip.as_dict() if self.trip is not None else None,
                 }
             )
@@ -731,6 +769,42 @@ class _Runner:
                 lineno=lineno + 1 if lineno is not None else 0,
             )
 
+    def _live_flamegraph(self, result: SoakResult) -> None:
+        """A leaks flamegraph of the watched service, captured live with ``memray attach`` while
+        the body goes on driving it for :data:`LIVE_SECONDS` (``--memleak-flamegraph``: failed
+        soaks, all, or none)."""
+        target, wanted = self.target, self.config.flamegraph
+        if not isinstance(target, soak_target.Watched) or wanted == "none":
+            return
+        if wanted != "all" and result.status != LEAK:
+            return
+        if self.exited is not None:
+            result.problems.append("no live flamegraph: the service is no longer running")
+            return
+        if self.trip is not None:
+            result.problems.append("no live flamegraph: the memory guard stopped the soak near the limit")
+            return
+        from . import flamegraph
+
+        base = self.path.parent / (safe_name(self.item.nodeid) + "-live")
+        outcome = flamegraph.attach_run(target.pid, target.python(), self.body, base, seconds=LIVE_SECONDS)
+        if outcome.html is not None:
+            result.flamegraph = str(outcome.html)
+            result.details.append(
+                f"live flamegraph: {outcome.html} (what pid {target.pid} allocated in {LIVE_SECONDS:g} s of the "
+                f"same traffic and still holds; `memray tree` and `memray stats` read {outcome.capture})"
+            )
+        if outcome.problem:
+            result.problems.append(outcome.problem)
+
+    def _owes_work(self, now: float) -> bool:
+        """Whether the soak runs on past its duration: by the time a busy machine kept it waiting
+        for a CPU (:class:`~pytest_memleak.soak_target.Contention`, read at every check), up to
+        :data:`MAX_STRETCH` times its duration, so that it does the work a quiet machine would
+        have done (a structure that fills by iterations is not still filling because of the load)."""
+        elapsed = now - self.start
+        return elapsed < MAX_STRETCH * self.config.duration and elapsed - self.contention.lost < self.config.duration
+
     # -- the memory guard -------------------------------------------------------------------
 
     def _guards(self) -> list[memory_guard.MemoryGuard]:
@@ -741,9 +815,14 @@ class _Runner:
         limit = config.memory_limit
         if config.memory_limit_given and limit is not None:
             size = min(margin.of(limit), int(limit * memory_guard.MAX_MARGIN_FRACTION))
-            guards.append(memory_guard.MemoryGuard(limit, size, source="memory_limit", metric="RSS"))
-        try:  # read where the module says at run time (a test may point it at a fake cgroup tree)
-            cgroup = memory_guard.cgroup_guard(margin, memory_guard.CGROUP_ROOT, memory_guard.PROC_SELF_CGROUP)
+            metric = "watched RSS" if self.watched else "RSS"
+            guards.append(memory_guard.MemoryGuard(limit, size, source="memory_limit", metric=metric))
+        # the cgroup of the watched process, else our own; read where the module says at run time
+        # (a test may point it at a fake cgroup tree)
+        own = memory_guard.PROC_SELF_CGROUP
+        proc_cgroup = self.target.cgroup_file() if isinstance(self.target, soak_target.Watched) else own
+        try:
+            cgroup = memory_guard.cgroup_guard(margin, memory_guard.CGROUP_ROOT, proc_cgroup)
         except Exception as exc:  # the guard must never be what breaks the soak
             self.problems.append(f"memory guard: cannot read the cgroup memory limit: {type(exc).__name__}: {exc}")
             cgroup = None
@@ -770,14 +849,28 @@ class _Runner:
         result.reason = f"{stopped}; {result.reason}"
         result.details.insert(0, f"memory guard: {trip.message()}")
 
+    def _stopped_by_exit(self, result: SoakResult) -> None:
+        """A watched service that exited fails the soak, with the trend of the samples it left."""
+        config = self.config
+        died = (
+            f"the service exited with {self.exited} after {result.duration:.1f} s of {config.duration:g} s "
+            f"({result.iterations:,} iterations)"
+        )
+        result.exit = self.exited
+        if result.status != LEAK:
+            result.status = INCONCLUSIVE
+        result.reason = f"{died}; {result.reason}"
+        result.details.insert(0, f"exit: {died}")
+
     def _progress_text(self, t: float, rss: float) -> str:
         name = self.item.name
         delta = rss - self.first_rss
         delta_text = format_size(delta, signed=True) if math.isfinite(delta) else "?"
         rss_text = format_size(rss) if math.isfinite(rss) else "?"
+        whose = f"pid {self.target.pid} RSS" if self.watched else "RSS"
         return (
             f"soak {name}: {t:.1f}/{self.config.duration:g} s, {self.iterations:,} iterations, "
-            f"RSS {rss_text} ({delta_text})"
+            f"{whose} {rss_text} ({delta_text})"
         )
 
     # -- results ---------------------------------------------------------------------------
@@ -785,7 +878,7 @@ class _Runner:
     def _base_result(self, status: str, reason: str) -> SoakResult:
         config = self.config
         scenario, variant = scenario_variant(self.item, self.config)
-        elapsed = getattr(self, "elapsed", 0.0)
+        elapsed = self.elapsed
         return SoakResult(
             nodeid=self.item.nodeid,
             status=status,
@@ -806,6 +899,10 @@ class _Runner:
             duration_overridden=config.overridden,
             heap_unit=self.heap_unit,
             problems=list(self.problems),
+            watched_pid=self.target.pid if self.watched else None,
+            watched=self.target.describe() if isinstance(self.target, soak_target.Watched) else "",
+            exit=self.exited,
+            cpu_waited=self.waited if self.contention.source is not None else None,
         )
 
     def _no_verdict(self, outcome: str, exc: BaseException) -> SoakResult:
@@ -838,7 +935,10 @@ class _Runner:
             current=heap_level.now if math.isfinite(heap_level.now) else 0.0,
             unit=self.heap_unit,
         )
-        rss_name, heap_name = (_saw_label(name, level) for name, level in (("RSS", rss_level), ("Python heap", heap_level)))
+        if self.watched:  # a watched service's heap is not read: its RSS is the verdict
+            heap_leak, heap_reason = False, "not read (the soak watches another process)"
+        rss_label = f"watched RSS (pid {self.target.pid} and children)" if self.watched else "RSS"
+        rss_name, heap_name = (_saw_label(name, level) for name, level in ((rss_label, rss_level), ("Python heap", heap_level)))
         if self.dropped_log_records:
             self.problems.append(
                 f"{self.dropped_log_records:,} captured log records were dropped at the samples (pytest keeps "
@@ -871,6 +971,10 @@ class _Runner:
         else:
             status = CLEAN
             reason = f"{rss_name} {rss_reason}"
+        doubt = self._doubt(t, iterations, {"rss": rss, "heap": heap}, leaked, rss_trend)
+        if doubt and status != INCONCLUSIVE:
+            status = INCONCLUSIVE
+            reason = f"{doubt}; {reason}"
 
         result = self._base_result(status, reason)
         result.metric = "+".join(leaked) if leaked else "rss"
@@ -897,10 +1001,46 @@ class _Runner:
         pick = _chart_indices(len(t))
         result.t = [round(t[i], 4) for i in pick]
         result.rss = [rss[i] for i in pick]
-        result.heap = [heap[i] if math.isfinite(heap[i]) else 0.0 for i in pick]
+        result.heap = [] if self.watched else [heap[i] if math.isfinite(heap[i]) else 0.0 for i in pick]
         result.problems = list(self.problems)
         result.details = self._details(result, rss_trend, heap_trend, window_rate)
         return result
+
+    def _doubt(
+        self, t: list[float], iterations: list[float], series: dict[str, list[float]], leaked: list[str], trend: Trend
+    ) -> str | None:
+        """Why a busy machine leaves the verdict open, or None.
+
+        Growth is judged against time, and a machine that starves the soak of CPU changes how
+        much work a second holds: a structure that fills by iterations is still filling when a
+        starved soak ends. So a leak needs the work a quiet machine would have done (the loop ran
+        on for the time the CPUs were contended, up to :data:`MAX_STRETCH` times the duration);
+        and where throughput collapsed within the window, growth per second and per iteration
+        must agree.
+        """
+        config = self.config
+        stopped = self.trip is not None or self.exited is not None  # the limit or an exit: no fill ends that way
+        if leaked and not stopped and self.contention.source is not None:
+            work = self.elapsed - self.waited
+            if work < WORK_SHORT * config.duration:
+                return (
+                    f"the machine was too busy to tell a fill from a leak: the soak waited for a CPU about "
+                    f"{self.waited:.1f} s of its {self.elapsed:.1f} s, which leaves {max(work, 0.0):.1f} s of the "
+                    f"{config.duration:g} s of work asked for"
+                )
+        first, last = _thirds_throughput(t, iterations, trend)
+        if not (first > 0 and last < COLLAPSE * first):
+            return None
+        self.problems.append(f"throughput fell from {first:,.1f}/s to {last:,.1f}/s within the fitted window")
+        for name, values in series.items():
+            if self.watched and name == "heap":
+                continue
+            by_work = fit_level(iterations, values, warmup_fraction=config.warmup_fraction, confidence=CONFIDENCE).trend
+            grows = by_work.sufficient and by_work.lower > 0 and (by_work.persistent or by_work.rising)
+            if grows != (name in leaked):
+                per = "per second but not per iteration" if name in leaked else "per iteration but not per second"
+                return f"throughput fell from {first:,.1f}/s to {last:,.1f}/s: {name} grows {per}"
+        return None
 
     def _details(self, result: SoakResult, rss_trend: Trend, heap_trend: Trend, window_rate: float) -> list[str]:
         config = self.config
@@ -908,7 +1048,7 @@ class _Runner:
         lines = []
         per_iteration = format_size(result.slope_per_iteration, signed=True)
         lines.append(
-            f"RSS: {_rate(rss_trend.slope * 3600, 'B', True)} ({pct} CI {_rate(rss_trend.lower * 3600, 'B')} .. "
+            f"{'watched RSS' if self.watched else 'RSS'}: {_rate(rss_trend.slope * 3600, 'B', True)} ({pct} CI {_rate(rss_trend.lower * 3600, 'B')} .. "
             f"{_rate(rss_trend.upper * 3600, 'B')}), {per_iteration} per iteration; {_state(rss_trend, 'B')}"
         )
         heap_name = self._heap_name()
@@ -921,7 +1061,9 @@ class _Runner:
             else f"{heap_per_iteration:+,.2f} {self.heap_unit}"
         )
         lines.append(
-            f"{heap_name}: {_rate(heap_trend.slope * 3600, self.heap_unit, True)} ({pct} CI "
+            f"{heap_name}: not read (the soak watches another process)"
+            if self.watched
+            else f"{heap_name}: {_rate(heap_trend.slope * 3600, self.heap_unit, True)} ({pct} CI "
             f"{_rate(heap_trend.lower * 3600, self.heap_unit)} .. {_rate(heap_trend.upper * 3600, self.heap_unit)}), "
             f"{heap_step} per iteration; {_state(heap_trend, self.heap_unit)}"
         )
@@ -943,17 +1085,29 @@ class _Runner:
             f"{result.samples} samples every {format_duration(config.sample_every)}; the first "
             f"{format_duration(result.warmup_seconds)} left out as warm-up{overridden}"
         )
-        if result.rss:
+        if result.rss and math.isfinite(self.first_rss) and math.isfinite(self.last_rss):
+            heap = "" if self.watched else (
+                f"; Python heap {self.first_heap_blocks:,} -> {self.last_heap_blocks:,} blocks"
+            )
             lines.append(
                 f"RSS {format_size(self.first_rss)} -> {format_size(self.last_rss)} "
-                f"({format_size(self.last_rss - self.first_rss, signed=True)}); Python heap "
-                f"{self.first_heap_blocks:,} -> {self.last_heap_blocks:,} blocks"
+                f"({format_size(self.last_rss - self.first_rss, signed=True)}){heap}"
+            )
+        if self.watched:
+            lines.append(f"watched: {result.watched}; its heap is not read, its RSS is the verdict")
+        if result.cpu_waited is not None and result.cpu_waited > 0.05 * result.duration:
+            lines.append(
+                f"a busy machine: the soak waited for a CPU about {result.cpu_waited:.1f} s of its "
+                f"{result.duration:.1f} s (tasks runnable beyond the {self.contention.cpus} CPUs, "
+                f"{self.contention.source}); it ran on by that time, up to {MAX_STRETCH:g}x its duration"
             )
         lines.append(f"samples: {self.path}")
         return lines
 
     def _heap_name(self) -> str:
         """Where the heap series comes from."""
+        if self.watched:
+            return "Python heap"
         if self.traced:
             return "Python heap (tracemalloc)"
         return "Python heap (the allocators' bytes: pymalloc's and malloc's)" if self.heap_meter is not None else "Python heap (allocated blocks)"
@@ -963,7 +1117,10 @@ class _Runner:
         expect = self.config.expect_leak
         body = "\n".join(["  " + line for line in result.details + result.problems])
         name = self.item.name
-        if getattr(self, "trip", None) is not None and not (expect is True and result.status == LEAK):
+        if self.exited is not None and not (expect is True and result.status == LEAK):
+            kind = "memory leak" if result.status == LEAK else "service exited"
+            return f"{kind} in soak {name}: {result.reason}\n{body}"
+        if self.trip is not None and not (expect is True and result.status == LEAK):
             kind = "memory leak" if result.status == LEAK else "memory limit"
             return f"{kind} in soak {name}: {result.reason}\n{body}"
         if result.status == LEAK and expect is not True:
@@ -1021,7 +1178,21 @@ def _state(trend: Trend, unit: str) -> str:
 
 def _window_throughput(t: list[float], iterations: list[float], trend: Trend) -> float:
     """Iterations per second over the fitted window."""
-    pairs = [(a, b) for a, b in zip(t, iterations, strict=True) if a >= trend.window_start]
+    return _throughput(t, iterations, trend.window_start, math.inf)
+
+
+def _thirds_throughput(t: list[float], iterations: list[float], trend: Trend) -> tuple[float, float]:
+    """Iterations per second in the first and the last third of the fitted window."""
+    start, end = trend.window_start, max(t, default=0.0)
+    span = (end - start) / 3.0
+    if span <= 0:
+        return 0.0, 0.0
+    return _throughput(t, iterations, start, start + span), _throughput(t, iterations, end - span, end)
+
+
+def _throughput(t: list[float], iterations: list[float], a: float, b: float) -> float:
+    """Iterations per second between the samples at ``a`` and ``b`` seconds."""
+    pairs = [(x, n) for x, n in zip(t, iterations, strict=True) if a <= x <= b]
     if len(pairs) < 2 or pairs[-1][0] <= pairs[0][0]:
         return 0.0
     return (pairs[-1][1] - pairs[0][1]) / (pairs[-1][0] - pairs[0][0])

@@ -48,11 +48,18 @@ memory limit in the summary are wall-clock figures of that accelerated service.
 
 from __future__ import annotations
 
+import contextlib
+import http.client
+import json
+import select
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import pytest
 
 from pytest_memleak import measuring, options, soak
@@ -96,12 +103,13 @@ VARIANTS = ("leaky", "fixed")
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "chat(*patterns, variants=('leaky', 'fixed'), requests=50, rate=None, seed=1, "
+        "chat(*patterns, variants=('leaky', 'fixed'), requests=50, rate=None, max_rate=2000, seed=1, "
         "workload={}): a chat-service soak over the named leak patterns (all of "
         "scenarios.chat.PATTERNS when none is named), built by the chat fixture; each variant "
         "becomes a parameter: leaky (expect_leak=True), fixed (expect_leak=False) or managed "
         "(leaky under a MemoryManager, expect_leak=False); rate= raises the leaky variant's "
-        "requests per second, workload= passes keywords to Workload",
+        "requests per second, max_rate= sets the fixed variant's (and the default), workload= passes "
+        "keywords to Workload",
     )
 
 
@@ -112,7 +120,8 @@ class ChatScenario:
     patterns: tuple[str, ...]
     variant: str  # "leaky", "fixed" or "managed"
     requests: int = REQUESTS_PER_STEP
-    rate: float | None = None  # requests per second of the LEAKY (and managed) variant; None: MAX_RATE
+    rate: float | None = None  # requests per second of the LEAKY (and managed) variant; None: max_rate
+    max_rate: float = MAX_RATE  # requests per second of the FIXED variant, and the default of the others
     seed: int = 1
     workload: tuple[tuple[str, object], ...] = ()  # keyword arguments of Workload
 
@@ -134,8 +143,8 @@ class ChatScenario:
     def paced_rate(self, duration: float) -> float:
         """Requests per second for a soak of ``duration`` seconds (see the module docstring)."""
         if self.variant == "fixed":
-            return MAX_RATE
-        return min(float(self.rate or MAX_RATE), MEMORY_BUDGET / (self.leak_per_request * duration))
+            return self.max_rate
+        return min(float(self.rate or self.max_rate), MEMORY_BUDGET / (self.leak_per_request * duration))
 
     @property
     def prewarm_steps(self) -> int:
@@ -209,6 +218,29 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=key)
 
 
+class Pace:
+    """Holds a soak to ``rate`` steps of ``requests`` requests a second.
+
+    Short stalls (the soak's samples collect garbage) are made up by running the next steps
+    without a pause; a machine more than :data:`MAX_LAG` behind restarts the schedule from
+    now instead of bursting.
+    """
+
+    def __init__(self, requests: int, rate: float) -> None:
+        self.period = requests / rate  # seconds per step
+        self._next: float | None = None
+
+    def wait(self) -> None:
+        """Wait for the next step's slot."""
+        now = time.perf_counter()
+        if self._next is None or self._next < now - MAX_LAG:
+            self._next = now
+        self._next += self.period
+        delay = self._next - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+
+
 class ChatSoak:
     """A running service, its workload and the pace of one soak (the test body's handle)."""
 
@@ -226,24 +258,12 @@ class ChatSoak:
         self.requests = scenario.requests
         self.rate = rate
         self.memory = memory
-        self.period = scenario.requests / rate  # seconds per step
-        self._next: float | None = None
+        self.pace = Pace(scenario.requests, rate)
 
     def step(self) -> None:
-        """One step of the workload, then wait for this step's slot at the soak's rate.
-
-        Short stalls (the soak's samples collect garbage) are made up by running the next steps
-        without a pause; a machine more than :data:`MAX_LAG` behind restarts the schedule from
-        now instead of bursting.
-        """
+        """One step of the workload, then wait for this step's slot at the soak's rate."""
         self.workload.step(self.service, self.requests)
-        now = time.perf_counter()
-        if self._next is None or self._next < now - MAX_LAG:
-            self._next = now
-        self._next += self.period
-        delay = self._next - time.perf_counter()
-        if delay > 0:
-            time.sleep(delay)
+        self.pace.wait()
 
 
 @pytest.fixture
@@ -310,3 +330,137 @@ def check_managed(memory: MemoryManager) -> None:
         f"the memory manager never refused a load (peak +{over:.1f} MiB over its baseline, critical "
         f"at +{memory.critical / MiB:.0f} MiB): the soak never reached memory pressure"
     )
+
+
+# -- the chat service behind a real HTTP server, in a process of its own -----------------
+
+HTTP_WARMUP_REQUESTS = 5000  # over HTTP, unpaced, before the soak: the server's RSS settles over its first ~10 s of traffic
+READY_TIMEOUT = 60.0  # seconds for the server to pre-warm, listen and answer /health
+STOP_TIMEOUT = 10.0  # seconds the server has to exit after SIGTERM at teardown
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class ChatServer:
+    """A running ``python -m scenarios.chat.server`` and the port the OS gave it."""
+
+    process: subprocess.Popen[str]
+    port: int
+    log: Path  # the server's stderr
+
+
+@pytest.fixture
+def chat_server(chat_scenario: ChatScenario, tmp_path: Path) -> Iterator[ChatServer]:
+    """Start the scenario's service behind aiohttp on a free port, wait until it answers, and
+    stop it at teardown: SIGTERM, then a check that it exited and left no process behind."""
+    scenario = chat_scenario
+    which = ["--fixed"] if scenario.variant == "fixed" else ["--leaks", ",".join(scenario.patterns)]
+    log = tmp_path / "server.log"
+    args = [sys.executable, "-m", "scenarios.chat.server", "--db", str(tmp_path / "chat.db"), *which]
+    args += ["--prewarm", str(scenario.prewarm_steps), "--requests-per-step", str(scenario.requests)]
+    args += ["--seed", str(scenario.seed), "--workload", json.dumps(dict(scenario.workload))]
+    with open(log, "w") as err:
+        process = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=err, text=True)
+    children: list[psutil.Process] = []
+    try:
+        port = _listening_port(process, log)
+        _wait_healthy(port, process, log)
+        children = psutil.Process(process.pid).children(recursive=True)
+        yield ChatServer(process, port, log)
+    finally:
+        if process.poll() is None:
+            process.terminate()
+        try:
+            process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            pytest.fail(f"the chat server (pid {process.pid}) did not exit within {STOP_TIMEOUT:g} s of SIGTERM")
+        finally:
+            if process.stdout is not None:
+                process.stdout.close()
+    left = [child.pid for child in children if child.is_running() and child.status() != psutil.STATUS_ZOMBIE]
+    assert not left, f"the chat server left processes running: {left}"
+
+
+@pytest.fixture
+def chat_server_process(chat_server: ChatServer) -> subprocess.Popen[str]:
+    """The server's process: what ``memleak_soak(watch=...)`` samples."""
+    return chat_server.process
+
+
+def _listening_port(process: subprocess.Popen[str], log: Path) -> int:
+    assert process.stdout is not None
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([process.stdout], [], [], 0.1)
+        if ready:
+            line = process.stdout.readline()
+            if line.startswith("listening on "):
+                return int(line.split()[-1])
+            if not line and process.poll() is not None:
+                break
+    raise RuntimeError(f"the chat server did not start listening (exit {process.poll()}): {log.read_text()[-2000:]}")
+
+
+def _wait_healthy(port: int, process: subprocess.Popen[str], log: Path) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline and process.poll() is None:
+        with contextlib.suppress(OSError):
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            try:
+                connection.request("GET", "/health")
+                if connection.getresponse().status == 200:
+                    return
+            finally:
+                connection.close()
+        time.sleep(0.05)
+    raise RuntimeError(f"the chat server did not answer /health (exit {process.poll()}): {log.read_text()[-2000:]}")
+
+
+class HttpChat:
+    """The soak body's handle on a chat server: steps of real HTTP requests, paced."""
+
+    def __init__(self, server: ChatServer, workload: Workload, requests: int, rate: float) -> None:
+        self.server = server
+        self.workload = workload
+        self.requests = requests
+        self.connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        self.pace = Pace(requests, rate)
+        self.headers = {"Content-Type": "application/json"}
+
+    def step(self) -> None:
+        """``requests`` POSTs of the workload's next messages on one kept-alive connection, then the pace."""
+        self.send(self.requests)
+        self.pace.wait()
+
+    def send(self, requests: int) -> None:
+        """``requests`` POSTs of the workload's next messages, as fast as the server answers."""
+        for _ in range(requests):
+            request = self.workload.next_request()
+            body = json.dumps(
+                {"user": request.user, "tenant": request.tenant, "conversation_id": request.conversation_id, "text": request.text}
+            )
+            self.connection.request("POST", "/message", body=body, headers=self.headers)
+            response = self.connection.getresponse()
+            response.read()
+            if response.status != 200:
+                raise AssertionError(f"POST /message answered {response.status}")
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+@pytest.fixture
+def chat_http(request: pytest.FixtureRequest, chat_scenario: ChatScenario, chat_server: ChatServer) -> Iterator[HttpChat]:
+    scenario = chat_scenario
+    rate = scenario.paced_rate(soak_duration(request.node))
+    workload = scenario.make_workload()
+    for _ in range(scenario.prewarm_steps * scenario.requests):  # what the server served before it listened
+        workload.next_request()
+    client = HttpChat(chat_server, workload, scenario.requests, rate)
+    try:
+        client.send(HTTP_WARMUP_REQUESTS)
+        yield client
+    finally:
+        client.close()

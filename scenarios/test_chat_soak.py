@@ -8,7 +8,7 @@ leaky service bounded.
 The ``memleak soak`` table at the end lists scenario, variant, verdict, growth per hour and the
 projected time to the 500 MiB limit; every sample is in ``reports/soak/*.jsonl``.
 
-Settings, from the seed write-ups (``/work/shared/seeds``): ``memory_limit`` is the 500 MiB of
+Settings, from the seed write-ups (``000_f66e5d738d8e2a3e.txt`` to ``004_d099ed56d036631f.txt``): ``memory_limit`` is the 500 MiB of
 seed 002's PM2 ``max_memory_restart``, the projection ``horizon`` is a day of service. Each
 soak lasts 8 s (``--memleak-soak-duration`` overrides it, as the nightly job does) at a paced
 2,000 requests per second, after a pre-warm of up to 500 steps of 50 requests that brings the
@@ -113,3 +113,16 @@ def test_memory_manager(chat):
     warm-up. The fixture checks at teardown that the manager did clean up and refuse loads.
     """
     chat.step()
+
+
+# 400 requests a second: ~0.5 ms a round trip, ~20 % of a core on each side
+@pytest.mark.chat("registry", "history", "sessions", max_rate=400)
+@pytest.mark.memleak_soak(watch="chat_server_process", scenario="http_service")
+def test_http_service(chat_http, chat_server_process):
+    """Seeds 000/001: the chat service as a real HTTP server (aiohttp) in its own process.
+
+    The soak watches the server's process, not pytest's: it samples the server's RSS (and
+    its children's), and its guard and projection are the server's. The body sends real POST
+    requests; LEAKY keeps conversations, histories and sessions forever, FIXED bounds them.
+    """
+    chat_http.step()

@@ -16,13 +16,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
 # each test runs whole soaks in a subprocess: repeating them under --memleak would take minutes
 pytestmark = pytest.mark.no_memleak(reason="runs soaks in a subprocess")
 
 ROOT = Path(__file__).resolve().parent.parent
-SUBSET = ["scenarios/test_chat_soak.py::test_registry", "scenarios/test_chat_soak.py::test_connections"]
+SUBSET = [
+    "scenarios/test_chat_soak.py::test_registry",
+    "scenarios/test_chat_soak.py::test_connections",
+    "scenarios/test_chat_soak.py::test_http_service",
+]
+SCENARIOS = ("registry", "connections", "http_service")
 ROW = re.compile(r"^(?P<scenario>\S+)\s+(?P<variant>\S+)\s+(?P<verdict>LEAK \([^)]*\)|ok \([^)]*\)|ok|LEAK|inconclusive(?: \([^)]*\))?|no verdict)\s+(?P<rest>.*)$")
 
 
@@ -66,10 +72,10 @@ def test_main_subset_passes_with_every_verdict_as_expected(main_subset):
     proc, _ = main_subset
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output
-    assert "4 passed" in output, output
+    assert "6 passed" in output, output
     table = soak_table(proc.stdout)
-    assert set(table) == {(s, v) for s in ("registry", "connections") for v in ("leaky", "fixed")}, table
-    for scenario in ("registry", "connections"):
+    assert set(table) == {(s, v) for s in SCENARIOS for v in ("leaky", "fixed")}, table
+    for scenario in SCENARIOS:
         verdict, rest = table[(scenario, "leaky")]
         assert verdict == "LEAK (expected)", (scenario, verdict, rest)
         assert re.match(r"^(\+[\d.]+ (B|KiB|MiB|GiB)|heap \+[\d,]+ blocks)/h", rest), rest  # a growth per hour
@@ -83,7 +89,7 @@ def test_main_subset_passes_with_every_verdict_as_expected(main_subset):
 def test_main_subset_streams_its_samples(main_subset):
     proc, reports = main_subset
     files = sorted((reports / "soak").glob("*.jsonl"))
-    assert len(files) == 4, (files, proc.stdout)
+    assert len(files) == 6, (files, proc.stdout)
     statuses = {}
     for path in files:
         records = jsonl(path)
@@ -99,11 +105,31 @@ def test_main_subset_streams_its_samples(main_subset):
         "test_registry[fixed]": "clean",
         "test_connections[leaky]": "leak",
         "test_connections[fixed]": "clean",
+        "test_http_service[leaky]": "leak",
+        "test_http_service[fixed]": "clean",
     }
     # the fd leak shows in the samples: one never-closed sqlite connection per 100 requests
     (connections,) = [p for p in files if "test_connections_leaky" in p.name]
     fds = [r["fds"] for r in jsonl(connections) if r["kind"] == "sample"]
     assert fds[-1] - fds[0] >= 20, fds
+
+
+def test_the_http_service_soaks_watch_the_server_process_and_leave_nothing_running(main_subset):
+    proc, reports = main_subset
+    servers = []
+    for path in sorted((reports / "soak").glob("*test_http_service*.jsonl")):
+        records = jsonl(path)
+        meta, samples = records[0], [r for r in records if r["kind"] == "sample"]
+        assert meta["watched_pid"] not in (None, meta["pid"]), meta
+        assert "from fixture 'chat_server_process'" in meta["watched"], meta
+        assert {r["watched_pid"] for r in samples} == {meta["watched_pid"]}
+        assert samples[-1]["iterations"] > 50, path
+        servers.append(meta["watched_pid"])
+    assert len(servers) == 2, servers
+    alive = [pid for pid in servers if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+    assert not alive, f"chat servers still running after the run: {alive}"
+    # the leaking server's live flamegraph, captured while the soak drove it
+    assert list((reports / "soak").glob("*test_http_service_leaky*-live.html")), proc.stdout
 
 
 MISMATCHED = '''

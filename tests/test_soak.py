@@ -256,7 +256,8 @@ def test_ring_hourly():
     )
     result = run(pytester, "-v", "--memleak-soak-duration=1.5s")
     result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(["soak test_ring_hourly: 1.[5-9]/1.5 s, * iterations, RSS * MiB (*)", "*PASSED*"])
+    # at least its 1.5 s: longer when a busy machine kept it waiting (it runs on by that time)
+    result.stdout.fnmatch_lines(["soak test_ring_hourly: [1-3].[0-9]/1.5 s, * iterations, RSS * MiB (*)", "*PASSED*"])
     res = SoakResult.from_dict(reports(pytester)["test_ring_hourly"]["memleak_soak"])
     assert res.duration_overridden and 1.4 < res.duration < 5  # not an hour
     assert res.sample_every == pytest.approx(1.5 / soak.TARGET_SAMPLES)  # not the marker's 0.5 s

@@ -1,5 +1,6 @@
 """A simulated chat service that reproduces, LEAKY or FIXED, the memory leaks of five
-OOM-killed Node.js chat/indexing services (see ``/work/shared/seeds``).
+OOM-killed Node.js chat/indexing services (the seed write-ups ``000_f66e5d738d8e2a3e.txt`` to
+``004_d099ed56d036631f.txt``).
 
     from scenarios.chat import ChatConfig, ChatService, Workload
 

@@ -2,7 +2,7 @@
 
 ``ChatConfig.fixed()`` turns every pattern's fix on, ``ChatConfig.leaky()`` reproduces every
 leak, ``ChatConfig.leaky_only("embeddings")`` is fixed except for the named patterns. Defaults
-are the numbers of the seed write-ups (``/work/shared/seeds``), cited per field:
+are the numbers of the seed write-ups (``000_f66e5d738d8e2a3e.txt`` to ``004_d099ed56d036631f.txt``), cited per field:
 
 * seed 000 — BambiSleep chat: session idle timeout / max sessions / shorter timeouts under
   memory pressure / database sync before session removal.

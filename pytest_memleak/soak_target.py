@@ -1,0 +1,290 @@
+"""What a soak samples: the pytest process itself, or a watched service and its children.
+
+``@pytest.mark.memleak_soak(watch="server")`` names a fixture of the test that returns the
+service's process: a pid, a :class:`subprocess.Popen` or a :class:`psutil.Process`
+(:func:`resolve`). The soak then samples that process and its children (:class:`Watched`):
+RSS (summed over the tree), USS and PSS where ``/proc`` lets them be read, descriptors,
+threads and the number of children. The trend, the projection and the memory guard all use
+the watched RSS. When the watched process exits, :meth:`Watched.exit_text` says how.
+
+Without ``watch`` the soak samples its own process (:class:`OwnProcess`).
+
+psutil is imported here lazily; nothing raises for a reading that fails (it is NaN or None).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import signal
+import subprocess
+import time
+from typing import Any
+
+import pytest
+
+ACCEPTED = "a pid (int), a subprocess.Popen or a psutil.Process of a running process"
+TREE_EVERY = 1.0  # seconds between walks for new children (the tree is re-read at every sample)
+
+
+class OwnProcess:
+    """Cheap readings of the pytest process: RSS, descriptors, OS threads."""
+
+    watched = False
+    pid = os.getpid()
+
+    def __init__(self) -> None:
+        self.process: Any = None
+        try:
+            import psutil
+
+            self.process = psutil.Process()
+            self.process.memory_info()
+        except Exception:  # psutil missing or unusable here
+            self.process = None
+        self.page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+        self.pid = os.getpid()
+
+    def rss(self) -> float:
+        if self.process is not None:
+            with contextlib.suppress(Exception):
+                return float(self.process.memory_info().rss)
+        with contextlib.suppress(OSError, ValueError, IndexError), open("/proc/self/statm") as f:
+            return float(int(f.read().split()[1]) * self.page)
+        return math.nan
+
+    def fds(self) -> int | None:
+        if self.process is not None and hasattr(self.process, "num_fds"):
+            with contextlib.suppress(Exception):
+                return int(self.process.num_fds())
+        with contextlib.suppress(OSError):
+            return len(os.listdir("/proc/self/fd"))
+        return None
+
+    def os_threads(self) -> int | None:
+        if self.process is not None:
+            with contextlib.suppress(Exception):
+                return int(self.process.num_threads())
+        return None
+
+    def alive(self) -> bool:
+        return True
+
+
+class Watched:
+    """A watched process and its children (re-read at every sample): RSS, USS/PSS, fds, threads."""
+
+    watched = True
+
+    def __init__(self, process: Any, popen: subprocess.Popen[Any] | None, fixture: str) -> None:
+        self.process = process  # psutil.Process
+        self.popen = popen
+        self.fixture = fixture
+        self.pid: int = process.pid
+        self.children: list[Any] = []
+        self._tree_at = -math.inf
+        self._exit: str | None = None
+        self.name = ""
+        with contextlib.suppress(Exception):
+            self.name = process.name()
+
+    def describe(self) -> str:
+        name = f" ({self.name})" if self.name else ""
+        return f"pid {self.pid}{name} from fixture {self.fixture!r}, and its children"
+
+    def _tree(self, refresh: bool = False) -> list[Any]:
+        now = time.monotonic()
+        if refresh or now - self._tree_at >= TREE_EVERY:
+            self._tree_at = now
+            try:
+                self.children = self.process.children(recursive=True)
+            except Exception:
+                self.children = []
+        return [self.process, *self.children]
+
+    def _sum(self, read: Any, refresh: bool = False) -> float:
+        total, seen = 0.0, False
+        for proc in self._tree(refresh):
+            try:
+                total += float(read(proc))
+                seen = True
+            except Exception:  # a child that exited between the walk and the read
+                continue
+        return total if seen else math.nan
+
+    def rss(self) -> float:
+        if not self.alive():
+            return math.nan
+        return self._sum(lambda p: p.memory_info().rss)
+
+    def sample(self) -> dict[str, Any]:
+        """Everything a sample records of the tree (the tree is walked again first)."""
+        rss = self._sum(lambda p: p.memory_info().rss, refresh=True) if self.alive() else math.nan
+        uss = pss = math.nan
+        with contextlib.suppress(Exception):  # smaps_rollup: readable for our own user's processes
+            full = [p.memory_full_info() for p in self._tree()]
+            uss = float(sum(f.uss for f in full))
+            pss = float(sum(getattr(f, "pss", 0) for f in full)) if all(hasattr(f, "pss") for f in full) else math.nan
+        return {
+            "watched_pid": self.pid,
+            "children": len(self.children),
+            "rss": rss,
+            "uss": uss,
+            "pss": pss,
+        }
+
+    def fds(self) -> int | None:
+        value = self._sum(lambda p: p.num_fds())
+        return int(value) if math.isfinite(value) else None
+
+    def os_threads(self) -> int | None:
+        value = self._sum(lambda p: p.num_threads())
+        return int(value) if math.isfinite(value) else None
+
+    def alive(self) -> bool:
+        if self._exit is not None:
+            return False
+        if self.popen is not None:
+            code = self.popen.poll()
+            if code is not None:
+                self._exit = _code_text(code)
+                return False
+            return True
+        try:
+            import psutil
+
+            if self.process.status() != psutil.STATUS_ZOMBIE:
+                return True
+        except Exception:  # NoSuchProcess: gone and reaped by its parent
+            self._exit = "an exit status pytest cannot read (not its child)"
+            return False
+        with contextlib.suppress(Exception):  # a zombie child of ours: reap it for its status
+            code = self.process.wait(timeout=0)
+            if code is not None:
+                self._exit = _code_text(code)
+                return False
+        self._exit = "an exit status pytest cannot read (not its child)"
+        return False
+
+    def gone(self, grace: float) -> bool:
+        """Whether the process has exited, or does within ``grace`` seconds (it may be dying)."""
+        deadline = time.monotonic() + grace
+        while self.alive():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
+    def exit_text(self) -> str:
+        """How the process ended, once :meth:`alive` said it did: ``code 1`` or ``signal SIGKILL``."""
+        return self._exit or "an unknown status"
+
+    def python(self) -> str | None:
+        """The Python interpreter the process runs, as it was started (a venv's ``bin/python``);
+        None when it does not look like one."""
+        with contextlib.suppress(Exception):
+            first = self.process.cmdline()[0]
+            if "python" in os.path.basename(first) and os.access(first, os.X_OK):
+                return str(first)
+        with contextlib.suppress(Exception):
+            exe = str(self.process.exe())
+            if "python" in os.path.basename(exe):
+                return exe
+        return None
+
+    def cgroup_file(self) -> str:
+        return f"/proc/{self.pid}/cgroup"
+
+
+def _code_text(code: int) -> str:
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"signal {signal.Signals(-code).name}"
+        return f"signal {-code}"
+    return f"code {code}"
+
+
+def resolve(value: Any, fixture: str, where: str) -> Watched:
+    """The :class:`Watched` process for a fixture's value; UsageError for anything else."""
+    popen = value if isinstance(value, subprocess.Popen) else None
+    try:
+        import psutil
+    except ImportError:  # pragma: no cover - psutil is a dependency
+        raise pytest.UsageError(f"pytest-memleak: memleak_soak(watch=...) in {where} needs psutil") from None
+    if isinstance(value, bool):
+        pid = None
+    elif popen is not None:
+        pid = popen.pid
+    elif isinstance(value, psutil.Process):
+        pid = value.pid
+    elif isinstance(value, int):
+        pid = value
+    else:
+        pid = None
+    if pid is None:
+        raise pytest.UsageError(
+            f"pytest-memleak: memleak_soak(watch={fixture!r}) in {where}: the fixture {fixture!r} returned "
+            f"{type(value).__name__} {_short_repr(value)}; accepted form: {ACCEPTED}"
+        )
+    try:
+        process = value if isinstance(value, psutil.Process) else psutil.Process(pid)
+        process.memory_info()
+    except Exception as exc:
+        raise pytest.UsageError(
+            f"pytest-memleak: memleak_soak(watch={fixture!r}) in {where}: the fixture {fixture!r} returned "
+            f"pid {pid}, which cannot be read ({type(exc).__name__}: {exc}); accepted form: {ACCEPTED}"
+        ) from None
+    return Watched(process, popen, fixture)
+
+
+def _short_repr(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class Contention:
+    """An estimate of the time a busy machine kept this process waiting for a CPU.
+
+    At each :meth:`read`, the tasks runnable on the machine (``/proc/loadavg``'s fourth field,
+    this process included) are compared with the CPUs this process may use: with ``n``
+    runnable on ``c`` CPUs a task runs ``c/n`` of the time it wants to, so each second of CPU
+    time it got since the last reading cost it ``n/c - 1`` seconds of waiting. A sleeping
+    body wants little CPU and loses little; a CPU-bound one loses a third of its time beside
+    two busy loops on two cores (measured here: 67% of its quiet throughput). ``source`` is
+    None where the kernel does not tell (then nothing is estimated).
+    """
+
+    def __init__(self) -> None:
+        self.source = LOADAVG if os.access(LOADAVG, os.R_OK) else None
+        try:
+            self.cpus = max(1, len(os.sched_getaffinity(0)))
+        except (AttributeError, OSError):
+            self.cpus = max(1, os.cpu_count() or 1)
+        self.lost = 0.0  # seconds
+        self._cpu = time.process_time()
+
+    def begin(self) -> None:
+        self.lost = 0.0
+        self._cpu = time.process_time()
+
+    def read(self) -> float:
+        """Add the waiting since the last reading; the seconds lost since :meth:`begin`."""
+        if self.source is None:
+            return 0.0
+        cpu = time.process_time()
+        try:  # os-level: an open() per reading left a block behind now and then, a leak of the soak's own
+            fd = os.open(self.source, os.O_RDONLY)
+            try:
+                data = os.read(fd, 256)
+            finally:
+                os.close(fd)
+            runnable = int(data.split()[3].split(b"/", 1)[0])
+        except (OSError, ValueError, IndexError):
+            return self.lost
+        self.lost += max(0.0, cpu - self._cpu) * max(0.0, runnable / self.cpus - 1.0)
+        self._cpu = cpu
+        return self.lost
+
+
+LOADAVG = "/proc/loadavg"
