@@ -913,9 +913,14 @@ def _soak_card(soak: Mapping[str, Any], html_dir: str) -> str:
         else:
             mark = ""
         facts.append(("expectation", f"{_e(wanted)} {mark}"))
-    samples = soak.get("samples_path")
-    if isinstance(samples, str) and samples:
-        facts.append(("samples", f'<a href="{_e(_href(samples, html_dir))}">{_e(os.path.basename(samples))}</a>'))
+    if soak.get("watched"):
+        facts.append(("watched", _e(_text(soak.get("watched")))))
+    if soak.get("exit"):
+        facts.append(("exit", _e(f"the service exited with {_text(soak.get('exit'))}")))
+    for key, name in (("samples_path", "samples"), ("flamegraph", "live flamegraph")):
+        path = soak.get(key)
+        if isinstance(path, str) and path:
+            facts.append((name, f'<a href="{_e(_href(path, html_dir))}">{_e(os.path.basename(path))}</a>'))
     facts_html = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts)
     chart = _soak_chart(soak)
     reason = _text(soak.get("reason"))
@@ -935,7 +940,8 @@ def _soak_chart(soak: Mapping[str, Any]) -> str:
     t: list[Any] = list(raw_t) if isinstance(raw_t, (list, tuple)) else []
     lines: list[_Line] = []
     legend: list[str] = []
-    for key, label, color in (("rss", "RSS", _BLUE), ("heap", "Python heap", _PURPLE)):
+    rss_label = f"RSS of pid {soak['watched_pid']} and children" if soak.get("watched_pid") else "RSS"
+    for key, label, color in (("rss", rss_label, _BLUE), ("heap", "Python heap", _PURPLE)):
         values = soak.get(key)
         if isinstance(values, (list, tuple)):
             points = _downsample(_finite_points(t, values))
