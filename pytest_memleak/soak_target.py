@@ -31,9 +31,6 @@ TREE_EVERY = 1.0  # seconds between walks for new children (the tree is re-read 
 class OwnProcess:
     """Cheap readings of the pytest process: RSS, descriptors, OS threads."""
 
-    watched = False
-    pid = os.getpid()
-
     def __init__(self) -> None:
         self.process: Any = None
         try:
@@ -74,8 +71,6 @@ class OwnProcess:
 
 class Watched:
     """A watched process and its children (re-read at every sample): RSS, USS/PSS, fds, threads."""
-
-    watched = True
 
     def __init__(self, process: Any, popen: subprocess.Popen[Any] | None, fixture: str) -> None:
         self.process = process  # psutil.Process

@@ -131,6 +131,14 @@ def lines(path: str | Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines()]
 
 
+def soak_of(pytester: pytest.Pytester, name: str) -> SoakResult:
+    return SoakResult.from_dict(reports(pytester)[name]["memleak_soak"])
+
+
+def samples_of(res: SoakResult) -> list[dict]:
+    return [r for r in lines(res.samples_path or "") if r["kind"] == "sample"]
+
+
 def test_a_watched_service_is_judged_on_its_own_memory_and_its_samples_say_whose(pytester: pytest.Pytester) -> None:
     inner(
         pytester,
@@ -152,19 +160,18 @@ def test_flat_by_psutil(flat_psutil):
     )
     result = run(pytester, "--memleak-flamegraph=none")
     result.assert_outcomes(passed=3)
-    by_name = reports(pytester)
-    leaking = SoakResult.from_dict(by_name["test_leaking"]["memleak_soak"])
+    leaking = soak_of(pytester, "test_leaking")
     assert leaking.status == LEAK and leaking.leaked_metrics == ["rss"]
     assert leaking.reason.startswith(f"watched RSS (pid {leaking.watched_pid} and children) grows")
     assert "from fixture 'leaking'" in leaking.watched and leaking.heap == []
-    records = lines(leaking.samples_path or "")
-    assert records[0]["watched_pid"] == leaking.watched_pid != records[0]["pid"]
-    samples = [r for r in records if r["kind"] == "sample"]
+    meta = lines(leaking.samples_path or "")[0]
+    assert meta["watched_pid"] == leaking.watched_pid != meta["pid"]
+    samples = samples_of(leaking)
     assert all(r["watched_pid"] == leaking.watched_pid for r in samples)
     assert samples[-1]["rss"] - samples[0]["rss"] > 4 * 1024**2  # the service's ~8 MiB, not pytest's
     assert all(r["uss"] is None or 0 < r["uss"] <= r["rss"] for r in samples)
     for name in ("test_flat_by_pid", "test_flat_by_psutil"):
-        flat = SoakResult.from_dict(by_name[name]["memleak_soak"])
+        flat = soak_of(pytester, name)
         assert flat.status == "clean" and flat.watched_pid not in (None, leaking.watched_pid)
 
 
@@ -177,10 +184,9 @@ def test_parent(parent):
     time.sleep(0.02)
 """,
     )
-    result = run(pytester, "--memleak-flamegraph=none")
-    result.assert_outcomes(passed=1)
-    res = SoakResult.from_dict(reports(pytester)["test_parent"]["memleak_soak"])
-    samples = [r for r in lines(res.samples_path or "") if r["kind"] == "sample"]
+    run(pytester, "--memleak-flamegraph=none").assert_outcomes(passed=1)
+    res = soak_of(pytester, "test_parent")
+    samples = samples_of(res)
     assert all(r["children"] == 1 for r in samples)
     assert min(r["rss"] for r in samples) > 48 * 1024**2  # the child's buffer is in the tree's RSS
 
@@ -197,7 +203,7 @@ def test_leaking(leaking):
     result = run(pytester, "--memleak-flamegraph=none")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*memory leak in soak test_leaking: stopped by the memory guard after * s of 60 s*watched RSS * reached *"])
-    res = SoakResult.from_dict(reports(pytester)["test_leaking"]["memleak_soak"])
+    res = soak_of(pytester, "test_leaking")
     guard = next(r for r in lines(res.samples_path or "") if r["kind"] == "guard")
     assert guard["metric"] == "watched RSS" and guard["used"] < 60 * 1024**2
     assert res.duration < 30  # stopped, not soaked for its 60 s
@@ -219,7 +225,7 @@ def test_service({fixture}):
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines([f"*service exited in soak test_service: the service exited with {how} after 1.* s of 30 s (* iterations)*"])
     assert "ConnectionRefusedError" not in result.stdout.str()
-    res = SoakResult.from_dict(reports(pytester)["test_service"]["memleak_soak"])
+    res = soak_of(pytester, "test_service")
     assert res.exit == how and res.status == INCONCLUSIVE and res.duration < 10
     records = lines(res.samples_path or "")
     assert len([r for r in records if r["kind"] == "sample"]) >= 5
@@ -288,7 +294,7 @@ def test_leaking(leaking):
     result = run(pytester)
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*live flamegraph: *-live.html (what pid * allocated in 3 s of the same traffic and still holds*"])
-    res = SoakResult.from_dict(reports(pytester)["test_leaking"]["memleak_soak"])
+    res = soak_of(pytester, "test_leaking")
     assert res.flamegraph is not None and Path(res.flamegraph).stat().st_size > 0
     capture = Path(res.flamegraph[: -len(".html")] + ".bin")
     by_line: dict[int, int] = {}
@@ -322,9 +328,8 @@ def test_sleeper(sleeper):
     time.sleep(0.02)
 """,
     )
-    result = run(pytester, "--memleak-flamegraph=all")
-    result.assert_outcomes(passed=1)
-    res = SoakResult.from_dict(reports(pytester)["test_sleeper"]["memleak_soak"])
+    run(pytester, "--memleak-flamegraph=all").assert_outcomes(passed=1)
+    res = soak_of(pytester, "test_sleeper")
     assert res.status == "clean" and res.flamegraph is None
     [problem] = [p for p in res.problems if "flamegraph" in p]
     assert problem.startswith("no live flamegraph: ") and "\n" not in problem
@@ -381,7 +386,7 @@ def test_a_busy_machine_makes_a_soak_run_on_and_never_turns_a_fill_into_a_leak(
     inner(pytester, RING)
     result = run(pytester, "--memleak-flamegraph=none")
     result.assert_outcomes(passed=1)
-    res = SoakResult.from_dict(reports(pytester)["test_ring"]["memleak_soak"])
+    res = soak_of(pytester, "test_ring")
     assert res.status != LEAK
     assert res.cpu_waited is not None and res.cpu_waited > 0
     # it ran on by the time it waited, up to twice its duration (a check every 10 ms)
@@ -405,7 +410,7 @@ def test_collapse():
     )
     result = run(pytester, "--memleak-flamegraph=none")
     result.assert_outcomes(passed=1)
-    res = SoakResult.from_dict(reports(pytester)["test_collapse"]["memleak_soak"])
+    res = soak_of(pytester, "test_collapse")
     assert any(p.startswith("throughput fell from ") for p in res.problems)
     assert res.status == INCONCLUSIVE, res.reason
     assert "grows per iteration but not per second" in res.reason
