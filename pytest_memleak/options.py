@@ -186,6 +186,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("flamegraph", _choice("failed", "all", "none"), "failed", "write memray leak flamegraphs for: failed (leaking) tests, all checked tests, or none", "failed, all or none"),
     Setting("native_stacks", _bool, False, "record native (C) stacks in memray captures", "true or false", flag=True),
     Setting(
+        "capture",
+        _choice("aggregated", "full"),
+        "aggregated",
+        "the memray capture kept beside a flamegraph: aggregated (tens of KiB; memray summary, tree, table and flamegraph read it) or full (every allocation, megabytes; memray stats and flamegraph --temporal too)",
+        "aggregated or full",
+    ),
+    Setting(
         "ignore",
         _patterns,
         None,
@@ -402,6 +409,7 @@ class TestSettings:
     top: int
     flamegraph: str
     native_stacks: bool
+    capture: str
     ignore: tuple[str, ...] | None
     warn: bool
     origin: Mapping[str, str]

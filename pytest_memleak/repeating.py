@@ -231,6 +231,21 @@ class Runner:
                 made += 1
         return made
 
+    def repeat_for_capture(self, n: int, until: float) -> int:
+        """Up to ``n`` runs that end by ``until``, for a memray capture: the slow-down watch is off
+        (the tracker slows the runs), and a stop (the time, the run limit, a failed run) ends them
+        quietly. Returns the runs made."""
+        saved = self.watch_slowing, self.deadline
+        self.watch_slowing, self.deadline = False, min(until, self.hard_until)
+        before = self.runs
+        try:
+            self.repeat(n, self.deadline)
+        except (OutOfTime, SlowingDown, NotRepeatable):
+            pass
+        finally:
+            self.watch_slowing, self.deadline = saved
+        return self.runs - before
+
     def _check_time(self) -> None:
         if self._inside:
             if self.runs >= MAX_RUNS:

@@ -792,7 +792,7 @@ class _Runner:
             result.flamegraph = str(outcome.html)
             result.details.append(
                 f"live flamegraph: {outcome.html} (what pid {target.pid} allocated in {LIVE_SECONDS:g} s of the "
-                f"same traffic and still holds; `memray tree` and `memray stats` read {outcome.capture})"
+                f"same traffic and still holds; `memray summary` and `memray tree` read {outcome.capture})"
             )
         if outcome.problem:
             result.problems.append(outcome.problem)

@@ -4,13 +4,26 @@ from __future__ import annotations
 
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import time
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from pytest_memleak.flamegraph import FlamegraphOutcome, capture_run, safe_name
+from pytest_memleak.flamegraph import (
+    CAPTURE_SECONDS,
+    LEAK_SHARE,
+    MAX_CAPTURE_RUNS,
+    NOISE_BYTES,
+    TRACKED_SLOWDOWN,
+    FlamegraphOutcome,
+    capture_run,
+    capture_runs,
+    safe_name,
+)
 
 memray = pytest.importorskip("memray", reason="memray is not installed (not available on Windows)")
 
@@ -143,7 +156,8 @@ def test_the_cli_renders_when_the_reporter_cannot(tmp_path: pathlib.Path, monkey
     for outcome in (fast, slow):
         assert outcome.html is not None
         text = outcome.html.read_text(encoding="utf-8", errors="replace")
-        assert "keep_ten_mebibytes_forever" in text and len(text) > 1_000_000  # assets embedded: opens offline
+        assert "keep_ten_mebibytes_forever" in text
+        assert_offline_page(outcome.html)
 
 
 def test_memray_missing_is_a_problem(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -170,3 +184,40 @@ def test_a_failed_background_render_says_so_when_finished(tmp_path: pathlib.Path
     problem = outcome.pending.finish()
     assert problem and "memray flamegraph failed (exit 1)" in problem and "no render" in problem
     assert not (tmp_path / "bgfail.html").exists()
+
+
+def assert_offline_page(html: pathlib.Path) -> list[pathlib.Path]:
+    """A page well under 1 MiB whose scripts and styles are local files beside it (it opens
+    offline): the assets it links, which all exist."""
+    text = html.read_text(encoding="utf-8")
+    assert len(text.encode()) < 512 * 1024, len(text)
+    assert not re.search(r"""<(script|link)[^>]+(src|href)=["']https?:""", text)  # no CDN
+    linked = [html.parent / name for name in re.findall(r"""(?:src|href)=["'](assets/[^"']+)["']""", text)]
+    assert len(linked) >= 5 and all(path.is_file() for path in linked), linked
+    return linked
+
+
+def test_pages_share_memrays_assets_and_keep_their_own_data(tmp_path: pathlib.Path) -> None:
+    first = capture_run(keep_ten_mebibytes_forever, tmp_path / "first")
+    second = capture_run(lambda: KEPT.append(bytearray(3 * 1024 * 1024)), tmp_path / "second")
+    assert first.html is not None and second.html is not None, (first.problem, second.problem)
+    assets = assert_offline_page(first.html)
+    assert assets == assert_offline_page(second.html)  # the same files, written once
+    assert sum(path.stat().st_size for path in assets) > 3_000_000  # memray's libraries, moved whole
+    for outcome in (first, second):
+        assert "packed_data" in outcome.html.read_text(encoding="utf-8")  # each page's own flamegraph stays inline
+    assert len(list((tmp_path / "assets").iterdir())) == len(assets)
+
+
+@given(
+    per_run=st.floats(min_value=0, max_value=1e9, allow_nan=False),
+    seconds=st.floats(min_value=1e-7, max_value=10.0),
+)
+def test_a_capture_covers_enough_runs_for_the_leak_to_outweigh_pytests_noise(per_run: float, seconds: float) -> None:
+    runs = capture_runs(per_run, seconds)
+    assert 1 <= runs <= MAX_CAPTURE_RUNS
+    fits = CAPTURE_SECONDS / (seconds * TRACKED_SLOWDOWN)
+    assert runs <= max(1, fits)  # within the time a capture may take
+    if per_run > 0 and runs < min(fits, MAX_CAPTURE_RUNS) - 1:
+        assert runs * per_run >= LEAK_SHARE * NOISE_BYTES  # cut short only by time or the cap
+    assert capture_runs(2 * per_run, seconds) <= runs  # a bigger leak needs no more runs
