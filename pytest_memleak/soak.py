@@ -1,7 +1,17 @@
 """Soak tests: run a test body over and over for a duration, sample memory, judge the trend.
 
 ``@pytest.mark.memleak_soak(duration='30s', sample_every='0.5s', memory_limit='700 MiB',
-max_growth='0 B', horizon='24h', warmup='10%', expect_leak=None)``
+max_growth='0 B', horizon='24h', warmup='10%', expect_leak=None, watch=None)``
+
+With ``watch="<fixture>"`` the samples, the trend, the projection and the guard are those of
+another process and its children (:mod:`pytest_memleak.soak_target`): a service the test's
+fixture started. Its exit ends the soak with that finding; a watched service judged leaking
+gets a live flamegraph (``memray attach``) while the body goes on driving it.
+
+A busy machine keeps the loop waiting for a CPU (:class:`~pytest_memleak.soak_target.Contention`):
+the loop runs on by that time, up to :data:`MAX_STRETCH` times its duration, so that it does
+the work a quiet machine would; a leak found in too little work, or where throughput collapsed
+and growth per second and per iteration disagree, is inconclusive (``_Runner._doubt``).
 
 The protocol of a soak test (:func:`run_soak_protocol`): setup once, then the body
 (``item.runtest()``) repeatedly inside the *call* phase until the duration has elapsed, then
