@@ -53,6 +53,13 @@ def soak_table(output: str) -> dict[tuple[str, str], tuple[str, str]]:
     return rows
 
 
+def projected_seconds(row_rest: str) -> float:
+    """The time to the memory limit in a table row (``2 d 7 h (500.0 MiB)``), in seconds."""
+    to_limit = row_rest.split("(500.0 MiB)")[0].split("  ")[-1]
+    units = {"d": 86400, "h": 3600, "min": 60, "s": 1}
+    return sum(float(n) * units[u] for n, u in re.findall(r"([\d.]+) (d|h|min|s)\b", to_limit))
+
+
 def jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
@@ -81,7 +88,9 @@ def test_main_subset_passes_with_every_verdict_as_expected(main_subset):
         assert re.match(r"^(\+[\d.]+ (B|KiB|MiB|GiB)|heap \+[\d,]+ blocks)/h", rest), rest  # a growth per hour
         verdict, rest = table[(scenario, "fixed")]
         assert verdict == "ok (expected)", (scenario, verdict, rest)
-        assert re.search(r"\bnever\b", rest), rest  # no projected time to the memory limit
+        # no projection within the markers' 24 h horizon: "never", or a page-sized creep of a young
+        # process projected beyond it (a FIXED soak on a loaded machine read +15.6 MiB/h: 27 h 48 min)
+        assert re.search(r"\bnever\b", rest) or projected_seconds(rest) > 24 * 3600, rest
     # a leak big enough to show on RSS is projected to the 500 MiB memory limit of the markers
     assert re.search(r"\d+(\.\d)? (s|min|h|d)( \d+ (min|h))? \(500\.0 MiB\)", table[("connections", "leaky")][1]), table
 
