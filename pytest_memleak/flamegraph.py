@@ -189,10 +189,10 @@ class Render:
                 self.problem = f"memray flamegraph timed out after {timeout:.0f} s"
                 break
             if process.returncode == 0 and self.html.is_file():
-                try:
+                # (a page that cannot share its assets is left whole: it works, at its full size;
+                # the render did not fail, so it is not reported as failed)
+                with contextlib.suppress(Exception):
                     share_assets(self.html)
-                except (OSError, UnicodeError) as exc:  # the page still works, at its full size
-                    self.problem = f"memray flamegraph kept its assets inline: {exc}"
                 break
             if self._attempts:
                 self._start()
@@ -214,11 +214,13 @@ ASSET_MIN = 4096  # characters: smaller inline blocks stay in the page
 _INLINE = re.compile(r"<(script|style)(\s[^>]*)?>", re.IGNORECASE)
 
 
-def share_assets(html: pathlib.Path) -> int:
+def share_assets(html: pathlib.Path) -> None:
     """Move the big inline scripts and styles of a memray page (about 4.4 MB of JavaScript
     and CSS libraries, the same in every page) into ``assets/`` beside it, named by their
     content, and link them from the page; the page's own data stays inline. A flamegraph
-    then takes tens of KiB and still opens offline. Returns the page's new size."""
+    then takes tens of KiB and still opens offline."""
+    from .report_files import atomic_write_text
+
     text = html.read_text(encoding="utf-8")
     parts, pos = [], 0
     while (tag := _INLINE.search(text, pos)) is not None:
@@ -233,24 +235,15 @@ def share_assets(html: pathlib.Path) -> int:
         else:
             digest = hashlib.sha256(body.encode("utf-8")).hexdigest()[:16]
             asset = f"memray-{digest}.{'js' if name == 'script' else 'css'}"
-            _write_once(html.parent / ASSETS / asset, body)
+            shared = html.parent / ASSETS / asset
+            if not shared.exists():  # (named by its content: an asset written once is the same for every page)
+                shared.parent.mkdir(exist_ok=True)
+                atomic_write_text(shared, body)
             link = f'<script{attrs} src="{ASSETS}/{asset}"></script>' if name == "script" else f'<link rel="stylesheet" href="{ASSETS}/{asset}">'
             parts.append(text[pos : tag.start()] + link)
         pos = end
     parts.append(text[pos:])
-    page = "".join(parts)
-    _write_once(html, page, replace=True)
-    return len(page.encode("utf-8"))
-
-
-def _write_once(path: pathlib.Path, text: str, replace: bool = False) -> None:
-    """Write ``path`` whole (a temporary file renamed over it), unless it exists and ``replace`` is off."""
-    if path.exists() and not replace:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.parent / f".{path.name}.{os.getpid()}.tmp"
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
+    atomic_write_text(html, "".join(parts))
 
 
 def capture_run(

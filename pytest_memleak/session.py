@@ -503,16 +503,17 @@ class MemleakSession:
         per_run = max([result.retained_per_run, *(f.per_run for f in result.findings if f.unit == "B")])
         wanted = flamegraph.capture_runs(per_run, run.seconds)
         until = time.perf_counter() + flamegraph.CAPTURE_SECONDS
-        first, made = run.runs + 1, [0]
+        first, made = run.runs + 1, 0
 
         def runs() -> None:
-            made[0] = run.repeat_for_capture(wanted, until)
+            nonlocal made
+            made = run.repeat_for_capture(wanted, until)
 
         aggregated = settings.capture == "aggregated"
         outcome = flamegraph.capture_run(runs, base, native=settings.native_stacks, aggregated=aggregated, background=True)
-        if made[0]:
-            held = f", {format_size(made[0] * per_run)} of the leak at its rate" if per_run > 0 else ""
-            result.details.append(f"flamegraph: {made[0]:,} runs under memray (runs {first:,}-{first + made[0] - 1:,}){held}")
+        if made:
+            held = f", {format_size(made * per_run)} of the leak at its rate" if per_run > 0 else ""
+            result.details.append(f"flamegraph: {made:,} runs under memray (runs {first:,}-{first + made - 1:,}){held}")
         if outcome.pending is not None:  # rendered beside the next tests, on another core; finished at the end
             self.renders.append((item.nodeid, outcome.pending))
         result.flamegraph = str(outcome.html) if outcome.html else None

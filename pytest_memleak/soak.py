@@ -682,14 +682,15 @@ class _Runner:
         contention.begin()
         outcome = "interrupted"
         try:
-            if target.alive():
+            running = target.alive()  # (a watched service may be gone already; then it is read every check)
+            if running:
                 take(force_objects=True, force_keep=True)
             end = start + config.duration
             next_sample = start + config.sample_every
             check_every = WATCH_EVERY if watched else GUARD_EVERY
             next_check = start + check_every
             guards = self.guards
-            while self.trip is None and target.alive():  # the guard may stop the soak, the service may exit
+            while running and self.trip is None:  # the guard may stop the soak, the service may exit
                 before = time.monotonic()
                 try:
                     self.body()
@@ -849,28 +850,20 @@ class _Runner:
 
     def _stopped_by_guard(self, result: SoakResult, trip: memory_guard.Trip) -> None:
         """A soak the guard stopped fails with the trend it measured, whatever the trend says."""
-        config = self.config
         stopped = (
-            f"stopped by the memory guard after {result.duration:.1f} s of {config.duration:g} s "
+            f"stopped by the memory guard after {result.duration:.1f} s of {self.config.duration:g} s "
             f"({result.iterations:,} iterations): {trip.message()}"
         )
-        if result.status != LEAK:
-            result.status = INCONCLUSIVE  # too close to the limit to go on, whatever the trend
-        result.reason = f"{stopped}; {result.reason}"
-        result.details.insert(0, f"memory guard: {trip.message()}")
+        _stopped_early(result, stopped, f"memory guard: {trip.message()}")
 
     def _stopped_by_exit(self, result: SoakResult) -> None:
         """A watched service that exited fails the soak, with the trend of the samples it left."""
-        config = self.config
         died = (
-            f"the service exited with {self.exited} after {result.duration:.1f} s of {config.duration:g} s "
+            f"the service exited with {self.exited} after {result.duration:.1f} s of {self.config.duration:g} s "
             f"({result.iterations:,} iterations)"
         )
         result.exit = self.exited
-        if result.status != LEAK:
-            result.status = INCONCLUSIVE
-        result.reason = f"{died}; {result.reason}"
-        result.details.insert(0, f"exit: {died}")
+        _stopped_early(result, died, f"exit: {died}")
 
     def _progress_text(self, t: float, rss: float) -> str:
         name = self.item.name
@@ -1127,11 +1120,9 @@ class _Runner:
         expect = self.config.expect_leak
         body = "\n".join(["  " + line for line in result.details + result.problems])
         name = self.item.name
-        if self.exited is not None and not (expect is True and result.status == LEAK):
-            kind = "memory leak" if result.status == LEAK else "service exited"
-            return f"{kind} in soak {name}: {result.reason}\n{body}"
-        if self.trip is not None and not (expect is True and result.status == LEAK):
-            kind = "memory leak" if result.status == LEAK else "memory limit"
+        if (self.exited is not None or self.trip is not None) and not (expect is True and result.status == LEAK):
+            stop = "service exited" if self.exited is not None else "memory limit"
+            kind = "memory leak" if result.status == LEAK else stop
             return f"{kind} in soak {name}: {result.reason}\n{body}"
         if result.status == LEAK and expect is not True:
             return f"memory leak in soak {name}: {result.reason}\n{body}"
@@ -1141,6 +1132,15 @@ class _Runner:
         if expect is True and result.status == INCONCLUSIVE:
             return f"soak {name} expected a leak but the soak could not tell: {result.reason}\n{body}"
         return None
+
+
+def _stopped_early(result: SoakResult, why: str, detail: str) -> None:
+    """A soak that ended before its duration (the guard, the service's exit) keeps the trend it
+    measured, leads its reason with why, and is inconclusive unless that trend is a leak."""
+    if result.status != LEAK:
+        result.status = INCONCLUSIVE  # too close to the limit, or no service left, to go on
+    result.reason = f"{why}; {result.reason}"
+    result.details.insert(0, detail)
 
 
 def _log_capture_handlers(item: pytest.Item) -> list[Any]:

@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 ACCEPTED = "a pid (int), a subprocess.Popen or a psutil.Process of a running process"
+NOT_OURS = "an exit status pytest cannot read (not its child)"
 TREE_EVERY = 1.0  # seconds between walks for new children (the tree is re-read at every sample)
 
 
@@ -152,14 +153,14 @@ class Watched:
             if self.process.status() != psutil.STATUS_ZOMBIE:
                 return True
         except Exception:  # NoSuchProcess: gone and reaped by its parent
-            self._exit = "an exit status pytest cannot read (not its child)"
+            self._exit = NOT_OURS
             return False
         with contextlib.suppress(Exception):  # a zombie child of ours: reap it for its status
             code = self.process.wait(timeout=0)
             if code is not None:
                 self._exit = _code_text(code)
                 return False
-        self._exit = "an exit status pytest cannot read (not its child)"
+        self._exit = NOT_OURS
         return False
 
     def gone(self, grace: float) -> bool:
