@@ -223,10 +223,11 @@ def test_service({fixture}):
     )
     result = run(pytester, "--memleak-flamegraph=none")
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines([f"*service exited in soak test_service: the service exited with {how} after 1.* s of 30 s (* iterations)*"])
+    result.stdout.fnmatch_lines([f"*service exited in soak test_service: the service exited with {how} after * s of 30 s (* iterations)*"])
     assert "ConnectionRefusedError" not in result.stdout.str()
     res = soak_of(pytester, "test_service")
-    assert res.exit == how and res.status == INCONCLUSIVE and res.duration < 10
+    # ended by the exit (about 1 s in, by the service's own clock), not by its 30 s: no bound on speed
+    assert res.exit == how and res.status == INCONCLUSIVE and res.duration < 30
     records = lines(res.samples_path or "")
     assert len([r for r in records if r["kind"] == "sample"]) >= 5
     assert [r["status"] for r in records if r["kind"] == "exit"] == [how]
