@@ -247,8 +247,11 @@ class Contention:
     runnable on ``c`` CPUs a task runs ``c/n`` of the time it wants to, so each second of CPU
     time it got since the last reading cost it ``n/c - 1`` seconds of waiting. A sleeping
     body wants little CPU and loses little; a CPU-bound one loses a third of its time beside
-    two busy loops on two cores (measured here: 67% of its quiet throughput). ``source`` is
-    None where the kernel does not tell (then nothing is estimated).
+    two busy loops on two cores (measured here: 67% of its quiet throughput). The count is
+    a snapshot at each reading, so a crowded machine (five or six runnable tasks on two cores)
+    is undercounted: a soak there ran at a third of its quiet throughput (about 4 s of 6.1 s
+    lost) and this estimated 3.6 s.
+    ``source`` is None where the kernel does not tell (then nothing is estimated).
     """
 
     def __init__(self) -> None:

@@ -341,8 +341,10 @@ def test_sleeper(sleeper):
 
 @pytest.fixture
 def busy_machine() -> Iterator[int]:
-    """Three busy loops: with this process, more runnable tasks than this machine's CPUs."""
-    loops = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(3)]
+    """Two busy loops, as the issue measured ("two busy loops held both cores"): with this
+    process, more runnable tasks than this machine's CPUs. (Beside five or six runnable tasks
+    the estimate of the wait falls short; see the contention class.)"""
+    loops = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
     time.sleep(0.2)
     try:
         yield len(loops)
@@ -363,7 +365,7 @@ def test_contention_counts_the_time_a_busy_machine_kept_a_cpu_bound_loop_waiting
     while time.monotonic() - start < 1.0:
         sum(range(10_000))
         contention.read()
-    # beside three busy loops on at most two CPUs, each second of CPU time waited at least as long again / 2
+    # beside two busy loops on at most two CPUs, each second of CPU time waited at least half as long again
     assert contention.cpus > 2 or contention.lost > 0.2
 
 
