@@ -312,6 +312,18 @@ def stopped_growing(nodeid: str, runs: int, what: str, deltas: Sequence[float], 
     return LeakResult(nodeid, CLEAN, _stopped(runs, what, deltas, per_step))
 
 
+def stopped_unseen(nodeid: str, runs: int, what: str, deltas: Sequence[float], per_step: int, missing: str) -> LeakResult:
+    """Growth of pymalloc's bytes that the screen saw, then no growth: with malloc's statistics
+    missing, an object that grew past pymalloc's 512 bytes went where nothing measures it."""
+    return LeakResult(
+        nodeid,
+        INCONCLUSIVE,
+        f"{missing}: pymalloc's bytes grew, then stopped after {runs} runs ({what} every {per_step} runs: "
+        f"{[int(d) for d in deltas]}), but an object that grows past {SMALL_BLOCK} bytes moves to malloc, whose bytes "
+        "are not measured: a fill that stopped cannot be told from a buffer still growing",
+    )
+
+
 def unsettled(nodeid: str, why: str, seen: str) -> LeakResult:
     """A suspect whose time bound ran out before its growth stopped or outlasted a bounded cache."""
     return LeakResult(nodeid, INCONCLUSIVE, f"{why}; seen: {seen}")
@@ -372,11 +384,15 @@ def cleared_by_long_window(result: LeakResult, runs: int, what: str, deltas: Seq
     """A confirmed heap leak whose growth then stopped: a bounded cache that filled slowly.
 
     When what stopped is the allocators' total (``what`` is heap bytes), native memory they
-    count stopped with it: a per-thread allocator cache that filled, not a leak. Findings of
-    other kinds (descriptors, threads, native memory seen by RSS alone) still stand.
+    count stopped with it: a per-thread allocator cache that filled, not a leak; when it is RSS
+    (standing in for malloc's statistics where they are missing), all native memory did.
+    Findings of other kinds (descriptors, threads, native memory seen by RSS alone) still stand.
     """
-    total = what == "heap bytes"
-    findings = [f for f in result.findings if f.kind not in ("heap", "site") and not (total and f.kind == "native" and f.in_allocators)]
+
+    def stopped(f: Finding) -> bool:
+        return f.kind in ("heap", "site") or (f.kind == "native" and (what == "RSS" or (what == "heap bytes" and f.in_allocators)))
+
+    findings = [f for f in result.findings if not stopped(f)]
     result.findings = findings
     if findings:
         result.status, result.reason = LEAK, findings[0].message
@@ -415,6 +431,15 @@ def not_outlasted(result: LeakResult, runs: int, budgeted: bool = False, threads
     result.details.append(
         f"confirmation: growth persisted over all {runs} runs made; {limit} ran out before {MIN_LEAK_RUNS} runs, "
         f"so a bounded cache of more entries than that is not ruled out (raise {raise_it} to settle it)"
+    )
+
+
+def not_followed(result: LeakResult, why: str) -> None:
+    """A leak confirmed at its sites whose growth no untraced counter can follow (``why``): the
+    verdict stands on the evidence it has, and says that a bounded cache is not ruled out."""
+    result.details.append(
+        f"confirmation: not followed past the traced window ({why}), so a bounded cache that fills for more runs "
+        "is not ruled out"
     )
 
 
@@ -507,12 +532,14 @@ class Evidence:
     site_counts: Mapping[str, Sequence[float]]
     real_blocks: Sequence[float]
     traced: Sequence[float]
-    untraced_heap: Sequence[float]  # the allocators' own statistics (pymalloc + malloc)
+    untraced_heap: Sequence[float]  # the allocators' own statistics (pymalloc + malloc), or RSS where malloc's are missing
     rss: Sequence[float]
     counts: Mapping[str, Sequence[float]]  # fds, threads, processes, tasks, and the project's counters by name
     types: Mapping[str, Sequence[float]]  # a census before tracing began and after it ended, ...
     census_runs: int = 0  # ... this many runs apart
     counters: Sequence[Counter] = ()  # the project's counters (their budgets and units)
+    heap_missing: str | None = None  # why malloc's statistics are missing (RSS stands in for them in untraced_heap)
+    untrimmed: str | None = None  # why RSS was read without giving freed memory back first
 
 
 class Budgets(Protocol):
@@ -599,15 +626,27 @@ def confirm(nodeid: str, budgets: Budgets, ev: Evidence) -> tuple[LeakResult, He
         found = _count_finding(kind, values, window_runs, budgets, ev.counters)
         if found is not None:
             findings.append(found)
-    native_leak, native_rate = decide_native(ev.untraced_heap, ev.traced, ev.per_step, native_budget, noise_per_step=SMALL_BLOCK)
-    source = "the C allocator's statistics minus the traced heap"
-    if not native_leak and native_budget is not None:
-        # RSS also moves with fragmentation of pymalloc's arenas: only growth past a page-noise
-        # budget of its own counts there (native memory that malloc does not see: mmap)
-        rss_budget = max(native_budget, RSS_NOISE)
-        native_leak, native_rate = decide_native(ev.rss, ev.untraced_heap, ev.per_step, rss_budget, noise_per_step=RSS_NOISE)
-        source = "RSS minus the allocators' statistics"
+    # RSS also moves with fragmentation of pymalloc's arenas: only growth past a page-noise
+    # budget of its own counts there (native memory that malloc does not see: mmap)
+    rss_budget = None if native_budget is None else max(native_budget, RSS_NOISE)
+    unsure = ""
+    if ev.heap_missing is None:
+        native_leak, native_rate = decide_native(ev.untraced_heap, ev.traced, ev.per_step, native_budget, noise_per_step=SMALL_BLOCK)
+        source = "the C allocator's statistics minus the traced heap"
+        if not native_leak and native_budget is not None:
+            native_leak, native_rate = decide_native(ev.rss, ev.untraced_heap, ev.per_step, rss_budget, noise_per_step=RSS_NOISE)
+            source = "RSS minus the allocators' statistics"
+    else:  # RSS stands in for malloc's statistics: its page noise, and what lies below it is unsure
+        source = "RSS minus the traced heap"
+        native_leak, native_rate = decide_native(ev.untraced_heap, ev.traced, ev.per_step, rss_budget, noise_per_step=RSS_NOISE)
+        below, below_rate = decide_native(ev.untraced_heap, ev.traced, ev.per_step, native_budget)
+        if below and not native_leak:
+            unsure = (
+                f"{ev.heap_missing}: native memory grew about {format_size(below_rate)}/run ({source}), "
+                f"less than RSS tells from page noise ({format_size(RSS_NOISE)}/run)"
+            )
     if native_leak:
+        untrimmed = f"; {ev.untrimmed}: RSS was read with freed memory still resident" if ev.untrimmed and source.startswith("RSS") else ""
         findings.append(
             Finding(
                 "native",
@@ -615,14 +654,20 @@ def confirm(nodeid: str, budgets: Budgets, ev: Evidence) -> tuple[LeakResult, He
                 float(native_budget or 0),
                 "B",
                 f"native memory grew {format_size(native_rate)}/run outside Python's allocator "
-                f"({source}; budget {format_size(native_budget or 0)}/run); tracemalloc cannot attribute it",
+                f"({source}; budget {format_size(native_budget or 0)}/run); tracemalloc cannot attribute it{untrimmed}",
                 in_allocators=source.startswith("the C allocator"),
             )
         )
+    if findings:
+        status, reason = LEAK, findings[0].message
+    elif unsure:
+        status, reason = INCONCLUSIVE, unsure
+    else:
+        status, reason = CLEAN, "no growth of the test's own persisted while traced: what grew was pytest's or a plugin's"
     result = LeakResult(
         nodeid=nodeid,
-        status=LEAK if findings else CLEAN,
-        reason=findings[0].message if findings else "no growth of the test's own persisted while traced: what grew was pytest's or a plugin's",
+        status=status,
+        reason=reason,
         retained_per_run=heap.retained_per_run,
         findings=findings,
         grown_types=dict(list(grown_types(ev.types, ev.census_runs or window_runs, len(ev.real_blocks) - 1).items())[:10]),

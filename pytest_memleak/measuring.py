@@ -19,7 +19,10 @@ from array import array
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from . import allocator
 from .counters import read as read_counter
+from .deciding import RSS_NOISE
+from .units import format_size
 
 if TYPE_CHECKING:
     from .counters import Counter
@@ -31,13 +34,23 @@ _unreadable: dict[str, tuple[str, str]] = {}  # what psutil could not read: no r
 
 
 def problems() -> list[str]:
-    """What psutil could not read in this process, as one line for the end of the run."""
-    if not _unreadable:
-        return []
-    whats = ", ".join(_unreadable)
-    error = next(iter(_unreadable.values()))[0]
-    consequences = "; ".join(c for _, c in _unreadable.values())
-    return [f"psutil could not read {whats} ({error}): {consequences}"]
+    """What psutil could not read in this process, and malloc's statistics when the heap meter
+    found them missing, a line each for the end of the run."""
+    out = []
+    if _heap_meter is not None and _heap_meter.missing is not None:
+        untrimmed = allocator.trim_missing()
+        out.append(
+            f"{_heap_meter.missing}: memory outside pymalloc (native memory, a buffer growing in place) is measured "
+            f"by RSS alone, in pages: a repeated test's leak of it is found from {format_size(RSS_NOISE)}/run, and "
+            "growth below that is inconclusive at best"
+            + (f"; {untrimmed}: RSS keeps memory freed earlier, which such growth can fill unseen" if untrimmed else "")
+        )
+    if _unreadable:
+        whats = ", ".join(_unreadable)
+        error = next(iter(_unreadable.values()))[0]
+        consequences = "; ".join(c for _, c in _unreadable.values())
+        out.append(f"psutil could not read {whats} ({error}): {consequences}")
+    return out
 
 
 def _give_up(what: str, consequence: str, exc: BaseException) -> int:
@@ -175,7 +188,8 @@ class HeapMeter:
     (``sys._debugmallocstats``, written to C stderr, so fd 2 is pointed at a scratch file for
     the call) and glibc's ``mallinfo2`` knows what larger objects hold. Together they see a
     string that keeps growing, which a block count cannot. Where either source is missing,
-    its part reads 0 and the screen relies on the others.
+    its part reads 0: ``missing`` says why malloc's is (another allocator than glibc's serves
+    ``malloc``, or no ``mallinfo2``), and RSS stands in for it (:mod:`pytest_memleak.allocator`).
     """
 
     _PATTERN = re.compile(rb"# bytes in allocated blocks\s*=\s*([\d,]+)")
@@ -183,16 +197,16 @@ class HeapMeter:
     def __init__(self) -> None:
         # kept open for the session (one constant descriptor), closed by close()
         self._scratch = tempfile.TemporaryFile() if hasattr(sys, "_debugmallocstats") else None  # noqa: SIM115
-        self._mallinfo = _mallinfo2()
+        self.missing = allocator.statistics_missing()
 
     @property
     def available(self) -> bool:
         """Whether either source can be read here (else every reading is 0)."""
-        return self._scratch is not None or self._mallinfo is not None
+        return self._scratch is not None or self.missing is None
 
     def __call__(self, full: bool = True) -> int:
         """Bytes in use: malloc's (cheap) and, when ``full``, pymalloc's (a walk of its arenas)."""
-        return (self._pymalloc() if full else 0) + self._malloc()
+        return (self._pymalloc() if full else 0) + (allocator.mallinfo_bytes() or 0)
 
     def _pymalloc(self) -> int:
         scratch = self._scratch
@@ -211,36 +225,10 @@ class HeapMeter:
         match = self._PATTERN.search(scratch.read())
         return int(match.group(1).replace(b",", b"")) if match else 0
 
-    def _malloc(self) -> int:
-        if self._mallinfo is None:
-            return 0
-        info = self._mallinfo()
-        return int(info.uordblks + info.hblkhd)
-
     def close(self) -> None:
         if self._scratch is not None:
             self._scratch.close()
             self._scratch = None
-
-
-def _mallinfo2() -> Any:
-    try:
-        import ctypes
-
-        class MallInfo2(ctypes.Structure):
-            _fields_ = [
-                (name, ctypes.c_size_t)
-                for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")
-            ]
-
-        libc = ctypes.CDLL(None)
-        function = libc.mallinfo2
-        function.restype = MallInfo2
-        function.argtypes = []
-        function()
-        return function
-    except (OSError, AttributeError, TypeError):
-        return None
 
 
 _heap_meter: HeapMeter | None = None
@@ -301,6 +289,8 @@ class Counters:
         n = self.n
         cols["fds"][n] = open_fds()
         cols["threads"][n] = live_threads()
+        if self.heap.missing is not None:  # RSS stands in for malloc's bytes: freed memory is given back first
+            allocator.trim()
         cols["rss"][n] = rss()
         cols["heap"][n] = self.heap(walk)
         cols["blocks"][n] = sys.getallocatedblocks()

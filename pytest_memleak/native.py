@@ -4,26 +4,26 @@ tracemalloc sees only Python's allocators, so a C extension's ``malloc`` that is
 shows as +0 traced bytes and +RSS. Two tools here:
 
 * :func:`trim` and :func:`native_bytes`: RSS read after giving freed memory back to the OS
-  (glibc ``malloc_trim(0)``), so that memory freed by the test but kept by the allocator does
-  not look retained. The caller subtracts the traced Python heap.
+  (glibc's ``malloc_trim(0)``, jemalloc's purge), so that memory freed by the test but kept by
+  the allocator does not look retained. The caller subtracts the traced Python heap.
 * :func:`attribute_native`: one more run under memray with native stacks, returning the
   native allocation stacks still alive at its end, or a plain note when memray saw nothing
   substantial (memory from a library whose ``malloc`` memray does not intercept, such as a
   ``malloc`` reached through ``ctypes`` symbol lookup).
 
-Cheap to import: ctypes is loaded on first use, psutil and memray inside the functions.
+Cheap to import: ctypes is loaded on first use (by :mod:`pytest_memleak.allocator`), psutil
+and memray inside the functions.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import measuring
+from . import allocator, measuring
 from .units import format_size
 
 CAPTURE_SUFFIX = "-native.bin"
@@ -75,41 +75,19 @@ _HARNESS_PARTS = (
 # in the build tree): these frames are the interpreter, not the code that allocated.
 _INTERPRETER_DIRS = ("Objects/", "Python/", "Modules/", "Include/", "Parser/")
 
-_malloc_trim: Any = None  # None: not looked up yet; False: unavailable
-
-
-def _trim_function() -> Any:
-    global _malloc_trim
-    if _malloc_trim is None:
-        _malloc_trim = False
-        if sys.platform.startswith("linux"):
-            import ctypes
-
-            try:
-                fn = ctypes.CDLL(None).malloc_trim  # glibc only; musl has no malloc_trim
-            except (OSError, AttributeError):
-                fn = None
-            if fn is not None:
-                fn.argtypes = [ctypes.c_size_t]
-                fn.restype = ctypes.c_int
-                _malloc_trim = fn
-    return _malloc_trim
-
-
 def can_trim() -> bool:
-    """True when :func:`trim` really gives memory back (glibc); False where it is a no-op."""
-    return bool(_trim_function())
+    """True when :func:`trim` really gives memory back (glibc, jemalloc); False where it is a no-op."""
+    return allocator.can_trim()
 
 
 def trim() -> None:
-    """Give freed heap memory back to the OS (glibc ``malloc_trim(0)``); a no-op elsewhere.
+    """Give freed heap memory back to the OS (:func:`pytest_memleak.allocator.trim`); a no-op
+    where the allocator in use has no way to.
 
     Freed ``malloc`` memory stays resident until the allocator returns it: without a trim,
     RSS stays up after a test frees what it allocated, and fragmentation makes it creep.
     """
-    fn = _trim_function()
-    if fn:
-        fn(0)
+    allocator.trim()
 
 
 def native_bytes() -> int:
@@ -175,7 +153,7 @@ def _stack_line(frames: Sequence[tuple[str, str, int]], limit: int = 8) -> str:
 
 
 def _records(capture: Path) -> list[tuple[int, int, str, list[tuple[str, str, int]]]]:
-    """(size, allocations, allocator, frames innermost first) of allocations alive at the end."""
+    """(size, allocations, allocating function, frames innermost first) of allocations alive at the end."""
     import memray
 
     out = []
@@ -187,10 +165,10 @@ def _records(capture: Path) -> list[tuple[int, int, str, list[tuple[str, str, in
             except Exception:  # no native information for this record
                 frames = [(str(f), str(p), int(n)) for f, p, n in rec.stack_trace(max_stacks=64)]
             try:
-                allocator = memray.AllocatorType(rec.allocator).name.lower()
+                function = memray.AllocatorType(rec.allocator).name.lower()
             except Exception:
-                allocator = str(rec.allocator)
-            out.append((int(rec.size), int(rec.n_allocations), allocator, frames))
+                function = str(rec.allocator)
+            out.append((int(rec.size), int(rec.n_allocations), function, frames))
     finally:
         reader.close()
     return out
@@ -255,14 +233,14 @@ def attribute_native(
 
     # Group by readable stack: records of one call site differ only in frames we hide.
     groups: dict[str, list[Any]] = {}
-    for size, count, allocator, frames in records:
+    for size, count, function, frames in records:
         if size <= 0 or _is_python_heap(frames):
             continue
         key = _stack_line(frames)
         entry = groups.setdefault(key, [0, 0, set()])
         entry[0] += size
         entry[1] += count
-        entry[2].add(allocator)
+        entry[2].add(function)  # memray's name of the call: malloc, calloc, mmap, ...
     ranked = sorted(groups.items(), key=lambda kv: -kv[1][0])
     floor = MIN_RECORD if expected is None else max(MIN_RECORD, 0.05 * expected)
     shown = [(stack, e) for stack, e in ranked if e[0] >= floor][:top]

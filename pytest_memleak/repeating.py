@@ -21,6 +21,7 @@ import collections
 import contextlib
 import functools
 import gc
+import math
 import sys
 import time
 import tracemalloc
@@ -39,11 +40,12 @@ try:  # pytest >= 7.3: tmp_path's teardown reads the phases' outcomes from the i
 except ImportError:  # pragma: no cover
     _TMP_RESULT = None  # type: ignore[assignment]
 
-from . import deciding, measuring, sites
+from . import allocator, deciding, measuring, sites
 from .counters import Counter
 from .counters import read as read_counter
 from .options import TestSettings
 from .results import INCONCLUSIVE, LeakResult
+from .units import format_size
 
 STEPS = 4  # checkpoints of a window (plus its start)
 FIRST_STEP = 4  # runs per step of the first persistence window; doubled per window
@@ -561,7 +563,8 @@ class Checkpoints:
         native.trim()  # give freed memory back to the OS, so RSS shows what is held
         self.rss.append(float(measuring.rss()))
         self.traced.append(float(tracemalloc.get_traced_memory()[0]))
-        self.untraced.append(float(measuring.heap_meter()(full=True) - tracemalloc.get_tracemalloc_memory()))
+        meter = measuring.heap_meter()  # (where malloc's statistics are missing, RSS stands in for the allocators')
+        self.untraced.append((float(meter(full=True)) if meter.missing is None else self.rss[-1]) - tracemalloc.get_tracemalloc_memory())
         snapshot = tracemalloc.take_snapshot()
         self.totals.append(sites.totals(snapshot, classifier))
         del snapshot
@@ -637,10 +640,12 @@ def screen(run: Runner, settings: TestSettings, own_seconds: float, thorough: bo
 def _screen_allowances(settings: TestSettings, counters: Sequence[Counter] = ()) -> dict[str, float]:
     # RSS moves in pages and creeps from fragmentation while the heap is flat: only a step
     # beyond the page noise counts here; small native growth shows in the malloc statistics.
+    # Where those are missing, RSS (read after a trim) stands in for them, at the native budget.
     allowed = {"blocks": 0.0, "heap": float(settings.retained), "fds": float(settings.fds), "threads": float(settings.threads)}
     allowed.update({c.name: float(c.budget) for c in counters})
     if settings.native is not None:
-        allowed["rss"] = float(max(settings.native, deciding.RSS_NOISE))
+        stand_in = measuring.heap_meter().missing is not None
+        allowed["rss"] = float(settings.native if stand_in else max(settings.native, deciding.RSS_NOISE))
     return allowed
 
 
@@ -655,7 +660,8 @@ def persistence(
     enough (:func:`deciding.heap_settled`). Steps are at least the screen's ``stretch``, over
     which the growth showed (growth every few runs is in every step). ``counted``: exact counts
     (descriptors, threads, a project's counters) that grew in the screen, judged here with the
-    heap: an ``os.open`` that keeps no object grows no heap. Returns (still growing, what was
+    heap: an ``os.open`` that keeps no object grows no heap; and RSS, when it grew where it
+    stands in for malloc's missing statistics. Returns (still growing, what was
     judged, runs per step, the last window's steps).
     """
     # a slow test gets short steps: its windows stay within a few of its runs; the screen's
@@ -721,9 +727,11 @@ def judged(
     heap_only: bool = False,
     thorough: bool = False,
     counted: Sequence[str] = (),
+    unseen: str | None = None,
 ) -> LeakResult:
     """A suspect: a check for module state re-patched per run, persistence windows, then a traced
-    attribution window, then long windows (``counted``: the exact counts that grew in the screen)."""
+    attribution window, then long windows (``counted``: the exact counts that grew in the screen;
+    ``unseen``: why growth of the heap the screen saw cannot be followed past pymalloc)."""
     # enough for a quick test's persistence and attribution windows, whatever confirm_seconds says
     bound = max(MIN_SUSPECT_SECONDS, min(settings.confirm_seconds, SUSPECT_FACTOR * run.seconds))
     if thorough:  # a test marked for checking gets all of confirm_seconds
@@ -758,6 +766,8 @@ def judged(
         return deciding.unsettled(nodeid, f"the screen saw growth, and {limit} ran out before it settled", seen)
     runs = run.runs
     if not growing:
+        if unseen is not None:
+            return deciding.stopped_unseen(nodeid, runs, what, deltas, per_step, unseen)
         return deciding.stopped_growing(nodeid, runs, what, deltas, per_step)
     seen = f"{what} grew {deltas} every {per_step} runs, {runs} runs in all"
     left = run.deadline - time.perf_counter()
@@ -834,6 +844,23 @@ def long_windows(run: Runner, settings: TestSettings, began: float, result: Leak
     native = deciding.allocator_native_only(result)
     what = "heap bytes" if native is not None or big_blocks or all(g.total_blocks <= 0 for g in result.sites) else "allocated blocks"
     reference = native.per_run if native is not None else result.retained_per_run if what == "heap bytes" else sum(g.blocks_per_run for g in result.sites)
+    missing = measuring.heap_meter().missing
+    if what == "heap bytes" and missing is not None and any(f.kind in ("heap", "site", "native") for f in result.findings):
+        # malloc's bytes are missing: the blocks, or RSS, stand in for them
+        # (RSS first: blocks weigh a dict's or a list's small block as much as a big one, and such
+        # growth goes on for a while after a cache of big blocks is full)
+        blocks = sum(g.blocks_per_run for g in result.sites)
+        reference += sum(f.per_run for f in result.findings if f.kind == "native")
+        if allocator.can_trim() and reference * MAX_LONG_STEP >= deciding.RSS_NOISE:
+            # (untrimmed, RSS keeps freed memory, which growth can fill unseen; its steps must
+            # hold enough growth to stand out of its page noise)
+            what, per_step = "RSS", min(MAX_LONG_STEP, max(per_step, math.ceil(deciding.RSS_NOISE / reference)))
+        elif blocks > 0:
+            what, reference = "allocated blocks", blocks
+        else:
+            unable = allocator.trim_missing() or f"RSS moves in pages: {format_size(reference)}/run is below its noise"
+            deciding.not_followed(result, f"{missing}, and {unable}")
+            return result
     # The sites already show a leak: what is left of confirm_seconds goes to telling it from
     # a bounded cache that is still filling.
     seconds, budgeted = run.within_credit(settings.confirm_seconds, began)
@@ -848,7 +875,7 @@ def long_windows(run: Runner, settings: TestSettings, began: float, result: Leak
             deciding.not_outlasted(result, run.runs, budgeted, measuring.live_threads())
             return result
         windows += 1
-        signal = counters.values("heap" if what == "heap bytes" else "blocks")
+        signal = counters.values({"heap bytes": "heap", "RSS": "rss"}.get(what, "blocks"))
         deltas = deciding.steps(signal)
         if not deciding.still_grows(signal, per_step, earlier_rate=reference) or deciding.gave_back(deltas):
             deciding.cleared_by_long_window(result, run.runs, what, deltas, per_step)
@@ -879,6 +906,8 @@ def _confirm(nodeid: str, settings: TestSettings, cps: Checkpoints, per_step: in
         types=cps.type_series(),
         census_runs=cps.census_runs,
         counters=cps.extra,
+        heap_missing=measuring.heap_meter().missing,
+        untrimmed=allocator.trim_missing(),
     )
     result, heap = deciding.confirm(nodeid, settings, evidence)
     grown = sites.growth(cps.totals[0], cps.totals[-1], window_runs, classifier)
@@ -988,6 +1017,7 @@ def _measure(
             first = run.runs
             screened = screen(run, settings, own_seconds, thorough, counters)
             counted = [m for m in screened.suspects if m in run.counted]
+            missing = counters.heap.missing  # malloc's statistics: where missing, RSS stands in for them
             if counted:
                 from . import resources
 
@@ -1009,7 +1039,9 @@ def _measure(
                 heap, spans = deciding.steps(counters.values("heap")), deciding.steps(counters.runs_at())
                 steady = all(d > settings.retained * r for d, r in list(zip(heap, spans, strict=True))[len(heap) // 2 :])
                 heap_only = thorough and screened.suspects == ["heap"] and steady
-                result = judged(run, settings, classifier, tracing_owner, item.nodeid, measured, screened.stretch, heap_only, thorough, counted)
+                followed = [*counted, *(["rss"] if missing is not None and "rss" in screened.suspects else [])]
+                unseen = missing if "heap" in screened.suspects else None
+                result = judged(run, settings, classifier, tracing_owner, item.nodeid, measured, screened.stretch, heap_only, thorough, followed, unseen)
                 if result.status == INCONCLUSIVE:  # stopped before a traced window could settle it
                     result = _counted_before_stop(run, settings, counters, first, result)
         except NotRepeatable as exc:

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
-from . import measuring
+from . import allocator, measuring
 from .units import SIZE_FORM, format_size, parse_size
 
 if TYPE_CHECKING:
@@ -622,56 +622,10 @@ def compare(
 # --------------------------------------------------------------------------------------
 # deliberate allocations
 
-_libc_lock = threading.Lock()
-_libc: Any = None
-
-
-def _c() -> Any:
-    """libc with typed malloc/memset/free (and malloc_trim on glibc), loaded once."""
-    global _libc
-    if _libc is None:
-        with _libc_lock:
-            if _libc is None:
-                import ctypes
-                import ctypes.util
-
-                lib: Any = None
-                candidates: list[str | None] = [None, ctypes.util.find_library("c")]
-                if sys.platform == "win32":
-                    candidates = ["msvcrt"]
-                for name in candidates:
-                    try:
-                        candidate = ctypes.CDLL(name)
-                        candidate.malloc  # noqa: B018 - probe
-                    except (OSError, AttributeError, TypeError):
-                        continue
-                    lib = candidate
-                    break
-                if lib is None:
-                    raise OSError("cannot load the C library for native allocations")
-                lib.malloc.restype = ctypes.c_void_p
-                lib.malloc.argtypes = [ctypes.c_size_t]
-                lib.memset.restype = ctypes.c_void_p
-                lib.memset.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]
-                lib.free.restype = None
-                lib.free.argtypes = [ctypes.c_void_p]
-                trim = getattr(lib, "malloc_trim", None)
-                if trim is not None:
-                    trim.restype = ctypes.c_int
-                    trim.argtypes = [ctypes.c_size_t]
-                _libc = lib
-    return _libc
-
-
 def trim() -> None:
-    """Give free heap memory back to the OS where the C library can (glibc ``malloc_trim``)."""
-    if sys.platform.startswith("linux"):
-        try:
-            fn = getattr(_c(), "malloc_trim", None)
-        except OSError:
-            return
-        if fn is not None:
-            fn(0)
+    """Give free heap memory back to the OS where the allocator can (glibc's ``malloc_trim``,
+    jemalloc's purge: :func:`pytest_memleak.allocator.trim`)."""
+    allocator.trim()
 
 
 def _python_buffer(size: int) -> bytearray:
@@ -710,11 +664,10 @@ class _Allocation:
         if kind == "python":
             self._buffer = _python_buffer(size)
         else:
-            libc = _c()
-            pointer = libc.malloc(size)
+            pointer = allocator.malloc(size)  # the allocator in use, as a C extension reaches it
             if not pointer:
                 raise MemoryError(f"malloc({size}) failed")
-            libc.memset(pointer, 1, size)  # touches every page
+            allocator.memset(pointer, 1, size)  # touches every page
             self._pointer = pointer
 
     @property
@@ -727,7 +680,7 @@ class _Allocation:
             buffer, pointer = self._buffer, self._pointer
             self._buffer = self._pointer = None
         if pointer is not None:
-            _c().free(pointer)
+            allocator.free(pointer)
             return self.size
         if buffer is not None:
             del buffer

@@ -1113,7 +1113,11 @@ class _Runner:
             return "Python heap"
         if self.traced:
             return "Python heap (tracemalloc)"
-        return "Python heap (the allocators' bytes: pymalloc's and malloc's)" if self.heap_meter is not None else "Python heap (allocated blocks)"
+        if self.heap_meter is None:
+            return "Python heap (allocated blocks)"
+        if self.heap_meter.missing is not None:  # malloc's bytes cannot be read: RSS shows them
+            return f"Python heap (pymalloc's bytes: {self.heap_meter.missing})"
+        return "Python heap (the allocators' bytes: pymalloc's and malloc's)"
 
     def _failure(self, result: SoakResult) -> str | None:
         """The failure message for a verdict that fails the test, or None."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import re
 import shutil
 import subprocess
@@ -17,7 +16,7 @@ from pytest_memleak import measuring, native
 linux_glibc = pytest.mark.skipif(not native.can_trim(), reason="malloc_trim needs glibc")
 MiB = 1 << 20
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c"))
+_libc = ctypes.CDLL(None)  # malloc and free as a C extension reaches them: jemalloc's, when it is preloaded
 _libc.malloc.restype = ctypes.c_void_p
 _libc.malloc.argtypes = [ctypes.c_size_t]
 _libc.free.argtypes = [ctypes.c_void_p]

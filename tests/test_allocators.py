@@ -1,0 +1,393 @@
+"""Allocators other than glibc's (issue 15): which one serves ``malloc``, what it can be asked,
+and the verdicts where glibc's heap statistics or ``malloc_trim`` are missing.
+
+jemalloc is real: its runs preload Debian's ``libjemalloc.so.2`` in a subprocess (skipped where
+it is not installed). A glibc without ``mallinfo2`` or ``malloc_trim`` cannot be made here: its
+runs hide them through ``allocator._symbol``, the one lookup the module makes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import sysconfig
+import textwrap
+
+import pytest
+from verdicts import assert_outcomes, verdict_lines
+
+from pytest_memleak import allocator, measuring
+
+MiB = 1 << 20
+JEMALLOC = (
+    f"/usr/lib/{sysconfig.get_config_var('MULTIARCH') or 'x86_64-linux-gnu'}/libjemalloc.so.2"
+)
+needs_jemalloc = pytest.mark.skipif(
+    not os.path.exists(JEMALLOC),
+    reason=f"jemalloc is not installed: no {JEMALLOC} (apt-get install libjemalloc2)",
+)
+on_glibc = pytest.mark.skipif(
+    allocator.name() != "glibc",
+    reason=f"this process's malloc is {allocator.name()}'s, not glibc's",
+)
+glibc_system = pytest.mark.skipif(
+    platform.libc_ver()[0] != "glibc", reason="the C library is not glibc"
+)
+JEMALLOC_MISSING = "glibc heap statistics unavailable (jemalloc is in use)"
+NO_MALLINFO2 = "glibc heap statistics unavailable (this glibc has no mallinfo2)"
+NO_MALLOC_TRIM = "malloc_trim unavailable (this glibc has none)"
+
+
+def _env(preload: str | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    if preload:
+        env["LD_PRELOAD"] = preload
+    return env
+
+
+# -- the module, in a fresh interpreter under each allocator ------------------------------
+
+PROBE = """
+import json
+from pytest_memleak import allocator, measuring
+from pytest_memleak.snapshots import allocate, cleanup
+
+out = {
+    "name": allocator.name(),
+    "mallinfo": allocator.mallinfo_bytes(),
+    "missing": allocator.statistics_missing(),
+    "can_trim": allocator.can_trim(),
+    "trim_missing": allocator.trim_missing(),
+}
+blocks = [allocator.malloc(16384) for _ in range(2000)]  # 31 MiB, each below glibc's mmap threshold
+for p in blocks:
+    allocator.memset(p, 1, 16384)
+held = measuring.rss()
+for p in blocks[:-1]:  # the last one pins glibc's heap top: only a trim gives the rest back
+    allocator.free(p)
+freed = measuring.rss()
+out["trimmed"] = allocator.trim()
+trimmed = measuring.rss()
+allocator.free(blocks[-1])
+out["given_back_by_free"], out["given_back_by_trim"] = held - freed, freed - trimmed
+out["recovered"] = cleanup(allocate("32 MiB", kind="native")).rss  # mem_allocate's native memory
+print(json.dumps(out))
+"""
+
+
+def _probe(preload: str | None) -> dict:
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=_env(preload),
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+@needs_jemalloc
+def test_jemalloc_is_named_and_glibc_statistics_are_not_read():
+    out = _probe(JEMALLOC)
+    assert out["name"] == "jemalloc"
+    # glibc's mallinfo2 still resolves, but describes an arena that nothing uses
+    assert out["mallinfo"] is None
+    assert out["missing"] == JEMALLOC_MISSING
+    assert out["can_trim"] is True and out["trim_missing"] is None
+
+
+@needs_jemalloc
+def test_jemalloc_keeps_freed_pages_until_trim_purges_them():
+    """jemalloc keeps freed pages resident for its decay time (10 s); trim() purges them at once."""
+    out = _probe(JEMALLOC)
+    assert out["given_back_by_free"] < 8 * MiB, out
+    assert out["trimmed"] is True
+    assert out["given_back_by_trim"] > 24 * MiB, out
+    assert out["recovered"] > 24 * MiB, out  # cleanup() of native memory mem_allocate made
+
+
+def test_glibc_is_named_and_its_statistics_read():
+    """Without a preload (whatever this process runs under), glibc serves malloc and is read."""
+    out = _probe(None)
+    if out["name"] != "glibc":
+        pytest.skip(f"the C library here is not glibc ({out['name']})")
+    assert out["missing"] is None and out["trim_missing"] is None
+    assert isinstance(out["mallinfo"], int) and out["mallinfo"] > 0
+    assert out["given_back_by_free"] < 8 * MiB and out["given_back_by_trim"] > 24 * MiB, out
+    assert out["recovered"] > 24 * MiB, out
+
+
+@on_glibc
+def test_mallinfo_bytes_count_what_malloc_holds():
+    before = allocator.mallinfo_bytes()
+    pointer = allocator.malloc(8 * MiB)
+    try:
+        during = allocator.mallinfo_bytes()
+    finally:
+        allocator.free(pointer)
+    after = allocator.mallinfo_bytes()
+    assert before is not None and during is not None and after is not None
+    assert during - before >= 8 * MiB and during - after >= 8 * MiB  # (glibc mmaps it: in hblkhd)
+
+
+@pytest.fixture
+def hidden(monkeypatch: pytest.MonkeyPatch):
+    """Hide C symbols from the allocator module, as a C library without them would."""
+
+    def hide(*names: str) -> None:
+        real = allocator._symbol
+        monkeypatch.setattr(
+            allocator,
+            "_symbol",
+            lambda library, name: None if name in names else real(library, name),
+        )
+        monkeypatch.setattr(allocator, "_state", None)
+
+    return hide
+
+
+@on_glibc
+def test_a_glibc_without_mallinfo2_or_malloc_trim_is_said(hidden):
+    hidden("mallinfo2", "malloc_trim")
+    assert allocator.name() == "glibc"
+    assert allocator.mallinfo_bytes() is None
+    assert allocator.statistics_missing() == NO_MALLINFO2
+    assert allocator.can_trim() is False and allocator.trim() is False
+    assert allocator.trim_missing() == NO_MALLOC_TRIM
+    meter = measuring.HeapMeter()
+    try:
+        assert meter.missing == NO_MALLINFO2
+        assert meter(full=False) == 0  # malloc's part reads 0, and the reading does not fail
+        assert meter(full=True) > 0  # pymalloc's is still read
+    finally:
+        meter.close()
+    pointer = allocator.malloc(MiB)  # malloc and free do not depend on them
+    allocator.memset(pointer, 1, MiB)
+    allocator.free(pointer)
+
+
+@on_glibc
+def test_hiding_malloc_trim_alone_keeps_the_statistics(hidden):
+    hidden("malloc_trim")
+    assert allocator.mallinfo_bytes() is not None and allocator.statistics_missing() is None
+    assert allocator.can_trim() is False and allocator.trim_missing() == NO_MALLOC_TRIM
+
+
+# -- verdicts: an inner pytest --memleak in a subprocess ---------------------------------
+
+SUITE = """
+import ctypes
+import pytest
+
+libc = ctypes.CDLL(None)  # malloc and free as a C extension reaches them
+libc.malloc.restype = ctypes.c_void_p
+libc.malloc.argtypes = [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+KEEP = []
+
+
+def test_clean():
+    d = {i: str(i) for i in range(200)}
+    b = bytearray(100_000)
+    del d, b
+
+
+def test_clean_big_buffers():
+    bufs = [bytes(50_000 + i) for i in range(40)]
+    del bufs
+
+
+def test_clean_native():
+    p = libc.malloc(MIB)
+    ctypes.memset(p, 1, MIB)
+    libc.free(p)
+
+
+def test_leak_objects():
+    KEEP.append(object())  # OBJECTS-LINE
+
+
+def test_leak_big_buffers():
+    KEEP.append(bytearray(4096))  # BUFFERS-LINE: past pymalloc, malloc serves it
+
+
+def test_leak_native():
+    ctypes.memset(libc.malloc(256 * 1024), 1, 256 * 1024)  # beyond RSS's page noise (64 KiB/run)
+
+
+def test_leak_native_small():
+    ctypes.memset(libc.malloc(16 * 1024), 1, 16 * 1024)  # below it: only malloc's statistics see it
+""".replace("MIB", str(MiB))
+
+HIDE = """
+from pytest_memleak import allocator
+
+_real = allocator._symbol
+allocator._symbol = lambda library, name: None if name in {HIDDEN} else _real(library, name)
+allocator._state = None
+"""
+
+
+def _line(marker: str, source: str = SUITE) -> int:
+    """The 1-based line of ``marker`` in ``source`` as pytester writes it."""
+    return next(
+        i
+        for i, text in enumerate(textwrap.dedent(source).strip("\n").splitlines(), 1)
+        if marker in text
+    )
+
+
+ARGS = (
+    "--memleak",
+    "--memleak-flamegraph=none",
+    "--memleak-confirm-seconds=60",
+    "-p",
+    "no:cacheprovider",
+)
+
+
+def _verdicts(pytester: pytest.Pytester) -> dict[str, dict]:
+    data = json.loads((pytester.path / "reports" / "memleak.json").read_text())
+    return {t["nodeid"].split("::")[-1]: t for t in data["tests"]}
+
+
+def _run(
+    pytester: pytest.Pytester,
+    monkeypatch: pytest.MonkeyPatch,
+    preload: str | None,
+    hidden: tuple[str, ...] = (),
+) -> pytest.RunResult:
+    pytester.makepyfile(test_suite=SUITE)
+    if hidden:
+        pytester.makeconftest(HIDE.replace("{HIDDEN}", repr(set(hidden))))
+    monkeypatch.delenv("LD_PRELOAD", raising=False)
+    if preload:
+        monkeypatch.setenv("LD_PRELOAD", preload)
+    return pytester.runpytest_subprocess(*ARGS, "-rN", timeout=600)
+
+
+def _assert_python_verdicts(result: pytest.RunResult, pytester: pytest.Pytester) -> dict[str, dict]:
+    """Clean tests clean, Python leaks caught at their lines: whatever malloc's statistics."""
+    verdicts = _verdicts(pytester)
+    for name in ("test_clean", "test_clean_big_buffers", "test_clean_native"):
+        assert verdicts[name]["status"] == "clean", verdict_lines(pytester)
+    assert verdicts["test_leak_objects"]["status"] == "leak", verdict_lines(pytester)
+    assert verdicts["test_leak_big_buffers"]["status"] == "leak", verdict_lines(pytester)
+    objects, buffers = (
+        f"test_suite.py:{_line('OBJECTS-LINE')}",
+        f"test_suite.py:{_line('BUFFERS-LINE')}",
+    )
+    result.stdout.fnmatch_lines(
+        [
+            f"LEAK test_suite.py::test_leak_objects - retained * of Python heap* {objects} *",
+            f"LEAK test_suite.py::test_leak_big_buffers - retained * of Python heap* {buffers} *",
+        ],
+        consecutive=False,
+    )
+    return verdicts
+
+
+def _assert_native_verdicts(
+    result: pytest.RunResult, pytester: pytest.Pytester, missing: str
+) -> None:
+    """Native memory without malloc's statistics: a leak past RSS's page noise is caught, one
+    below it is inconclusive and says what was missing."""
+    verdicts = _verdicts(pytester)
+    assert verdicts["test_leak_native"]["status"] == "leak", verdict_lines(pytester)
+    assert verdicts["test_leak_native_small"]["status"] == "inconclusive", verdict_lines(pytester)
+    result.stdout.fnmatch_lines(
+        [
+            "LEAK test_suite.py::test_leak_native - native memory grew *(RSS minus the traced heap*",
+            f"INCONCLUSIVE test_suite.py::test_leak_native_small - {missing}: native memory grew *",
+            f"memleak: {missing}: memory outside pymalloc * is measured by RSS alone*",
+        ],
+        consecutive=False,
+    )
+
+
+@needs_jemalloc
+def test_jemalloc_verdicts(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    result = _run(pytester, monkeypatch, JEMALLOC)
+    assert_outcomes(result, pytester, passed=4, failed=3)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    _assert_python_verdicts(result, pytester)
+    _assert_native_verdicts(result, pytester, JEMALLOC_MISSING)
+
+
+@glibc_system
+def test_glibc_without_mallinfo2_verdicts(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result = _run(pytester, monkeypatch, None, hidden=("mallinfo2",))
+    assert_outcomes(result, pytester, passed=4, failed=3)
+    _assert_python_verdicts(result, pytester)
+    _assert_native_verdicts(result, pytester, NO_MALLINFO2)
+
+
+@glibc_system
+def test_glibc_without_malloc_trim_verdicts(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """malloc's statistics still count native memory: every leak is caught, as with malloc_trim."""
+    result = _run(pytester, monkeypatch, None, hidden=("malloc_trim",))
+    assert_outcomes(result, pytester, passed=3, failed=4)
+    _assert_python_verdicts(result, pytester)
+    verdicts = _verdicts(pytester)
+    for name in ("test_leak_native", "test_leak_native_small"):
+        assert verdicts[name]["status"] == "leak", verdict_lines(pytester)
+        assert "the C allocator's statistics minus the traced heap" in verdicts[name]["reason"]
+
+
+@glibc_system
+def test_glibc_without_either_verdicts(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RSS alone, untrimmed: how much of native growth it shows depends on the memory freed before
+    it, so only the Python verdicts are certain; a native leak found says RSS was untrimmed, and
+    the run says what was missing."""
+    result = _run(pytester, monkeypatch, None, hidden=("mallinfo2", "malloc_trim"))
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    verdicts = _assert_python_verdicts(result, pytester)
+    for name in ("test_leak_native", "test_leak_native_small"):
+        if verdicts[name]["status"] == "leak":
+            assert (
+                f"{NO_MALLOC_TRIM}: RSS was read with freed memory still resident"
+                in verdicts[name]["reason"]
+            )
+    result.stdout.fnmatch_lines(
+        [f"memleak: {NO_MALLINFO2}: *; {NO_MALLOC_TRIM}: RSS keeps memory freed earlier*"]
+    )
+
+
+GROWING = """
+import pytest
+LOG = [""]
+
+@pytest.mark.memleak  # pymalloc's walk sees it grow, until it passes 512 bytes: malloc serves it
+def test_growing_string():
+    LOG[0] = LOG[0] + "request handled;"
+"""
+
+
+@needs_jemalloc
+def test_jemalloc_growing_string_is_never_clean(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One string that grows 16 B a run: glibc's statistics follow it into malloc, nothing does
+    under jemalloc: it is a leak or, when its growth moved out of sight, inconclusive saying why."""
+    pytester.makepyfile(test_growing=textwrap.dedent(GROWING))
+    monkeypatch.setenv("LD_PRELOAD", JEMALLOC)
+    result = pytester.runpytest_subprocess(*ARGS, timeout=600)
+    verdict = _verdicts(pytester)["test_growing_string"]
+    assert verdict["status"] in ("leak", "inconclusive"), verdict_lines(pytester)
+    if verdict["status"] == "inconclusive":
+        assert verdict["reason"].startswith(
+            f"{JEMALLOC_MISSING}: pymalloc's bytes grew, then stopped"
+        ), verdict_lines(pytester)
+        result.stdout.fnmatch_lines(
+            [f"INCONCLUSIVE test_growing.py::test_growing_string - {JEMALLOC_MISSING}: *"]
+        )
