@@ -28,6 +28,10 @@ KEPT_BY = "kept by "  # a group named by its retention path
 # roots in the test runner's own state (caplog's records, the plugin manager): what a run keeps
 # there is the runner's, never a cause that tests share
 RUNNER_ROOTS = ("_pytest.", "pytest.", "pluggy.", "pytest_memleak.", "xdist.", "execnet.")
+# steps through the runner's own objects, from whatever root (a plugin module's ``__loader__``
+# is pytest's assertion rewriter, which holds the session): pytest 8.0 keeps a fixture's finish
+# per request on the session's setup state, and what a path through it reaches is the runner's
+RUNNER_STEPS = ("AssertionRewritingHook.", "Session._setupstate", "SetupState.", "PytestPluginManager.")
 
 
 def group_of(retention: Iterable[str], sites: Iterable[Any], test_files: Collection[str], classifier: Classifier | None = None) -> str | None:
@@ -52,6 +56,8 @@ def retention_group(retention: Iterable[str], test_files: Collection[str]) -> st
         root = steps[0]
         if any(root == m or root.startswith(m + ".") for m in test_modules) or root.startswith(("conftest.", *RUNNER_ROOTS)):
             continue  # kept by the tests' own module state, or by the runner's
+        if any(step.startswith(RUNNER_STEPS) for step in steps[1:]):
+            continue
         last = max(i for i, step in enumerate(steps) if step.endswith("[…]"))
         return KEPT_BY + " -> ".join(steps[: last + 1])
     return None

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from . import compat
 from .guard import DEFAULT_MARGIN
 from .units import DURATION_FORM, SIZE_FORM, parse_duration, parse_size
 
@@ -308,7 +309,7 @@ def _ini_raw(config: pytest.Config, key: str) -> str | None:
     try:
         value = config.getini(key)
     except (ValueError, TypeError) as exc:
-        native = getattr(getattr(config, "_inicfg", {}).get(key), "value", None)
+        native, _ = compat.ini_entry(config, key)
         if isinstance(native, (bool, int, float)):
             return str(native).lower() if isinstance(native, bool) else str(native)
         raise pytest.UsageError(f"pytest-memleak: cannot read ini key {key}: {exc}") from None
@@ -321,9 +322,7 @@ def _ini_raw(config: pytest.Config, key: str) -> str | None:
 
 def _ini_source(config: pytest.Config, key: str) -> str:
     """Where an ini value came from: -o on the command line, or the ini file."""
-    entry = getattr(config, "_inicfg", {}).get(key)
-    overrides = getattr(config, "_override_ini", ()) or ()  # pytest < 9
-    if getattr(entry, "origin", None) == "override" or any(o.split("=", 1)[0].strip() == key for o in overrides):
+    if compat.ini_entry(config, key)[1]:
         return "-o/--override-ini on the command line"
     return f"the ini file {config.inipath or ''}".rstrip()
 

@@ -32,15 +32,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from _pytest.outcomes import Exit, OutcomeException
-from _pytest.runner import runtestprotocol
 
-try:  # pytest >= 7.3: tmp_path's teardown reads the phases' outcomes from the item's stash
-    from _pytest.tmpdir import tmppath_result_key as _TMP_RESULT
-except ImportError:  # pragma: no cover
-    _TMP_RESULT = None  # type: ignore[assignment]
-
-from . import allocator, deciding, measuring, sites
+from . import allocator, compat, deciding, measuring, sites
 from .counters import Counter
 from .counters import read as read_counter
 from .options import TestSettings
@@ -111,7 +104,7 @@ class Runner:
     _log: list[Any] = field(default_factory=list)
     _inside: bool = False  # within measuring(): output captured, hook relay quiet
     _capman: Any = None
-    clock: array = field(default_factory=lambda: array("d", bytes(8 * MAX_RUNS)))
+    clock: array[float] = field(default_factory=lambda: array("d", bytes(8 * MAX_RUNS)))
     resources_before: Any = None  # what was alive when the last attribution window began
     watch_slowing: bool = True  # off while traced: tracing itself slows the runs down
     watch_slowing_from: int = 0  # the run from which durations are comparable again (after tracing)
@@ -119,13 +112,13 @@ class Runner:
     _function_state: dict[str, Any] = field(default_factory=dict)
     _exception_queues: list[Any] = field(default_factory=list)
     bare: bool = False  # runs may share one setup: the test uses no function-scoped fixture
-    _call: array = field(default_factory=lambda: array("d", [0.0]))  # in place: a float kept would be a block of growth
+    _call: array[float] = field(default_factory=lambda: array("d", [0.0]))  # in place: a float kept would be a block of growth
     counters: tuple[Counter, ...] = ()  # the project's counters (pytest_memleak_counters), read at every measurement
     counter_errors: dict[str, str] = field(default_factory=dict)  # a counter that failed to read, and why
 
     def __post_init__(self) -> None:
-        self._exception_queues = _exception_queues(self.item.config)
-        self._sections = len(getattr(self.item, "_report_sections", ()))
+        self._exception_queues = compat.exception_queues(self.item.config)
+        self._sections = len(compat.report_sections(self.item))
         self._props = len(getattr(self.item, "user_properties", ()))
         # The test function's own attributes as its own run left them: plugins set some at every
         # setup (hypothesis chains a settings object onto the previous one), which a single run
@@ -164,8 +157,8 @@ class Runner:
         session = item.session
         capman = item.config.pluginmanager.getplugin("capturemanager")
         self._capman = capman if capman is not None and capman.is_globally_capturing() else None
-        session.gethookproxy = _quiet_proxy(session)  # type: ignore[method-assign,assignment]
-        with warnings.catch_warnings(record=True) as log:
+        compat.drop_repeated_finishes(session)  # the earlier tests' (pytest 8.0): none is freed mid-measure
+        with compat.wrapped_hook_proxy(session, _QuietRelay), warnings.catch_warnings(record=True) as log:
             self._log = log
             self._inside = True
             self._resume()
@@ -173,7 +166,6 @@ class Runner:
                 yield
             finally:
                 self._inside = False
-                del session.gethookproxy
                 if self._capman is not None:
                     self._capman.suspend_global_capture(in_=False)
                     self._capman.read_global_capture()
@@ -192,7 +184,7 @@ class Runner:
     @property
     def call_seconds(self) -> float:
         """The test's call alone, without setup and teardown, in the latest light setup's first run."""
-        return self._call[0]
+        return float(self._call[0])
 
     @property
     def seconds(self) -> float:
@@ -289,9 +281,9 @@ class Runner:
         made = 0
         failure: str | None = None
         pending: Exception | None = None  # a stop (time bound, slowdown) raised once torn down
-        item._initrequest()  # type: ignore[attr-defined]
+        compat.new_request(item)
         try:
-            item.session._setupstate.setup(item)
+            compat.setup(item)
             while True:
                 made += 1
                 called = time.perf_counter()
@@ -300,7 +292,7 @@ class Runner:
                     self._call[0] = time.perf_counter() - called
                 if made >= calls or time.perf_counter() + self.seconds > until:
                     break
-                if "_excinfo" in item.__dict__ or _function_scoped_request(item):
+                if compat.has_unittest_failure(item) or _function_scoped_request(item):
                     self.bare = False
                     break
                 try:
@@ -312,9 +304,9 @@ class Runner:
                 began = time.perf_counter()
                 item.teardown()  # the item's own part of a teardown and a setup: a unittest case
                 item.setup()  # gets a fresh instance, as pytest gives it for each run
-        except Exit:
+        except compat.Exit:
             raise
-        except (Exception, OutcomeException) as exc:
+        except (Exception, compat.OutcomeException) as exc:
             failure = f"raised {type(exc).__name__}"
         failure = self._teardown_light(failure)
         if failure is not None:  # once more through pytest's own protocol, which may be what it needs
@@ -328,18 +320,18 @@ class Runner:
 
     def _teardown_light(self, failure: str | None) -> str | None:
         item = self.item
-        if _TMP_RESULT is not None:  # tmp_path's teardown reads what pytest's report hook recorded
-            item.stash.setdefault(_TMP_RESULT, {})  # (the test's own, passed run: replaced, it would free a block)
+        # tmp_path's teardown reads what pytest's report hook recorded (the test's own, passed
+        # run's: replaced, it would free a block)
+        item.stash.setdefault(compat.TMP_RESULT_KEY, {})
         try:
-            item.session._setupstate.teardown_exact(item.parent)  # type: ignore[arg-type]
-        except Exit:
+            compat.teardown_exact(item, item.parent)
+        except compat.Exit:
             raise
-        except (Exception, OutcomeException) as exc:
+        except (Exception, compat.OutcomeException) as exc:
             failure = failure or f"raised {type(exc).__name__} in teardown"
         finally:
-            item._request = False  # type: ignore[attr-defined]
-            item.funcargs = None  # type: ignore[attr-defined]
-        excinfo = item.__dict__.pop("_excinfo", None)  # a unittest case records its failure here
+            compat.end_request(item)
+        excinfo = compat.pop_unittest_failure(item)
         if excinfo:
             failure = failure or "failed"
         if self.after_run is not None:  # a forked child that returned from the test ends here
@@ -350,7 +342,7 @@ class Runner:
         item = self.item
         # nextitem=parent: teardown pops the function-level node only; module and class
         # fixtures stay set up across runs.
-        reports = runtestprotocol(item, log=False, nextitem=item.parent)  # type: ignore[arg-type]
+        reports = compat.runtestprotocol(item, log=False, nextitem=item.parent)  # type: ignore[arg-type]
         if self.after_run is not None:
             self.after_run(item, reports)
         if self._inside:
@@ -364,13 +356,14 @@ class Runner:
         item = self.item
         if torn_down:  # (a call under a shared setup finished no fixture)
             self._drop_finished_dependants()
+            compat.drop_repeated_finishes(item.session)
         if self._function is not None:
             state, saved = self._function.__dict__, self._function_state
             if len(state) != len(saved) or any(state.get(k, state) is not v for k, v in saved.items()):
                 state.clear()
                 state.update(self._function_state)
         # Repeated runs must not pile up captured output, properties or warnings.
-        del item._report_sections[self._sections :]
+        del compat.report_sections(item)[self._sections :]
         del item.user_properties[self._props :]
         self._log.clear()
         for queue in self._exception_queues:  # each holds a traceback, and with it the run's frames
@@ -388,7 +381,7 @@ class Runner:
         """
         # The higher-scoped fixtures in use, dynamically requested ones included: each one
         # set up registered its own finish on the node of its scope.
-        stack = getattr(self.item.session._setupstate, "stack", {})
+        stack = compat.setup_stack(self.item.session)
         dependants: list[Any] = [
             fd
             for node_finalizers, _ in stack.values()
@@ -396,10 +389,10 @@ class Runner:
             if isinstance(f, functools.partial)
             and getattr(f.func, "__name__", "") == "finish"
             and getattr(fd := getattr(f.func, "__self__", None), "scope", "function") != "function"
-            and getattr(fd, "_finalizers", None)
+            and compat.fixture_finalizers(fd)
         ]
         for fixturedef in dependants:
-            finalizers = fixturedef._finalizers
+            finalizers = compat.fixture_finalizers(fixturedef) or []
             keep = [f for f in finalizers if not _is_finished_dependant(f, self.item)]
             if len(keep) != len(finalizers):
                 finalizers[:] = keep
@@ -439,8 +432,7 @@ def _why(report: pytest.TestReport, limit: int = 160) -> str:
 def _no_function_fixtures(item: pytest.Item) -> bool:
     """Whether every fixture the test uses (autouse ones included) is wider than the function
     scope, so that one setup serves several calls exactly as a setup per call would."""
-    info = getattr(item, "_fixtureinfo", None)
-    defs = getattr(info, "name2fixturedefs", None)
+    defs = compat.fixture_chains(item)
     if defs is None:
         return False
     return all(chain and getattr(chain[-1], "scope", "function") != "function" for chain in defs.values())
@@ -448,24 +440,10 @@ def _no_function_fixtures(item: pytest.Item) -> bool:
 
 def _function_scoped_request(item: pytest.Item) -> bool:
     """Whether the test's call requested a function-scoped fixture itself (``getfixturevalue``)."""
-    request = getattr(item, "_request", None)
-    used = getattr(request, "_fixture_defs", None)
-    if not isinstance(used, dict):
+    used = compat.requested_fixtures(item)
+    if used is None:
         return True  # a pytest that does not say: no second call under the same setup
     return any(getattr(fd, "scope", "function") == "function" for fd in used.values())
-
-
-def _exception_queues(config: pytest.Config) -> list[Any]:
-    """pytest's queues of unraisable and thread exceptions (pytest 8.4 on), which its per-phase
-    hooks empty into warnings: a light run skips those hooks, and a repeated run's warnings are
-    dropped anyway."""
-    queues = []
-    for module, name in (("_pytest.unraisableexception", "unraisable_exceptions"), ("_pytest.threadexception", "thread_exceptions")):
-        key = getattr(sys.modules.get(module), name, None)
-        queue = config.stash.get(key, None) if key is not None else None
-        if queue is not None:
-            queues.append(queue)
-    return queues
 
 
 class _QuietRelay:
@@ -486,15 +464,6 @@ class _QuietRelay:
             return caller(report=report)
 
         return logreport
-
-
-def _quiet_proxy(session: pytest.Session) -> Callable[[Any], Any]:
-    real = type(session).gethookproxy
-
-    def gethookproxy(fspath: Any) -> Any:
-        return _QuietRelay(real(session, fspath))
-
-    return gethookproxy
 
 
 def _is_finished_dependant(finalizer: object, item: pytest.Item) -> bool:
@@ -740,14 +709,22 @@ def judged(
     # turns out a fill must not spend the checks of hundreds of tests after it
     bound, budgeted = run.within_credit(bound, time.perf_counter())
     limit = f"the {bound:.1f} s {'that the cost budget left' if budgeted else 'bound'}"
-    raise_it = "memleak_budget or confirm_seconds" if budgeted else "confirm_seconds"
+    runs_bound = not budgeted and not thorough and bound < settings.confirm_seconds  # its runs', not confirm_seconds
+
+    def advice(purpose: str) -> str:
+        if budgeted:
+            return f"raise memleak_budget or confirm_seconds {purpose}"
+        if runs_bound:
+            return f"mark the test memleak {purpose}: unmarked, a suspect gets {SUSPECT_FACTOR} of its runs, marked, all of confirm_seconds"
+        return f"raise confirm_seconds {purpose}"
+
     seen = f"{screen_runs} screening runs"
     least = SETTLE_RUNS * run.seconds
     if budgeted and not thorough and least > bound:  # (a slow test: a hypothesis test, a server round trip)
         return deciding.unsettled(
             nodeid,
             f"the screen saw growth, and settling it takes {SETTLE_RUNS} runs of {run.seconds:.2f} s at the least, more "
-            f"than {limit} (raise {raise_it} to settle it)",
+            f"than {limit} ({advice('to settle it')})",
             seen,
         )
     from . import hygiene
@@ -776,7 +753,7 @@ def judged(
         return deciding.unsettled(
             nodeid,
             f"growth persisted untraced, but {STEPS} runs of {longest:.2f} s, {TRACED_SLOWDOWN}x slower traced at the "
-            f"least, do not fit in what is left of {limit} (raise {raise_it} to attribute it)",
+            f"least, do not fit in what is left of {limit} ({advice('to attribute it')})",
             seen,
         )
     census_before, census_from = measuring.full_collect(_type_counts), run.runs
@@ -809,7 +786,7 @@ def judged(
                 return deciding.unsettled(
                     nodeid,
                     f"growth persisted untraced, but one traced run takes {traced_run:.2f} s: {STEPS} steps of {least} "
-                    f"do not fit in {limit} (raise {raise_it} to attribute it)",
+                    f"do not fit in {limit} ({advice('to attribute it')})",
                     seen,
                 )
             traced_step = max(1, min(per_step, affordable, settings.confirm_runs // STEPS))
@@ -830,7 +807,7 @@ def judged(
         return deciding.unsettled(
             nodeid,
             f"growth persisted untraced, and the traced window, which overran {limit}, saw only the C allocator's bytes "
-            f"grow: too few runs to tell native memory from what each thread's allocator cache holds (raise {raise_it})",
+            f"grow: too few runs to tell native memory from what each thread's allocator cache holds ({advice('to settle it')})",
             seen,
         )
     return long_windows(run, settings, began, result, per_step)

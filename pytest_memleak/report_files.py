@@ -371,7 +371,7 @@ def _downsample(points: list[tuple[float, float]], limit: int = MAX_CHART_POINTS
 
 
 def _nice_step(raw: float) -> float:
-    magnitude = 10 ** math.floor(math.log10(raw))
+    magnitude = 10.0 ** math.floor(math.log10(raw))
     for m in (1, 2, 2.5, 5, 10):
         if m * magnitude >= raw * 0.999:
             return m * magnitude

@@ -5,9 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from _pytest._code.code import ReprFileLocation, TerminalRepr
-from _pytest._io import TerminalWriter
-
+from .compat import ReprFileLocation, TerminalRepr, TerminalWriter
 from .results import CLEAN, INCONCLUSIVE, LEAK, NO_VERDICT, LeakResult
 from .units import format_size
 

@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _pytest.runner import CallInfo, runtestprotocol
 
-from . import deciding, options, reporting, sites
+from . import compat, deciding, options, reporting, sites
 from .budget import START_MIN, CostBudget
 from .results import CLEAN, INCONCLUSIVE, LEAK, LeakResult
 from .units import format_size
@@ -285,7 +284,7 @@ class MemleakSession:
     def _run_primary(self, item: pytest.Item, nextitem: pytest.Item | None, settings: options.TestSettings, tracing: Any) -> None:
         gc_before = gc.isenabled()
         began = time.perf_counter()
-        primary = runtestprotocol(item, log=False, nextitem=item.parent)  # type: ignore[arg-type]
+        primary = compat.runtestprotocol(item, log=False, nextitem=item.parent)  # type: ignore[arg-type]
         own_seconds = time.perf_counter() - began
         self.exit_if_forked_child(item, primary)
         setup, teardown = primary[0], primary[-1]
@@ -369,16 +368,14 @@ class MemleakSession:
         here; the report is made the ordinary way.
         """
         reraise = (pytest.exit.Exception,) if item.config.getoption("usepdb", False) else (pytest.exit.Exception, KeyboardInterrupt)
-        call = CallInfo.from_call(lambda: item.session._setupstate.teardown_exact(nextitem), when="teardown", reraise=reraise)
-        hasrequest = hasattr(item, "_request")
-        if hasrequest and not item._request:  # type: ignore[attr-defined]
-            item._initrequest()  # type: ignore[attr-defined]  # report hooks may read item.funcargs
+        call = pytest.CallInfo.from_call(lambda: compat.teardown_exact(item, nextitem), when="teardown", reraise=reraise)
+        has_request = compat.start_request(item)  # report hooks may read item.funcargs
         try:
-            return item.ihook.pytest_runtest_makereport(item=item, call=call)
+            report: pytest.TestReport = item.ihook.pytest_runtest_makereport(item=item, call=call)
+            return report
         finally:
-            if hasrequest:
-                item._request = False  # type: ignore[attr-defined]
-                item.funcargs = None  # type: ignore[attr-defined]
+            if has_request:
+                compat.end_request(item)
 
     def _measure(self, item: pytest.Item, settings: options.TestSettings, tracing: Any, own_seconds: float) -> LeakResult:
         """The check, charged to the session's cost budget (a test marked memleak is exempt)."""
@@ -593,7 +590,7 @@ class MemleakSession:
 
     # -- reporting ------------------------------------------------------------------------
     @pytest.hookimpl(wrapper=True)
-    def pytest_runtest_makereport(self, item: pytest.Item, call: CallInfo[None]) -> Any:
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
         """A test the cost budget did not reach gets its (no) verdict on its teardown report (one
         per test: a subtest makes call reports of its own)."""
         report = yield
@@ -654,11 +651,7 @@ class MemleakSession:
     def _xunit2_xml(self) -> Any:
         """pytest's junitxml writer when it writes the xunit2 family, else None (looked up once:
         every test's teardown report asks)."""
-        try:
-            from _pytest.junitxml import xml_key
-        except ImportError:  # pragma: no cover - a pytest without it
-            return None
-        xml = self.config.stash.get(xml_key, None)
+        xml = compat.junit_xml(self.config)
         return None if xml is None or getattr(xml, "family", "xunit2") in ("xunit1", "legacy") else xml
 
     def _xunit2_properties(self, report: pytest.TestReport) -> None:

@@ -59,7 +59,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import inspect
 import json
 import math
 import os
@@ -77,10 +76,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _pytest.runner import call_and_report, show_test_item
 
+from . import compat, measuring, options, soak_target
 from . import guard as memory_guard
-from . import measuring, options, soak_target
 from .results import CLEAN, INCONCLUSIVE, LEAK, NO_VERDICT, SoakResult
 from .trend import Level, Trend, fit_level, judge
 from .units import (
@@ -306,14 +304,6 @@ def scenario_variant(item: pytest.Item, config: SoakConfig | None = None) -> tup
 # -- the protocol ------------------------------------------------------------------------
 
 
-def _show_test_item(item: pytest.Item, add_space: bool) -> None:
-    """pytest's ``--setup-show`` line (recent pytest requires ``add_space``, older pytest does not take it)."""
-    if "add_space" in inspect.signature(show_test_item).parameters:
-        show_test_item(item, add_space=add_space)
-    else:
-        show_test_item(item)  # type: ignore[call-arg]
-
-
 def run_soak_protocol(
     item: pytest.Item,
     nextitem: pytest.Item | None,
@@ -334,16 +324,14 @@ def run_soak_protocol(
     path = samples_path(report_dir, item.nodeid)
     ihook = item.ihook
     ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
-    hasrequest = hasattr(item, "_request")
-    if hasrequest and not item._request:  # type: ignore[attr-defined]
-        item._initrequest()  # type: ignore[attr-defined]
+    has_request = compat.start_request(item)
     result: SoakResult | None = None
     usage: pytest.UsageError | None = None
-    rep = call_and_report(item, "setup", True)
+    rep = compat.call_and_report(item, "setup", True)
     if rep.passed:
         setup_only = item.config.getoption("setuponly", False)
         if item.config.getoption("setupshow", False):
-            _show_test_item(item, add_space=not setup_only)
+            compat.show_test_item(item, add_space=not setup_only)
         if not setup_only:
             try:
                 target = _target(item, config)
@@ -353,10 +341,9 @@ def run_soak_protocol(
                 result = _call_phase(item, config, path, target)
     if item.session.shouldfail or item.session.shouldstop:
         nextitem = None
-    call_and_report(item, "teardown", True, nextitem=nextitem)
-    if hasrequest:
-        item._request = False  # type: ignore[attr-defined]
-        item.funcargs = None  # type: ignore[attr-defined]
+    compat.call_and_report(item, "teardown", True, nextitem=nextitem)
+    if has_request:
+        compat.end_request(item)
     ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
     if usage is not None:
         raise usage
@@ -399,7 +386,7 @@ def _call_phase(
     previous = item.__dict__.get("runtest", _MISSING)
     item.runtest = runner.loop  # type: ignore[method-assign]
     try:
-        call_and_report(item, "call", True)
+        compat.call_and_report(item, "call", True)
     finally:
         if previous is _MISSING:
             item.__dict__.pop("runtest", None)

@@ -26,7 +26,7 @@ How the fit resists what memory series do when nothing leaks:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from statistics import NormalDist
 
@@ -343,7 +343,7 @@ def _finite(v: object) -> bool:
         return False
 
 
-def _formatter(unit: str):
+def _formatter(unit: str) -> Callable[..., str]:
     if unit == "B":
 
         def fmt(value: float, signed: bool = False) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import textwrap
 from fnmatch import fnmatch
 
@@ -400,7 +401,18 @@ def test_hypothesis_tests_are_clean(pytester: pytest.Pytester) -> None:
         def test_parametrized(n, x):
             assert isinstance(x * n, int)
     """
-    expect_clean(pytester, {"test_hyp": source}, 4)
+    if sys.version_info >= (3, 11):
+        expect_clean(pytester, {"test_hyp": source}, 4)
+        return
+    # Python 3.10: hypothesis's bookkeeping grows over a test's first runs, and its runs trace slower
+    # than on 3.11: an unmarked suspect may not be settled in its 20 runs. It says so, and names the
+    # marker; marked, each is clean. None is a leak.
+    result = run(pytester, {"test_hyp": source})
+    assert_outcomes(result, pytester, passed=4)
+    for nodeid, test in _report(pytester).items():
+        assert test["status"] == "clean" or (test["status"] == "inconclusive" and "mark the test memleak" in test["reason"]), (nodeid, test["reason"])
+    marked = "import pytest\npytestmark = pytest.mark.memleak\n" + textwrap.dedent(source)
+    expect_clean(pytester, {"test_hyp": marked}, 4)
 
 
 def test_bounded_caches_that_fill_slowly_are_clean(pytester: pytest.Pytester) -> None:
