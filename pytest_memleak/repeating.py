@@ -738,7 +738,11 @@ def judged(
     began = time.perf_counter()  # the suspect's time bound runs from here, for all its windows
     run.deadline = began + bound
     try:
-        growing, what, per_step, deltas = persistence(run, settings, screen_runs, stretch, heap_only, began + bound * (1 - TRACED_SHARE), counted)
+        # a marked test's screen walked pymalloc's arenas (an object growing below 512 B shows
+        # nowhere else): its windows walk them too, whatever else the screen saw grow (under
+        # load, a block that came and went made a growing string's windows judge blocks alone)
+        walk = heap_only or thorough
+        growing, what, per_step, deltas = persistence(run, settings, screen_runs, stretch, walk, began + bound * (1 - TRACED_SHARE), counted)
     except OutOfTime:
         return deciding.unsettled(nodeid, f"the screen saw growth, and {limit} ran out before it settled", seen)
     runs = run.runs

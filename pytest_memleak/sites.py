@@ -94,8 +94,15 @@ class Classifier:
         owner = None
         for filename, _ in frames:
             kind = self.kind(filename)
-            if kind != "stdlib":
+            if kind == "stdlib":
+                continue
+            if owner is None:
                 owner = kind
+                if kind != "other":
+                    break
+            elif kind != "other":  # who called the library: the plugin itself (psutil, reading RSS) makes it its own
+                if filename.startswith(_PLUGIN_DIR + os.sep):
+                    owner = "machinery"
                 break
         if owner == "machinery":
             return None

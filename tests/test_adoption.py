@@ -247,6 +247,7 @@ def test_fixed():
 BASELINE_ARGS = ("-p", "no:cacheprovider", "--memleak", "--memleak-flamegraph=none", "--memleak-budget=none", "--memleak-baseline=known-leaks.json")
 
 
+@pytest.mark.slow
 def test_a_baseline_passes_known_leaks_and_fails_new_and_grown_ones(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     pytester.makepyfile(test_b=BASELINE_SUITE)
     written = pytester.runpytest_subprocess(*BASELINE_ARGS, "--memleak-baseline-write")
@@ -477,6 +478,7 @@ def test_pytest_rerunfailures_keeps_its_reruns(pytester: pytest.Pytester) -> Non
     parallel.stdout.fnmatch_lines(["memleak: 1 test(s) not checked: pytest-rerunfailures reruns them when they fail*"])
 
 
+@pytest.mark.slow
 def test_pytest_randomly_shuffles_and_the_verdicts_stand(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     """pytest-randomly shuffles the tests and reseeds ``random`` before each one: each order finds
     the same leaks, and a test that draws random numbers is clean in every order."""

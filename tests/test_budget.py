@@ -227,6 +227,7 @@ def test_a_slow_suspect_the_credit_cannot_settle_ends_at_once(pytester: pytest.P
 ROTATING = ("--memleak", "--memleak-flamegraph=none", "--memleak-budget=0")  # pytest's cache on: the rotation's store
 
 
+@pytest.mark.slow
 def test_tests_checked_clean_rest_in_the_next_sessions_so_the_credit_reaches_the_others(pytester: pytest.Pytester) -> None:
     """Six tests of 0.15 s a run first: the floor (0.83 s) checks the first two or three. With
     pytest's cache, the next session lets those rest and checks the next ones; with

@@ -93,6 +93,7 @@ def test_groups_count_each_leak_once_and_keep_only_shared_causes(members: list[t
     assert len(counted) == len(set(counted))  # a test is in one group at the most
 
 
+@pytest.mark.slow
 def test_a_thousand_failures_of_one_cause_are_one_finding(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(mylib=LIBRARY)
     pytester.makepyfile(

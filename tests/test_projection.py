@@ -61,6 +61,7 @@ def _soak(pytester: pytest.Pytester, name: str) -> dict:
     return soak
 
 
+@pytest.mark.slow
 def test_the_projection_from_a_short_soak_holds_until_the_limit(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_service=SERVICE)
     short = _soak(pytester, "test_short")

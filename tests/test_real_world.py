@@ -544,6 +544,7 @@ def test_thread_leak_that_slows_the_runs_still_fails(pytester: pytest.Pytester) 
     assert any("repeating stopped early" in d for d in report["details"]), report["details"]
 
 
+@pytest.mark.slow
 def test_slow_buffer_growing_in_place_is_never_clean(pytester: pytest.Pytester) -> None:
     """A slow test (60 ms) whose one string is rebuilt 1 KiB longer on every run: no new Python
     block, only the allocator's bytes, as glibc's caches filling look too. Unmarked it is not clean
@@ -610,4 +611,5 @@ def test_slow_clean_test_is_run_only_a_few_times(pytester: pytest.Pytester) -> N
     statuses = {nodeid: (t["status"], t["reason"]) for nodeid, t in report.items()}
     assert statuses["test_slow_clean.py::test_sleeps"][0] == "clean", statuses
     status, reason = statuses["test_slow_clean.py::test_socket_round_trip"]
-    assert status == "clean" or (status == "inconclusive" and "glibc's per-thread caches" in reason), statuses
+    # (or the time bound, on a slow or loaded machine, before a 0.2 s test showed which: it says so)
+    assert status == "clean" or (status == "inconclusive" and ("glibc's per-thread caches" in reason or "mark the test memleak" in reason)), statuses

@@ -20,7 +20,7 @@ import psutil
 import pytest
 
 # each test runs whole soaks in a subprocess: repeating them under --memleak would take minutes
-pytestmark = pytest.mark.no_memleak(reason="runs soaks in a subprocess")
+pytestmark = [pytest.mark.no_memleak(reason="runs soaks in a subprocess"), pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parent.parent
 SUBSET = [

@@ -25,6 +25,8 @@ EVERY = 250
 MAX_BLOCKS_PER_TEST = 2.0  # a 4-key dict kept per test is about 3
 MAX_RSS_PER_TEST = 1024.0  # bytes; RSS moves by pages, so the bound is looser than the blocks'
 
+pytestmark = pytest.mark.slow  # a session of 1,500 tests, plain and with --memleak
+
 
 def _self_leak() -> ModuleType:
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "self_leak.py"

@@ -93,6 +93,7 @@ def cache():
 """
 
 
+@pytest.mark.slow
 def test_leak_is_flagged_and_bounded_memory_passes(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         test_verdicts=BODIES

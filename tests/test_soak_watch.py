@@ -191,6 +191,7 @@ def test_parent(parent):
     assert min(r["rss"] for r in samples) > 48 * 1024**2  # the child's buffer is in the tree's RSS
 
 
+@pytest.mark.slow
 def test_the_guard_stops_the_soak_before_the_watched_service_reaches_its_limit(pytester: pytest.Pytester) -> None:
     inner(
         pytester,
@@ -372,13 +373,23 @@ def test_contention_counts_the_time_a_busy_machine_kept_a_cpu_bound_loop_waiting
 RING = """
 import collections
 
-RING = collections.deque(maxlen=13_000)
+# A ring that fills in about half the soak's own work: its size is what the first half second
+# of the soak did, times three (the rest of a 3 s soak at that pace, halved), so that it fills
+# halfway through on any machine, however busy (what the soak can tell of its wait falls short
+# beside more than the two loops: see Contention).
+STATE = {"began": None, "count": 0, "ring": None}
 
 
 @pytest.mark.memleak_soak(duration="3s")
 def test_ring():
     sum(range(3_000))
-    RING.append(bytearray(2_000))  # full after 13,000 iterations: ~half a quiet soak's
+    if STATE["ring"] is None:
+        STATE["began"] = STATE["began"] or time.monotonic()
+        STATE["count"] += 1
+        if time.monotonic() - STATE["began"] >= 0.5:
+            STATE["ring"] = collections.deque(maxlen=STATE["count"] * 3)
+        return
+    STATE["ring"].append(bytearray(2_000))
 """
 
 
@@ -405,10 +416,16 @@ def test_growth_per_second_and_per_iteration_that_disagree_when_throughput_colla
 KEPT = []
 
 
+START = []
+
+
 @pytest.mark.memleak_soak(duration="3s")
 def test_collapse():
     KEPT.append(b"x" * 65536)  # the same growth every iteration
-    time.sleep(0.001 if len(KEPT) < 1300 else 0.05)  # then one iteration in 50 ms: throughput collapses
+    if not START:
+        START.append(time.monotonic())
+    # then one iteration in 100 ms: throughput collapses (after 1.5 s, however busy the machine)
+    time.sleep(0.001 if time.monotonic() - START[0] < 1.5 else 0.1)
 """,
     )
     result = run(pytester, "--memleak-flamegraph=none")

@@ -164,6 +164,7 @@ def _workers_by_test(stdout: str) -> dict[str, str]:
     return found
 
 
+@pytest.mark.slow
 def test_verdicts_under_n2_equal_serial_and_one_report(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(**SUITE)
 
@@ -274,6 +275,7 @@ def test_soak_tests_spread_across_workers_and_one_table(pytester: pytest.Pyteste
     assert (pytester.path / "reports" / "memleak.html").is_file()
 
 
+@pytest.mark.slow
 def test_budgeted_rotation_under_n2_and_the_summary_names_the_workers_floor(pytester: pytest.Pytester) -> None:
     """With -n 2 each worker keeps the budget for its tests; the controller's summary names the floor of
     the session's 120 tests (it collects none itself), and saves the rotation the workers read next time."""
