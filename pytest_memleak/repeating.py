@@ -33,7 +33,7 @@ from typing import Any
 
 import pytest
 
-from . import allocator, compat, deciding, measuring, sites
+from . import allocator, compat, deciding, measuring, sites, soak_target
 from .counters import Counter
 from .counters import read as read_counter
 from .options import TestSettings
@@ -737,6 +737,8 @@ def judged(
         return deciding.patches_every_run(deciding.inconclusive(nodeid, seen), rebound)
     began = time.perf_counter()  # the suspect's time bound runs from here, for all its windows
     run.deadline = began + bound
+    contention = soak_target.Contention()  # a busy machine's wait is not the check's cost
+    contention.begin()
     try:
         # a marked test's screen walked pymalloc's arenas (an object growing below 512 B shows
         # nowhere else): its windows walk them too, whatever else the screen saw grow (under
@@ -751,6 +753,11 @@ def judged(
             return deciding.stopped_unseen(nodeid, runs, what, deltas, per_step, unseen)
         return deciding.stopped_growing(nodeid, runs, what, deltas, per_step)
     seen = f"{what} grew {deltas} every {per_step} runs, {runs} runs in all"
+    # as a soak does, the check runs on by the time it waited for a CPU (up to twice its bound)
+    # and not beyond the session's credit: on a loaded machine the persistence windows took
+    # that much longer, and the traced window would no longer fit
+    if not budgeted:
+        run.deadline += min(contention.read(), bound)
     left = run.deadline - time.perf_counter()
     longest = max(run.durations(STEPS))  # a run with its setup and teardown, not a bare call
     if STEPS * TRACED_SLOWDOWN * longest > TRACED_SHARE * left:  # a traced run to learn that would itself not fit

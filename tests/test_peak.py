@@ -60,7 +60,9 @@ def test_a_call_over_its_peak_budget_fails_naming_what_was_alive_at_the_peak(pyt
     report = _report(pytester)
     big, small = report["test_big"], report["test_small"]
     assert big["peak"] > 30 * 2**20 and big["peak_budget"] == 10 * 2**20 and big["peak_over"]
-    assert big["status"] == "clean"  # no leak: the peak is a budget of its own
+    # no leak: the peak is a budget of its own (on a loaded machine, or Python 3.10, a test that
+    # allocates 30 MiB a run may not settle a stray block within its bound: it says so)
+    assert big["status"] == "clean" or (big["status"] == "inconclusive" and " bound (" in big["reason"]), big["reason"]
     assert 2 * 2**20 <= small["peak"] < 10 * 2**20 and small["peak_over"] is None
     assert "test_unmarked" not in report  # not asked for: not measured
     # the capture is memray's: its flamegraph shows the peak

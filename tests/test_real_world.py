@@ -404,15 +404,13 @@ def test_hypothesis_tests_are_clean(pytester: pytest.Pytester) -> None:
     if sys.version_info >= (3, 11):
         expect_clean(pytester, {"test_hyp": source}, 4)
         return
-    # Python 3.10: hypothesis's bookkeeping grows over a test's first runs, and its runs trace slower
-    # than on 3.11: an unmarked suspect may not be settled in its 20 runs. It says so, and names the
-    # marker; marked, each is clean. None is a leak.
+    # Python 3.10: hypothesis's bookkeeping grows over a test's first runs, and its runs trace
+    # 20 times slower or more (a traced run of 100 examples took 1.2 s, against 0.05 s untraced):
+    # a suspect may not be settled within its bound. It says so; none is a leak.
     result = run(pytester, {"test_hyp": source})
     assert_outcomes(result, pytester, passed=4)
     for nodeid, test in _report(pytester).items():
-        assert test["status"] == "clean" or (test["status"] == "inconclusive" and "mark the test memleak" in test["reason"]), (nodeid, test["reason"])
-    marked = "import pytest\npytestmark = pytest.mark.memleak\n" + textwrap.dedent(source)
-    expect_clean(pytester, {"test_hyp": marked}, 4)
+        assert test["status"] == "clean" or (test["status"] == "inconclusive" and " bound (" in test["reason"]), (nodeid, test["reason"])
 
 
 def test_bounded_caches_that_fill_slowly_are_clean(pytester: pytest.Pytester) -> None:
