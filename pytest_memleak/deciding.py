@@ -43,6 +43,11 @@ MIN_LEAK_RUNS = 600  # bounded caches of 128-256 entries (typing's, functools') 
 # bytes glibc's per-thread cache (tcache: up to 7 freed chunks of each of 64 sizes up to about
 # 1 KiB) can hold; mallinfo counts them as in use, so the allocator's bytes creep while it fills
 ALLOCATOR_CACHE = 256 * 1024
+# jemalloc counts an object by its size class, four to each power of two: one object growing in
+# place reads as a jump of a class every few runs (a string growing 1 KiB a run at 20 KiB, +4 KiB
+# every fourth run; past 32 KiB, +8 KiB every eighth). Its bytes flat for fewer than this many
+# times the runs the largest jump took, at the rate they grew before, are no stop.
+CLASS_WAIT = 3
 SLOWING_RUNS = 4  # consecutive runs, each slower than the one before, that mean a test slows down
 SLOWING_STEP = 1.3
 SLOWING_TOTAL = 4.0
@@ -121,6 +126,25 @@ def suspect_metrics(series: Mapping[str, Sequence[float]], allowed: Mapping[str,
         if sum(latest) > sum(allows[n // 2 :]) and given_back * 2 < sum(d for d in deltas if d > 0):
             out.append(m)
     return out
+
+
+def within_size_class(
+    history: Sequence[tuple[float, float]], allowed_per_run: float = 0.0, noise: float = 0.0, rate: float | None = None
+) -> bool:
+    """Whether the C allocator's bytes, flat since they last rose, may still be one object growing
+    toward its next size class, where the allocator counts by classes far apart (jemalloc):
+    fewer runs have passed since that rise than ``CLASS_WAIT`` times the runs the largest rise
+    took at the rate of growth up to it (``rate``, when a traced window measured it).
+    ``history``: (runs, growth) of each step, oldest first; a rise is growth beyond the
+    allowance and beyond ``noise`` (what a walk of pymalloc's arenas swings by, when walked)."""
+    rises = [i for i, (runs, grown) in enumerate(history) if grown > max(allowed_per_run * runs, noise)]
+    if not rises:
+        return False
+    last = rises[-1]
+    flat = sum(runs for runs, _ in history[last + 1 :])
+    before = history[: last + 1]
+    rate = rate if rate is not None else sum(g for _, g in before) / max(1.0, sum(r for r, _ in before))
+    return flat > 0 and rate > 0 and flat < CLASS_WAIT * max(g for _, g in before) / rate
 
 
 def heap_settled(runs_per_step: int) -> bool:
@@ -350,12 +374,13 @@ def rested(nodeid: str, ago: int, rest: int) -> LeakResult:
     )
 
 
-def allocator_creep(blocks: Sequence[float], heap: Sequence[float]) -> bool:
+def allocator_creep(blocks: Sequence[float], heap: Sequence[float], cache: float = ALLOCATOR_CACHE) -> bool:
     """The screen's growth could be the C allocator's caches filling: no Python block more
-    after the warm-up run, and the allocator's bytes grew by less than its caches hold."""
+    after the warm-up run, and the allocator's bytes grew by less than its caches hold and it
+    counts (``cache``: 0 where its count leaves them out, as jemalloc's does here)."""
     if len(blocks) < 3 or len(heap) < 3:
         return False
-    return blocks[-1] - blocks[1] <= 0 and 0 < heap[-1] - heap[0] < ALLOCATOR_CACHE
+    return blocks[-1] - blocks[1] <= 0 and 0 < heap[-1] - heap[0] < cache
 
 
 def allocator_cache_or_in_place(nodeid: str, grown: float, runs: int) -> LeakResult:
@@ -408,18 +433,19 @@ def allocator_native_only(result: LeakResult) -> Finding | None:
     return next((f for f in result.findings if f.kind == "native" and f.in_allocators), None)
 
 
-def not_outlasted(result: LeakResult, runs: int, budgeted: bool = False, threads: int = 1) -> None:
+def not_outlasted(result: LeakResult, runs: int, budgeted: bool = False, threads: int = 1, cache: float = ALLOCATOR_CACHE) -> None:
     """A leak confirmed at its sites whose time bound (confirm_seconds, or what the session's cost
     budget had left: ``budgeted``) ran out before ``MIN_LEAK_RUNS``: the verdict stands on the
     evidence it has, and says what it could not rule out. Unless all it has is the allocator's
     bytes, grown by less than the per-thread caches of the ``threads`` alive hold: that is no
     evidence of a leak (each thread that runs the test's code fills a cache of its own), so
-    inconclusive."""
+    inconclusive (``cache``: what one thread's holds that the allocator's bytes count; 0 where
+    they leave the caches out, as jemalloc's do here)."""
     limit, raise_it = ("the cost budget's credit", "memleak_budget") if budgeted else ("confirm_seconds", "confirm_seconds")
     native = allocator_native_only(result)
     grown = native.per_run * runs if native is not None else 0.0
     alive = max(1, threads)
-    if native is not None and grown < ALLOCATOR_CACHE * alive:
+    if native is not None and grown < cache * alive:
         result.details.append(f"measured: {result.reason}")
         result.status, result.findings = INCONCLUSIVE, []
         result.reason = (

@@ -186,10 +186,12 @@ class HeapMeter:
     tracemalloc makes every allocation about ten times slower, too slow for a screen that
     runs on every test. pymalloc knows exactly how many bytes its blocks hold
     (``sys._debugmallocstats``, written to C stderr, so fd 2 is pointed at a scratch file for
-    the call) and glibc's ``mallinfo2`` knows what larger objects hold. Together they see a
-    string that keeps growing, which a block count cannot. Where either source is missing,
-    its part reads 0: ``missing`` says why malloc's is (another allocator than glibc's serves
-    ``malloc``, or no ``mallinfo2``), and RSS stands in for it (:mod:`pytest_memleak.allocator`).
+    the call) and the C allocator's statistics (glibc's ``mallinfo2``, jemalloc's
+    ``stats.allocated``) know what larger objects hold. Together they see a string that keeps
+    growing, which a block count cannot. Where either source is missing, its part reads 0:
+    ``missing`` says why malloc's is (an allocator whose statistics cannot be read serves
+    ``malloc``, or glibc has no ``mallinfo2``), and RSS stands in for it
+    (:mod:`pytest_memleak.allocator`).
     """
 
     _PATTERN = re.compile(rb"# bytes in allocated blocks\s*=\s*([\d,]+)")
@@ -206,7 +208,7 @@ class HeapMeter:
 
     def __call__(self, full: bool = True) -> int:
         """Bytes in use: malloc's (cheap) and, when ``full``, pymalloc's (a walk of its arenas)."""
-        return (self._pymalloc() if full else 0) + (allocator.mallinfo_bytes() or 0)
+        return (self._pymalloc() if full else 0) + (allocator.allocated_bytes() or 0)
 
     def _pymalloc(self) -> int:
         scratch = self._scratch

@@ -606,6 +606,30 @@ def screen(run: Runner, settings: TestSettings, own_seconds: float, thorough: bo
     return Screened(state, stretch, suspects)
 
 
+def _cache() -> float:
+    """What a thread's allocator cache may hold that the allocator's bytes count (glibc's
+    tcache); 0 where they leave the caches out (jemalloc's, :func:`allocator.allocated_bytes`)."""
+    return deciding.ALLOCATOR_CACHE if allocator.caches_counted() else 0.0
+
+
+@dataclass
+class ClassHistory:
+    """Where the C allocator counts an object by size classes far apart (jemalloc), the steps of
+    its bytes, (runs, growth) oldest first, from the screen's on; ``noise``: what a step's walk of
+    pymalloc's arenas swings by, where the heap column walks them."""
+
+    steps: list[tuple[float, float]]
+    noise: float = 0.0
+
+    @classmethod
+    def of_screen(cls, counters: measuring.Counters, walked: bool) -> ClassHistory | None:
+        """The screen's steps after its warm-up row, or None where the allocator's count is fine."""
+        if not allocator.size_classed():
+            return None
+        heap, at = counters.values("heap")[1:], counters.runs_at()[1:]
+        return cls(list(zip(deciding.steps(at), deciding.steps(heap), strict=True)), deciding.WALK_NOISE if walked else 0.0)
+
+
 def _screen_allowances(settings: TestSettings, counters: Sequence[Counter] = ()) -> dict[str, float]:
     # RSS moves in pages and creeps from fragmentation while the heap is flat: only a step
     # beyond the page noise counts here; small native growth shows in the malloc statistics.
@@ -619,7 +643,14 @@ def _screen_allowances(settings: TestSettings, counters: Sequence[Counter] = ())
 
 
 def persistence(
-    run: Runner, settings: TestSettings, earlier: int, stretch: int, heap_only: bool, handover: float, counted: Sequence[str] = ()
+    run: Runner,
+    settings: TestSettings,
+    earlier: int,
+    stretch: int,
+    heap_only: bool,
+    handover: float,
+    counted: Sequence[str] = (),
+    classed: ClassHistory | None = None,
 ) -> tuple[bool, str, int, list[float]]:
     """Untraced windows, runs per step doubling, while growth persists and until ``PERSIST_RUNS``
     or the ``handover`` time (a slow test's traced window needs the rest of its bound).
@@ -630,8 +661,10 @@ def persistence(
     which the growth showed (growth every few runs is in every step). ``counted``: exact counts
     (descriptors, threads, a project's counters) that grew in the screen, judged here with the
     heap: an ``os.open`` that keeps no object grows no heap; and RSS, when it grew where it
-    stands in for malloc's missing statistics. Returns (still growing, what was
-    judged, runs per step, the last window's steps).
+    stands in for malloc's missing statistics. ``classed``: where the allocator counts by size
+    classes far apart (jemalloc), the steps of its bytes so far, to which each window's are
+    added; flat within what a size class can hide (:func:`deciding.within_size_class`), they
+    still grow. Returns (still growing, what was judged, runs per step, the last window's steps).
     """
     # a slow test gets short steps: its windows stay within a few of its runs; the screen's
     # stretch, as far as a window of such steps fits in half the time left before the handover
@@ -646,6 +679,10 @@ def persistence(
         runs += STEPS * per_step
         held = counters.values("heap")[-1] - counters.values("heap")[0]
         growing = [m for m in metrics if deciding.still_grows(counters.values(m), per_step, allowed[m])]
+        if classed is not None:
+            classed.steps.extend((per_step, d) for d in deciding.steps(counters.values("heap")))
+            if "heap" not in growing and deciding.within_size_class(classed.steps, allowed["heap"], classed.noise):
+                growing.append("heap")  # flat, but no longer than one object's next size class takes
         what = growing[0] if growing else "blocks"
         deltas = deciding.steps(counters.values(what))
         if (not growing and (not heap_only or deciding.heap_settled(per_step))) or (
@@ -697,10 +734,12 @@ def judged(
     thorough: bool = False,
     counted: Sequence[str] = (),
     unseen: str | None = None,
+    classed: ClassHistory | None = None,
 ) -> LeakResult:
     """A suspect: a check for module state re-patched per run, persistence windows, then a traced
     attribution window, then long windows (``counted``: the exact counts that grew in the screen;
-    ``unseen``: why growth of the heap the screen saw cannot be followed past pymalloc)."""
+    ``unseen``: why growth of the heap the screen saw cannot be followed past pymalloc;
+    ``classed``: the screen's steps of the allocator's bytes, where it counts by size classes)."""
     # enough for a quick test's persistence and attribution windows, whatever confirm_seconds says
     bound = max(MIN_SUSPECT_SECONDS, min(settings.confirm_seconds, SUSPECT_FACTOR * run.seconds))
     if thorough:  # a test marked for checking gets all of confirm_seconds
@@ -744,7 +783,9 @@ def judged(
         # nowhere else): its windows walk them too, whatever else the screen saw grow (under
         # load, a block that came and went made a growing string's windows judge blocks alone)
         walk = heap_only or thorough
-        growing, what, per_step, deltas = persistence(run, settings, screen_runs, stretch, walk, began + bound * (1 - TRACED_SHARE), counted)
+        growing, what, per_step, deltas = persistence(
+            run, settings, screen_runs, stretch, walk, began + bound * (1 - TRACED_SHARE), counted, classed
+        )
     except OutOfTime:
         return deciding.unsettled(nodeid, f"the screen saw growth, and {limit} ran out before it settled", seen)
     runs = run.runs
@@ -814,18 +855,21 @@ def judged(
     result = _confirm(nodeid, settings, cps, traced_step, classifier)
     if not result.leaked:
         return result
-    if overran and deciding.allocator_native_only(result) is not None:  # (the overrun is for the heap's evidence)
+    if overran and _cache() and deciding.allocator_native_only(result) is not None:  # (the overrun is for the heap's evidence)
         return deciding.unsettled(
             nodeid,
             f"growth persisted untraced, and the traced window, which overran {limit}, saw only the C allocator's bytes "
             f"grow: too few runs to tell native memory from what each thread's allocator cache holds ({advice('to settle it')})",
             seen,
         )
-    return long_windows(run, settings, began, result, per_step)
+    return long_windows(run, settings, began, result, per_step, classed)
 
 
-def long_windows(run: Runner, settings: TestSettings, began: float, result: LeakResult, per_step: int) -> LeakResult:
-    """Untraced windows, doubling, until growth stops (a bounded cache) or outlasts MIN_LEAK_RUNS."""
+def long_windows(
+    run: Runner, settings: TestSettings, began: float, result: LeakResult, per_step: int, classed: ClassHistory | None = None
+) -> LeakResult:
+    """Untraced windows, doubling, until growth stops (a bounded cache) or outlasts MIN_LEAK_RUNS
+    (``classed``: the steps of the allocator's bytes so far, where it counts by size classes)."""
     big_blocks = sum(g.total_bytes for g in result.sites) > deciding.SMALL_BLOCK * max(1, sum(g.total_blocks for g in result.sites))
     # The allocators' bytes for a leak of big blocks or of one growing object; blocks otherwise.
     # A native leak the allocators count, and nothing of the heap: their total, at its rate.
@@ -860,12 +904,16 @@ def long_windows(run: Runner, settings: TestSettings, began: float, result: Leak
         try:
             counters = _window(run, per_step, full=True)
         except OutOfTime:
-            deciding.not_outlasted(result, run.runs, budgeted, measuring.live_threads())
+            deciding.not_outlasted(result, run.runs, budgeted, measuring.live_threads(), _cache())
             return result
         windows += 1
         signal = counters.values({"heap bytes": "heap", "RSS": "rss"}.get(what, "blocks"))
         deltas = deciding.steps(signal)
-        if not deciding.still_grows(signal, per_step, earlier_rate=reference) or deciding.gave_back(deltas):
+        stopped = not deciding.still_grows(signal, per_step, earlier_rate=reference)
+        if classed is not None and what == "heap bytes":  # (a walked window: pymalloc's swing is no rise)
+            classed.steps.extend((per_step, d) for d in deltas)
+            stopped = stopped and not deciding.within_size_class(classed.steps, noise=deciding.WALK_NOISE, rate=reference)
+        if stopped or deciding.gave_back(deltas):
             deciding.cleared_by_long_window(result, run.runs, what, deltas, per_step)
             return result
         per_step = min(2 * per_step, MAX_LONG_STEP)
@@ -1017,7 +1065,7 @@ def _measure(
                 screened.suspects == ["heap"]
                 and not thorough
                 and run.seconds >= SLOW_RUN
-                and deciding.allocator_creep(counters.values("blocks"), counters.values("heap"))
+                and deciding.allocator_creep(counters.values("blocks"), counters.values("heap"), _cache())
             ):
                 grown = counters.values("heap")[-1] - counters.values("heap")[0]
                 result = deciding.allocator_cache_or_in_place(item.nodeid, grown, measured)
@@ -1029,7 +1077,10 @@ def _measure(
                 heap_only = thorough and screened.suspects == ["heap"] and steady
                 followed = [*counted, *(["rss"] if missing is not None and "rss" in screened.suspects else [])]
                 unseen = missing if "heap" in screened.suspects else None
-                result = judged(run, settings, classifier, tracing_owner, item.nodeid, measured, screened.stretch, heap_only, thorough, followed, unseen)
+                classed = ClassHistory.of_screen(counters, thorough)
+                result = judged(
+                    run, settings, classifier, tracing_owner, item.nodeid, measured, screened.stretch, heap_only, thorough, followed, unseen, classed
+                )
                 if result.status == INCONCLUSIVE:  # stopped before a traced window could settle it
                     result = _counted_before_stop(run, settings, counters, first, result)
         except NotRepeatable as exc:
