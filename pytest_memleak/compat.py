@@ -66,6 +66,7 @@ __all__ = [
     "has_unittest_failure",
     "exception_queues",
     "fixture_chains",
+    "finished_fixture",
     "fixture_finalizers",
     "ini_entry",
     "junit_xml",
@@ -171,7 +172,7 @@ def drop_repeated_finishes(session: pytest.Session) -> None:
         seen: set[int] = set()
         keep: list[Any] = []
         for finalizer in reversed(finalizers):
-            fixturedef = _finished_fixture(finalizer)
+            fixturedef = finished_fixture(finalizer)
             if fixturedef is not None:
                 if id(fixturedef) in seen:
                     continue
@@ -181,7 +182,7 @@ def drop_repeated_finishes(session: pytest.Session) -> None:
             finalizers[:] = keep[::-1]
 
 
-def _finished_fixture(finalizer: object) -> Any:
+def finished_fixture(finalizer: object) -> Any:
     """The fixture definition a ``partial(FixtureDef.finish, request=...)`` finishes, or None."""
     if not isinstance(finalizer, functools.partial) or getattr(finalizer.func, "__name__", "") != "finish":
         return None

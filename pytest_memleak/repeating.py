@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import functools
 import gc
 import math
 import sys
@@ -386,9 +385,7 @@ class Runner:
             fd
             for node_finalizers, _ in stack.values()
             for f in node_finalizers
-            if isinstance(f, functools.partial)
-            and getattr(f.func, "__name__", "") == "finish"
-            and getattr(fd := getattr(f.func, "__self__", None), "scope", "function") != "function"
+            if getattr(fd := compat.finished_fixture(f), "scope", "function") != "function"
             and compat.fixture_finalizers(fd)
         ]
         for fixturedef in dependants:
@@ -467,13 +464,12 @@ class _QuietRelay:
 
 
 def _is_finished_dependant(finalizer: object, item: pytest.Item) -> bool:
-    if not isinstance(finalizer, functools.partial):
+    dependant = compat.finished_fixture(finalizer)
+    if dependant is None:
         return False
-    dependant = getattr(finalizer.func, "__self__", None)
-    request = finalizer.keywords.get("request")
+    request = finalizer.keywords.get("request")  # type: ignore[attr-defined]  # (a partial: finished_fixture said so)
     return (
-        getattr(finalizer.func, "__name__", "") == "finish"
-        and getattr(dependant, "scope", None) == "function"
+        getattr(dependant, "scope", None) == "function"
         and getattr(dependant, "cached_result", True) is None
         and getattr(request, "node", None) is item
     )
