@@ -98,6 +98,9 @@ class Runner:
     deadline: float = float("inf")  # perf_counter time the next run must end by
     credit_until: float = float("inf")  # when the session's cost budget runs out: a suspect's bound ends there at the latest
     hard_until: float = float("inf")  # a bound nothing outlasts, MIN_SUSPECT_SECONDS included (pytest-timeout's timer)
+    waits: Any = None  # a suspect's soak_target.Contention: its wait for a CPU moves the deadline on, ...
+    wait_cap: float = 0.0  # ... by this much at the most
+    credited: float = 0.0  # the wait the deadline has been moved on by
     _sections: int = 0
     _props: int = 0
     _log: list[Any] = field(default_factory=list)
@@ -244,7 +247,21 @@ class Runner:
             if self.runs >= MAX_RUNS:
                 raise OutOfTime(f"{MAX_RUNS} runs")
             if self.runs and time.perf_counter() + self.seconds > self.deadline:
-                raise OutOfTime("time bound")
+                self.credit_wait()  # (read only where the bound would end the runs)
+                if time.perf_counter() + self.seconds > self.deadline:
+                    raise OutOfTime("time bound")
+
+    def credit_wait(self) -> None:
+        """Move the deadline on by the time this thread has waited for a CPU since the suspect
+        began (``waits``), up to ``wait_cap`` in all: a busy machine's wait is not the check's
+        cost, and its bounds would otherwise end a leak's windows before they show it. Never past
+        ``hard_until``."""
+        if self.waits is None:
+            return
+        waited = min(self.waits.read(), self.wait_cap)
+        if waited > self.credited:
+            self.deadline = min(self.deadline + waited - self.credited, max(self.deadline, self.hard_until))
+            self.credited = waited
 
     def _account(self, began: float, failure: str | None, torn_down: bool = True) -> None:
         """Book a finished run: its time, tidying, then what it says (a failure, a slowdown)."""
@@ -670,8 +687,16 @@ def persistence(
     runs = earlier
     allowed = _screen_allowances(settings, run.counters)
     metrics = ("blocks", "heap", *counted)
+    what, deltas = "blocks", list[float]()  # (the last whole window's)
     while True:
-        counters = _window(run, per_step, full=False, walk=heap_only)  # a walk's swing is noise to the rest
+        try:
+            counters = _window(run, per_step, full=False, walk=heap_only)  # a walk's swing is noise to the rest
+        except OutOfTime:
+            if runs == earlier:
+                raise
+            # a window of twice the runs ran slower than the runs before it foretold (a loaded machine,
+            # a slower Python): the growth persisted over the last whole one
+            return True, what, per_step // 2, deltas
         runs += STEPS * per_step
         held = counters.values("heap")[-1] - counters.values("heap")[0]
         growing = [m for m in metrics if deciding.still_grows(counters.values(m), per_step, allowed[m])]
@@ -738,6 +763,10 @@ def judged(
     ``classed``: the screen's steps of the allocator's bytes, where it counts by size classes)."""
     # enough for a quick test's persistence and attribution windows, whatever confirm_seconds says
     bound = max(MIN_SUSPECT_SECONDS, min(settings.confirm_seconds, SUSPECT_FACTOR * run.seconds))
+    if stretch > 1:  # its windows step by the screen's stretch: the time of SETTLE_RUNS stretches at the
+        # least, which is at most 32 of its own runs (a stretch costs two of them at the most); short of it,
+        # a leak of a few ms a run (a 2 MiB numpy buffer) ran out of time on a slower Python
+        bound = max(bound, SETTLE_RUNS * stretch * run.seconds)
     if thorough:  # a test marked for checking gets all of confirm_seconds
         bound = max(bound, settings.confirm_seconds)
     # the cost budget's credit, when it is shorter: a suspect goes on to a verdict, but one that
@@ -772,8 +801,10 @@ def judged(
         return deciding.patches_every_run(deciding.inconclusive(nodeid, seen), rebound)
     began = time.perf_counter()  # the suspect's time bound runs from here, for all its windows
     run.deadline = began + bound
-    contention = soak_target.Contention()  # a busy machine's wait is not the check's cost
-    contention.begin()
+    # a busy machine's wait is not the check's cost: the bound runs on by it, up to twice its
+    # length, as a soak does (not beyond the session's credit, which it would spend)
+    run.waits, run.wait_cap, run.credited = soak_target.Contention(), 0.0 if budgeted else bound, 0.0
+    run.waits.begin()
     try:
         # a marked test's screen walked pymalloc's arenas (an object growing below 512 B shows
         # nowhere else): its windows walk them too, whatever else the screen saw grow (under
@@ -790,14 +821,12 @@ def judged(
             return deciding.stopped_unseen(nodeid, runs, what, deltas, per_step, unseen)
         return deciding.stopped_growing(nodeid, runs, what, deltas, per_step)
     seen = f"{what} grew {deltas} every {per_step} runs, {runs} runs in all"
-    # as a soak does, the check runs on by the time it waited for a CPU (up to twice its bound)
-    # and not beyond the session's credit: on a loaded machine the persistence windows took
-    # that much longer, and the traced window would no longer fit
-    if not budgeted:
-        run.deadline += min(contention.read(), bound)
+    run.credit_wait()  # (on a loaded machine the persistence windows took that much longer)
     left = run.deadline - time.perf_counter()
     longest = max(run.durations(STEPS))  # a run with its setup and teardown, not a bare call
-    if STEPS * TRACED_SLOWDOWN * longest > TRACED_SHARE * left:  # a traced run to learn that would itself not fit
+    # a traced run to learn that would itself not fit (in what is left, or in the overrun of as much
+    # as the bound again that the traced window allows)
+    if STEPS * TRACED_SLOWDOWN * longest > max(TRACED_SHARE * left, bound):
         return deciding.unsettled(
             nodeid,
             f"growth persisted untraced, but {STEPS} runs of {longest:.2f} s, {TRACED_SLOWDOWN}x slower traced at the "
@@ -814,20 +843,26 @@ def judged(
     try:
         run.watch_slowing = False
         with resources.track_task_origins():
-            traced_began = time.perf_counter()
+            deadline, traced_began = run.deadline, time.perf_counter()
+            run.deadline = max(deadline, min(traced_began + bound, run.hard_until))  # (within the overrun allowed below)
             try:
                 run()  # warm-up under tracing
             except OutOfTime:
                 return deciding.unsettled(nodeid, "growth persisted untraced, and the time bound ran out before it was traced", seen)
+            finally:
+                run.deadline = deadline
             traced_run = time.perf_counter() - traced_began
             affordable = int(TRACED_SHARE * (run.deadline - time.perf_counter()) / max(traced_run, 1e-6)) // STEPS
             # steps shorter than the screen's stretch, over which it grew, can miss growth every few runs
             # (a step without it would read as growth that stopped): when some steps fit, steps of the
             # stretch may overrun the bound by as much as the bound again (a loaded machine), never
-            # pytest-timeout's. (When not even steps of one run fit, the test is too slow to settle.)
+            # pytest-timeout's: also when the persistence windows left no time for even one run a step (a
+            # bare call of 0.2 ms, 10 ms traced: 4 steps of 10 overran a 0.5 s bound by 0.4 s), as long
+            # as the steps take no longer than the bound. (When they do, the test is too slow to settle.)
             least = max(1, min(per_step, stretch))
             overrun = STEPS * least * traced_run
-            overran = 1 <= affordable < least and overrun <= bound and time.perf_counter() + overrun < run.hard_until
+            run.credit_wait()
+            overran = affordable < least and overrun <= bound + run.credited and time.perf_counter() + overrun < run.hard_until
             if overran:
                 affordable = least
             if affordable < least:
@@ -851,7 +886,8 @@ def judged(
     result = _confirm(nodeid, settings, cps, traced_step, classifier)
     if not result.leaked:
         return result
-    if overran and _cache() and deciding.allocator_native_only(result) is not None:  # (the overrun is for the heap's evidence)
+    native = deciding.allocator_native_only(result) if overran else None  # (the overrun is for the heap's evidence)
+    if native is not None and native.per_run * STEPS * traced_step < _cache() * measuring.live_threads():
         return deciding.unsettled(
             nodeid,
             f"growth persisted untraced, and the traced window, which overran {limit}, saw only the C allocator's bytes "
@@ -892,7 +928,9 @@ def long_windows(
     # The sites already show a leak: what is left of confirm_seconds goes to telling it from
     # a bounded cache that is still filling.
     seconds, budgeted = run.within_credit(settings.confirm_seconds, began)
-    run.deadline = began + seconds
+    run.deadline = began + seconds + run.credited
+    if budgeted:
+        run.wait_cap = run.credited  # (no more of the session's credit)
     windows = 1
     while run.runs < deciding.MIN_LEAK_RUNS:
         if result.retained_per_run * STEPS * per_step > MAX_WINDOW_GROWTH:
@@ -1074,9 +1112,12 @@ def _measure(
                 followed = [*counted, *(["rss"] if missing is not None and "rss" in screened.suspects else [])]
                 unseen = missing if "heap" in screened.suspects else None
                 classed = ClassHistory.of_screen(counters, thorough)
-                result = judged(
-                    run, settings, classifier, tracing_owner, item.nodeid, measured, screened.stretch, heap_only, thorough, followed, unseen, classed
-                )
+                try:
+                    result = judged(
+                        run, settings, classifier, tracing_owner, item.nodeid, measured, screened.stretch, heap_only, thorough, followed, unseen, classed
+                    )
+                finally:
+                    run.waits = None  # (what follows the verdict, a memray capture, has its own bound)
                 if result.status == INCONCLUSIVE:  # stopped before a traced window could settle it
                     result = _counted_before_stop(run, settings, counters, first, result)
         except NotRepeatable as exc:

@@ -241,7 +241,8 @@ def test_jemalloc_count_grows_by_what_is_kept_and_not_by_thread_caches():
     assert out["clean_moved"] < 16 * 1024, out  # ... and the count did not follow them
     assert out["threads_cached"] > 2 * MiB, out  # four idle threads keep megabytes cached ...
     assert out["threads_grew"] < 512 * 1024, out  # ... which they do not hold
-    assert MiB <= out["glibc_grew"] < 1.1 * MiB, out
+    # (within a tenth, as what is kept: the ctypes call itself freed 52 KiB of jemalloc's once)
+    assert abs(out["glibc_grew"] - MiB) <= 0.1 * MiB, out
 
 
 @needs_jemalloc

@@ -8,6 +8,7 @@ processes of their own.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -355,12 +356,16 @@ def busy_machine() -> Iterator[int]:
             loop.wait()
 
 
-needs_loadavg = pytest.mark.skipif(soak_target.Contention().source is None, reason="no /proc/loadavg")
+needs_contention = pytest.mark.skipif(soak_target.Contention().source is None, reason="no /proc/thread-self/schedstat or /proc/loadavg")
 
 
-@needs_loadavg
-def test_contention_counts_the_time_a_busy_machine_kept_a_cpu_bound_loop_waiting(busy_machine: int) -> None:
+@pytest.mark.parametrize("source", [soak_target.SCHEDSTAT, soak_target.LOADAVG])
+def test_contention_counts_the_time_a_busy_machine_kept_a_cpu_bound_loop_waiting(busy_machine: int, source: str) -> None:
+    """The kernel's exact count, and the estimate where it is missing."""
+    if not os.access(source, os.R_OK):
+        pytest.skip(f"no {source}")
     contention = soak_target.Contention()
+    contention.source = source
     contention.begin()
     start = time.monotonic()
     while time.monotonic() - start < 1.0:
@@ -393,7 +398,7 @@ def test_ring():
 """
 
 
-@needs_loadavg
+@needs_contention
 def test_a_busy_machine_makes_a_soak_run_on_and_never_turns_a_fill_into_a_leak(
     pytester: pytest.Pytester, busy_machine: int
 ) -> None:
