@@ -1117,7 +1117,12 @@ def _measure(
                         run, settings, classifier, tracing_owner, item.nodeid, measured, screened.stretch, heap_only, thorough, followed, unseen, classed
                     )
                 finally:
-                    run.waits = None  # (what follows the verdict, a memray capture, has its own bound)
+                    waits, run.waits = run.waits, None  # (what follows the verdict, a memray capture, has its own bound)
+                if run.credited > 0.0:
+                    exact = "" if waits is not None and waits.source == soak_target.SCHEDSTAT else "about "
+                    result.details.append(
+                        f"a busy machine: the checks waited for a CPU {exact}{run.credited:.2f} s, and their time bound ran on by that"
+                    )
                 if result.status == INCONCLUSIVE:  # stopped before a traced window could settle it
                     result = _counted_before_stop(run, settings, counters, first, result)
         except NotRepeatable as exc:

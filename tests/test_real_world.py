@@ -11,7 +11,9 @@ Inner sources mark the line a failure must name with ``# LEAK-LINE``.
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
 import sys
 import textwrap
 from fnmatch import fnmatch
@@ -19,7 +21,7 @@ from fnmatch import fnmatch
 import pytest
 from verdicts import assert_outcomes, verdict_lines
 
-from pytest_memleak import repeating
+from pytest_memleak import repeating, soak_target
 
 BASE_ARGS = ("--memleak", "--memleak-flamegraph=none", "-p", "no:cacheprovider")
 
@@ -200,6 +202,39 @@ def test_pytest_asyncio_leak_is_caught(pytester: pytest.Pytester, mode: str) -> 
             HISTORY.append({{"role": "user", "text": "hi"}})  # LEAK-LINE
     """
     expect_leak(pytester, "test_async_leak", source, ini=STRICT_ASYNCIO_INI if mode == "strict" else AUTO_ASYNCIO_INI)
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "sched_setaffinity") or not os.access(soak_target.SCHEDSTAT, os.R_OK), reason="needs CPU affinity and the kernel's wait count"
+)
+def test_a_suspect_on_a_busy_cpu_runs_on_by_its_wait_and_is_caught(pytester: pytest.Pytester) -> None:
+    """The pytest-asyncio leak (a bare call of a fraction of a ms, 10 ms and more traced, within a
+    0.5 s bound) on one CPU shared with two busy loops, so it gets a third of it: the leak is caught
+    at its line, and the detail says the bound ran on by the wait the kernel counted. (Beside two
+    busy loops on two cores, before the bound ran on, it was inconclusive three times in three:
+    "4 steps of 10 do not fit in the 0.5 s bound"; here, without it, the traced window's overrun
+    still catches it, and the line is missing.)"""
+    pytest.importorskip("pytest_asyncio")
+    cpu = min(os.sched_getaffinity(0))
+    pin = f"import os; os.sched_setaffinity(0, {{{cpu}}})\nwhile True: pass"
+    loops = [subprocess.Popen([sys.executable, "-c", pin]) for _ in range(2)]
+    saved = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpu})  # (this thread's: the inner pytest inherits it)
+    try:
+        source = """
+            import asyncio
+            HISTORY = []
+            async def test_leak():
+                await asyncio.sleep(0)
+                HISTORY.append({"role": "user", "text": "hi"})  # LEAK-LINE
+        """
+        result = expect_leak(pytester, "test_busy_cpu", source, ini=AUTO_ASYNCIO_INI)
+    finally:
+        os.sched_setaffinity(0, saved)
+        for loop in loops:
+            loop.kill()
+            loop.wait()
+    result.stdout.fnmatch_lines(["*a busy machine: the checks waited for a CPU *s, and their time bound ran on by that*"])
 
 
 def test_anyio_leak_is_caught(pytester: pytest.Pytester) -> None:
