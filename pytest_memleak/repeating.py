@@ -844,6 +844,7 @@ def judged(
         run.watch_slowing = False
         with resources.track_task_origins():
             deadline, traced_began = run.deadline, time.perf_counter()
+            waited = run.waits.read() if run.waits is not None else 0.0
             run.deadline = max(deadline, min(traced_began + bound, run.hard_until))  # (within the overrun allowed below)
             try:
                 run()  # warm-up under tracing
@@ -852,6 +853,8 @@ def judged(
             finally:
                 run.deadline = deadline
             traced_run = time.perf_counter() - traced_began
+            if run.waits is not None:  # its cost: a busy machine's wait for a CPU is not (a third of the time at the least)
+                traced_run = max(traced_run - (run.waits.read() - waited), traced_run / 3)
             affordable = int(TRACED_SHARE * (run.deadline - time.perf_counter()) / max(traced_run, 1e-6)) // STEPS
             # steps shorter than the screen's stretch, over which it grew, can miss growth every few runs
             # (a step without it would read as growth that stopped): when some steps fit, steps of the
