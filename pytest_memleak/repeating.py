@@ -52,6 +52,7 @@ MIN_SUSPECT_SECONDS = 0.5  # a suspect's persistence and attribution may always 
 SUSPECT_FACTOR = 20  # ... or as long as this many of its runs, within confirm_seconds
 TRACED_SHARE = 0.5  # of what is left of a suspect's time, for the traced window
 TRACED_SLOWDOWN = 3  # times slower a run is under 8-frame tracemalloc, at the least (some code: 100x)
+WAIT_SHARE = 0.1  # a wait for a CPU below this share of a suspect's bound does not move it (a quiet machine's)
 SETTLE_RUNS = STEPS + STEPS * TRACED_SLOWDOWN  # run times a suspect takes at the least: a persistence window and a traced one
 MAX_RUNS = 4096  # capacity of the per-run clock; no stage runs past it
 MAX_LONG_STEP = 64  # runs per step of a long window at most: windows of 256 runs
@@ -255,12 +256,13 @@ class Runner:
         """Move the deadline on by the time this thread has waited for a CPU since the suspect
         began (``waits``), up to ``wait_cap`` in all: a busy machine's wait is not the check's
         cost, and its bounds would otherwise end a leak's windows before they show it. Never past
-        ``hard_until``."""
+        the session's credit or ``hard_until``; a wait below WAIT_SHARE of the bound is a quiet
+        machine's (0.00-0.02 s), and moving the bound by it changed what a slow test's windows did."""
         if self.waits is None:
             return
         waited = min(self.waits.read(), self.wait_cap)
-        if waited > self.credited:
-            self.deadline = min(self.deadline + waited - self.credited, max(self.deadline, self.hard_until))
+        if waited > self.credited and waited >= WAIT_SHARE * self.wait_cap:
+            self.deadline = min(self.deadline + waited - self.credited, max(self.deadline, min(self.hard_until, self.credit_until)))
             self.credited = waited
 
     def _account(self, began: float, failure: str | None, torn_down: bool = True) -> None:
@@ -824,9 +826,9 @@ def judged(
     run.credit_wait()  # (on a loaded machine the persistence windows took that much longer)
     left = run.deadline - time.perf_counter()
     longest = max(run.durations(STEPS))  # a run with its setup and teardown, not a bare call
-    # a traced run to learn that would itself not fit (in what is left, or in the overrun of as much
-    # as the bound again that the traced window allows)
-    if STEPS * TRACED_SLOWDOWN * longest > max(TRACED_SHARE * left, bound):
+    # a traced run to learn that would itself not fit (in what is left; a quick test's, in the overrun
+    # of as much as its bound again that the traced window allows, where persistence left no time)
+    if STEPS * TRACED_SLOWDOWN * longest > max(TRACED_SHARE * left, MIN_SUSPECT_SECONDS):
         return deciding.unsettled(
             nodeid,
             f"growth persisted untraced, but {STEPS} runs of {longest:.2f} s, {TRACED_SLOWDOWN}x slower traced at the "

@@ -601,10 +601,12 @@ def test_slow_buffer_growing_in_place_is_never_clean(pytester: pytest.Pytester) 
             time.sleep(0.06)
     """
     result = run(pytester, {"test_slow_buffer": source}, "-v")
-    assert_outcomes(result, pytester, passed=1, failed=1)
     report = _report(pytester)
     unmarked, marked = report["test_slow_buffer.py::test_unmarked"], report["test_slow_buffer.py::test_marked"]
     assert unmarked["status"] in ("inconclusive", "leak"), verdict_lines(pytester)
+    # (unmarked, its windows can also show it: a persistence window that outran the bound keeps the last whole one's growth)
+    caught = unmarked["status"] == "leak"
+    assert_outcomes(result, pytester, passed=0 if caught else 1, failed=2 if caught else 1)
     assert marked["status"] == "leak", verdict_lines(pytester)
     assert marked["sites"][0]["site"] == f"test_slow_buffer.py:{_line_of(source)}"
 
