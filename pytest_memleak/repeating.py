@@ -846,7 +846,7 @@ def judged(
         run.watch_slowing = False
         with resources.track_task_origins():
             deadline, traced_began = run.deadline, time.perf_counter()
-            waited = run.waits.read() if run.waits is not None else 0.0
+            waited = run.waits.read()
             run.deadline = max(deadline, min(traced_began + bound, run.hard_until))  # (within the overrun allowed below)
             try:
                 run()  # warm-up under tracing
@@ -855,8 +855,8 @@ def judged(
             finally:
                 run.deadline = deadline
             traced_run = time.perf_counter() - traced_began
-            if run.waits is not None:  # its cost: a busy machine's wait for a CPU is not (a third of the time at the least)
-                traced_run = max(traced_run - (run.waits.read() - waited), traced_run / 3)
+            # its cost: a busy machine's wait for a CPU is not (a third of the time at the least)
+            traced_run = max(traced_run - (run.waits.read() - waited), traced_run / 3)
             affordable = int(TRACED_SHARE * (run.deadline - time.perf_counter()) / max(traced_run, 1e-6)) // STEPS
             # steps shorter than the screen's stretch, over which it grew, can miss growth every few runs
             # (a step without it would read as growth that stopped): when some steps fit, steps of the
@@ -1124,9 +1124,9 @@ def _measure(
                 finally:
                     waits, run.waits = run.waits, None  # (what follows the verdict, a memray capture, has its own bound)
                 if run.credited > 0.0:
-                    exact = "" if waits is not None and waits.source == soak_target.SCHEDSTAT else "about "
+                    about = "" if waits.exact else "about "
                     result.details.append(
-                        f"a busy machine: the checks waited for a CPU {exact}{run.credited:.2f} s, and their time bound ran on by that"
+                        f"a busy machine: the checks waited for a CPU {about}{run.credited:.2f} s, and their time bound ran on by that"
                     )
                 if result.status == INCONCLUSIVE:  # stopped before a traced window could settle it
                     result = _counted_before_stop(run, settings, counters, first, result)

@@ -1086,12 +1086,11 @@ class _Runner:
         if self.watched:
             lines.append(f"watched: {result.watched}; its heap is not read, its RSS is the verdict")
         if result.cpu_waited is not None and result.cpu_waited > 0.05 * result.duration:
-            exact = self.contention.source == soak_target.SCHEDSTAT
-            how = "the kernel's count, " if exact else f"tasks runnable beyond the {self.contention.cpus} CPUs, "
-            how += str(self.contention.source)
+            exact = self.contention.exact
+            how = "the kernel's count" if exact else f"tasks runnable beyond the {self.contention.cpus} CPUs"
             lines.append(
                 f"a busy machine: the soak waited for a CPU {'' if exact else 'about '}{result.cpu_waited:.1f} s of its "
-                f"{result.duration:.1f} s ({how}); it ran on by that time, up to {MAX_STRETCH:g}x its duration"
+                f"{result.duration:.1f} s ({how}, {self.contention.source}); it ran on by that time, up to {MAX_STRETCH:g}x its duration"
             )
         lines.append(f"samples: {self.path}")
         return lines

@@ -262,9 +262,12 @@ class Contention:
             self.cpus = max(1, len(os.sched_getaffinity(0)))
         except (AttributeError, OSError):
             self.cpus = max(1, os.cpu_count() or 1)
-        self.lost = 0.0  # seconds
-        self._cpu = time.process_time()
-        self._delay = self._run_delay()
+        self.begin()
+
+    @property
+    def exact(self) -> bool:
+        """The kernel's own count, not an estimate."""
+        return self.source == SCHEDSTAT
 
     def begin(self) -> None:
         self.lost = 0.0
@@ -282,7 +285,7 @@ class Contention:
 
     def _run_delay(self) -> int:
         """The nanoseconds the calling thread has waited on a run queue (0 where not counted)."""
-        if self.source != SCHEDSTAT:
+        if not self.exact:
             return 0
         try:
             return int(self._read().split()[1])
@@ -293,7 +296,7 @@ class Contention:
         """The seconds lost since :meth:`begin` (an estimate adds the waiting since the last reading)."""
         if self.source is None:
             return 0.0
-        if self.source == SCHEDSTAT:
+        if self.exact:
             self.lost = max(self.lost, (self._run_delay() - self._delay) / 1e9)
             return self.lost
         cpu = time.process_time()
