@@ -229,7 +229,6 @@ class HeapVerdict:
     retained_per_run: float  # bytes per run retained by sites whose growth persists
     persistent_sites: dict[str, float] = field(default_factory=dict)  # site -> bytes per run
     over_site_budget: dict[str, float] = field(default_factory=dict)
-    real_growth: bool = True  # the allocator's own block count rose in every step
 
 
 def decide_heap(
@@ -270,7 +269,7 @@ def decide_heap(
     retained = sum(persistent.values())
     over = {} if per_site_budget is None else {s: r for s, r in persistent.items() if r > per_site_budget}
     leaking = bool(persistent) and (retained > retained_budget or bool(over))
-    return HeapVerdict(leaking, retained, persistent, over, real)
+    return HeapVerdict(leaking, retained, persistent, over)
 
 
 def decide_count(values: Sequence[float], runs: int, allowed_per_run: float) -> tuple[bool, float]:

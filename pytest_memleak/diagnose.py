@@ -87,12 +87,14 @@ def explain(
     before: resources.ResourceSnapshot | None,
     after: resources.ResourceSnapshot | None,
     grace: float = 0.0,
+    draw: bool = True,
 ) -> None:
     """Add evidence to a leaking result, in place.
 
     * ``fds``/``threads``/``processes``/``tasks`` findings get one line per group of what is
       new since ``before`` and still alive (needs ``before``; ``after`` is re-taken when None);
-    * ``result.retention`` gets reference paths for the top grown types;
+    * ``result.retention`` gets reference paths for the top grown types, and ``retention_graph``
+      a picture of the first (in ``report_dir/retention/``, unless not ``draw``);
     * a ``native`` finding gets memray's native stacks from one more run of ``item_run``, or a
       note saying what memray could not see.
     """
@@ -112,8 +114,14 @@ def explain(
     if names:
         try:
             instances = _new_instances(names, item_run)
-            found_paths = retention.search(instances if instances is not None else names)
+            from .flamegraph import safe_name
+
+            drawing = Path(report_dir) / "retention" / safe_name(result.nodeid) if draw else None
+            found_paths = retention.search(instances if instances is not None else names, draw_to=drawing)
             result.retention = found_paths.lines()
+            result.retention_graph = found_paths.graph
+            if found_paths.graph_note:
+                result.details.append(found_paths.graph_note)
         except Exception as exc:
             result.problems.append(f"retention paths failed: {type(exc).__name__}: {exc}")
     native_finding = findings.get("native")

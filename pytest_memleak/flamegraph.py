@@ -1,7 +1,8 @@
 """memray leak flamegraphs for one test, and safe file names for any test id.
 
-This module is imported by the plugin at start-up, so it must stay cheap: memray is
-imported only inside :func:`capture_run`, and :func:`safe_name` is pure.
+The plugin imports this module only when it writes a flamegraph or names a file for a test,
+and it stays cheap even then: memray is imported only inside :func:`capture_run`, and
+:func:`safe_name` is pure.
 
 Nothing here raises for a capture that cannot be made: memray missing, another tracker
 already active, an unwritable directory, a render that fails. The problem is returned as
@@ -219,7 +220,7 @@ def share_assets(html: pathlib.Path) -> None:
     and CSS libraries, the same in every page) into ``assets/`` beside it, named by their
     content, and link them from the page; the page's own data stays inline. A flamegraph
     then takes tens of KiB and still opens offline."""
-    from .report_files import atomic_write_text
+    from .report.files import atomic_write_text
 
     text = html.read_text(encoding="utf-8")
     parts, pos = [], 0

@@ -17,10 +17,11 @@ from __future__ import annotations
 import ast
 import functools
 import os
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .results import LeakResult
     from .sites import Classifier
 
 GROUP_PREFIX = "group:"  # a baseline entry or a memleak_ignore pattern for a whole group: "group:<the group>"
@@ -121,16 +122,16 @@ def _function_at(path: str, line: int) -> str | None:
     return min(inside)[1] if inside else None
 
 
-def groups(results: Iterable[Mapping[str, Any]], least: int = 2) -> list[dict[str, Any]]:
+def groups(results: Iterable[LeakResult], least: int = 2) -> list[dict[str, Any]]:
     """Leaks that share a group, ``least`` tests or more a group, largest first:
     ``{"site", "count", "tests", "retained_per_run"}`` (the tests' retained bytes per run, summed)."""
     found: dict[str, dict[str, Any]] = {}
     for result in results:
-        site = result.get("group")
-        if result.get("status") != "leak" or not site:
+        site = result.group
+        if result.status != "leak" or not site:
             continue
         group = found.setdefault(site, {"site": site, "count": 0, "tests": [], "retained_per_run": 0.0})
         group["count"] += 1
-        group["tests"].append(str(result.get("nodeid")))
-        group["retained_per_run"] += float(result.get("retained_per_run") or 0.0)
+        group["tests"].append(result.nodeid)
+        group["retained_per_run"] += result.retained_per_run
     return sorted((g for g in found.values() if g["count"] >= least), key=lambda g: (-g["count"], g["site"]))

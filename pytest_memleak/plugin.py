@@ -1,7 +1,9 @@
 """pytest-memleak entry point: options, ini keys and markers; the session object does the work.
 
 Kept thin and cheap to import: nothing heavy (memray, objgraph, psutil, HTML) is imported
-here, and nothing at all happens for a run that checks no test.
+here. The session's hooks see every item, and leave a test the plugin does not check (no
+``--memleak``, no marker) to pytest's own protocol; the heavy parts are imported only when
+a test is measured or a report is written.
 """
 
 from __future__ import annotations

@@ -52,6 +52,7 @@ MIN_SUSPECT_SECONDS = 0.5  # a suspect's persistence and attribution may always 
 SUSPECT_FACTOR = 20  # ... or as long as this many of its runs, within confirm_seconds
 TRACED_SHARE = 0.5  # of what is left of a suspect's time, for the traced window
 TRACED_SLOWDOWN = 3  # times slower a run is under 8-frame tracemalloc, at the least (some code: 100x)
+STRETCH_WAIT = 3.0  # a stretch bounded by time runs on by its wait for a CPU, up to this many times its span
 WAIT_SHARE = 0.1  # a wait for a CPU below this share of a suspect's bound does not move it (a quiet machine's)
 SETTLE_RUNS = STEPS + STEPS * TRACED_SLOWDOWN  # run times a suspect takes at the least: a persistence window and a traced one
 MAX_RUNS = 4096  # capacity of the per-run clock; no stage runs past it
@@ -64,11 +65,6 @@ class TracingOwner:
     """Whether the plugin started tracemalloc for this test (and so may restart or stop it)."""
 
     owned: bool = False
-
-    def begin(self, frames: int = 1) -> None:
-        if not tracemalloc.is_tracing():
-            tracemalloc.start(frames)
-            self.owned = True
 
     def stop(self) -> None:
         if self.owned and tracemalloc.is_tracing():
@@ -118,6 +114,7 @@ class Runner:
     _call: array[float] = field(default_factory=lambda: array("d", [0.0]))  # in place: a float kept would be a block of growth
     counters: tuple[Counter, ...] = ()  # the project's counters (pytest_memleak_counters), read at every measurement
     counter_errors: dict[str, str] = field(default_factory=dict)  # a counter that failed to read, and why
+    cpu_wait: Any = None  # a soak_target.Contention that counts exactly (the kernel's), for repeat()'s time-bounded stretches
 
     def __post_init__(self) -> None:
         self._exception_queues = compat.exception_queues(self.item.config)
@@ -141,6 +138,10 @@ class Runner:
         self.light = isinstance(self.item, pytest.Function) and fixturenames is not None and "caplog" not in fixturenames
         # (with --pdb, pytest's unittest support defers tearDown to the teardown of each setup)
         self.bare = self.light and _no_function_fixtures(self.item) and not self.item.config.getoption("usepdb", False)
+        from .soak_target import Contention
+
+        waits = Contention()
+        self.cpu_wait = waits if waits.exact else None
 
     @property
     def counted(self) -> tuple[str, ...]:
@@ -210,14 +211,24 @@ class Runner:
 
     def repeat(self, n: int, until: float = float("inf")) -> int:
         """Up to ``n`` runs, and after the first only those that the latest run's time says end
-        by ``until`` (a perf_counter time); returns the runs made.
+        by ``until`` (a perf_counter time); returns the runs made. ``until`` moves on by the time
+        the thread waited for a CPU meanwhile, where the kernel counts it: a stretch sized by time
+        makes as many runs on a busy machine as on a quiet one.
 
         A test whose fixtures are all of a wider scope than the function makes them under one
         setup (a *bare* run is its call alone, a quarter of a light run for a quick test); any
         other test makes light runs (or full ones).
         """
         made = 0
-        while made < n and (not made or time.perf_counter() + self.seconds <= until):
+        span, mark, credited = until - time.perf_counter(), self._wait_mark(until), 0.0
+        while made < n:
+            if made and time.perf_counter() + self.seconds > until:
+                # a busy machine's wait for a CPU is not the stretch's cost (up to STRETCH_WAIT spans more)
+                waited = 0.0 if mark is None else min(self.cpu_wait.since(mark), STRETCH_WAIT * span)
+                if waited - credited < WAIT_SHARE * span:
+                    break
+                until, credited = until + waited - credited, waited
+                continue
             if self.light and self._inside:
                 made += self._light_runs(n - made if self.bare else 1, until)
             else:
@@ -227,6 +238,13 @@ class Runner:
                 self._account(began, failure)
                 made += 1
         return made
+
+    def _wait_mark(self, until: float) -> int | None:
+        """The thread's wait for a CPU so far, for a stretch bounded by ``until`` (None: unbounded, or
+        not counted exactly here)."""
+        if self.cpu_wait is None or until == float("inf"):
+            return None
+        return int(self.cpu_wait.mark())
 
     def repeat_for_capture(self, n: int, until: float) -> int:
         """Up to ``n`` runs that end by ``until``, for a memray capture: the slow-down watch is off
@@ -855,8 +873,10 @@ def judged(
             finally:
                 run.deadline = deadline
             traced_run = time.perf_counter() - traced_began
-            # its cost: a busy machine's wait for a CPU is not (a third of the time at the least)
-            traced_run = max(traced_run - (run.waits.read() - waited), traced_run / 3)
+            # its cost: a busy machine's wait for a CPU is not (the kernel's count is exact; an
+            # estimate leaves a third of the time at the least)
+            spent = traced_run - (run.waits.read() - waited)
+            traced_run = max(spent, 1e-6) if run.waits.exact else max(spent, traced_run / 3)
             affordable = int(TRACED_SHARE * (run.deadline - time.perf_counter()) / max(traced_run, 1e-6)) // STEPS
             # steps shorter than the screen's stretch, over which it grew, can miss growth every few runs
             # (a step without it would read as growth that stopped): when some steps fit, steps of the
@@ -936,7 +956,6 @@ def long_windows(
     run.deadline = began + seconds + run.credited
     if budgeted:
         run.wait_cap = run.credited  # (no more of the session's credit)
-    windows = 1
     while run.runs < deciding.MIN_LEAK_RUNS:
         if result.retained_per_run * STEPS * per_step > MAX_WINDOW_GROWTH:
             break  # waiting longer for a plateau would itself cost too much memory
@@ -945,7 +964,6 @@ def long_windows(
         except OutOfTime:
             deciding.not_outlasted(result, run.runs, budgeted, measuring.live_threads(), _cache())
             return result
-        windows += 1
         signal = counters.values({"heap bytes": "heap", "RSS": "rss"}.get(what, "blocks"))
         deltas = deciding.steps(signal)
         stopped = not deciding.still_grows(signal, per_step, earlier_rate=reference)

@@ -102,7 +102,7 @@ def _through(group: str) -> str:
 
 
 def summary_lines(
-    results: Sequence[dict[str, Any]], counts: dict[str, int], unreached: int = 0, budget: str = "", ignored: Sequence[float] = (0, 0.0)
+    results: Sequence[LeakResult], counts: dict[str, int], unreached: int = 0, budget: str = "", ignored: Sequence[float] = (0, 0.0)
 ) -> list[str]:
     """The end-of-run section: counts, what the cost budget left out, then one line per leaking
     or inconclusive test."""
@@ -119,10 +119,10 @@ def summary_lines(
         lines.append(f"{budget} did not reach {unreached} test(s): --memleak-budget=none checks every test")
     if ignored[0]:
         lines.append(f"memleak_ignore: growth not counted in {ignored[0]:.0f} test(s), {format_size(ignored[1])}/run in all")
-    known = sum(1 for r in results if r.get("known"))
+    known = sum(1 for r in results if r.known)
     if known:
         lines.append(f"baseline (memleak_baseline): {known} known leak(s) within their recorded rates, and their tests passed")
-    warned = sum(1 for r in results if r.get("warned") and not r.get("known"))
+    warned = sum(1 for r in results if r.warned and not r.known)
     if warned:
         lines.append(f"warn-only (memleak_warn): {warned} leak(s) reported, and no test failed because of them")
     from .grouping import groups, short
@@ -130,19 +130,19 @@ def summary_lines(
     first_of = {g["tests"][0]: g for g in groups(results)}  # a group's first test -> the group; its others are not listed
     grouped = {nodeid for g in first_of.values() for nodeid in g["tests"][1:]}
     for r in results:
-        if r.get("peak_over"):
-            lines.append(f"PEAK {r['nodeid']} - {r['peak_over']}")
-        if r["nodeid"] in grouped or r["status"] not in (LEAK, INCONCLUSIVE):
+        if r.peak_over:
+            lines.append(f"PEAK {r.nodeid} - {r.peak_over}")
+        if r.nodeid in grouped or r.status not in (LEAK, INCONCLUSIVE):
             continue
         label = "INCONCLUSIVE"
-        if r["status"] == LEAK:
-            label = "LEAK (known)" if r.get("known") else "LEAK (warn-only)" if r.get("warned") else "LEAK"
-        group = first_of.get(r["nodeid"])
+        if r.status == LEAK:
+            label = "LEAK (known)" if r.known else "LEAK (warn-only)" if r.warned else "LEAK"
+        group = first_of.get(r.nodeid)
         if group is None:
-            lines.append(f"{label} {r['nodeid']} - {r['reason']}")
+            lines.append(f"{label} {r.nodeid} - {r.reason}")
         else:
             lines.append(
-                f"{label} ×{group['count']} tests, {_through(short(group['site']))}, one cause: {r['nodeid']} and "
-                f"{group['count'] - 1} more (memleak.json lists them) - {r['reason']}"
+                f"{label} ×{group['count']} tests, {_through(short(group['site']))}, one cause: {r.nodeid} and "
+                f"{group['count'] - 1} more (memleak.json lists them) - {r.reason}"
             )
     return lines

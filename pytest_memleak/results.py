@@ -2,13 +2,20 @@
 
 Results travel on the test report (``report.memleak`` is ``result.to_dict()``), so they
 survive pytest-xdist's serialisation and reach the controller, which aggregates them.
+``from_dict`` reads them back typed, whatever the dict holds (:func:`typed`), and every report
+is drawn from these types.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+import math
+import types
+from collections.abc import Mapping
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
+
+T = TypeVar("T")
 
 
 class Status(str, Enum):
@@ -38,8 +45,8 @@ class SiteGrowth:
     stack: list[str] = field(default_factory=list)  # innermost first, "file:line"
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SiteGrowth:
-        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+    def from_dict(cls, data: Mapping[str, Any]) -> SiteGrowth:
+        return typed(cls, data)
 
 
 @dataclass
@@ -55,8 +62,8 @@ class Finding:
     in_allocators: bool = False  # native memory the allocators' own statistics count (not RSS alone)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Finding:
-        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+    def from_dict(cls, data: Mapping[str, Any]) -> Finding:
+        return typed(cls, data)
 
 
 @dataclass
@@ -73,6 +80,7 @@ class LeakResult:
     grown_types: dict[str, float] = field(default_factory=dict)  # type name -> instances per run
     series: dict[str, list[float]] = field(default_factory=dict)  # metric -> values after each run
     retention: list[str] = field(default_factory=list)  # reference paths to leaked objects
+    retention_graph: str | None = None  # an SVG of the first path, drawn by objgraph and graphviz (diagnose.py)
     details: list[str] = field(default_factory=list)  # extra lines for the detail section
     problems: list[str] = field(default_factory=list)  # measurement problems worth reporting
     flamegraph: str | None = None
@@ -108,12 +116,8 @@ class LeakResult:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LeakResult:
-        kwargs = {f.name: data[f.name] for f in fields(cls) if f.name in data}
-        kwargs["status"] = Status(data["status"])
-        kwargs["findings"] = [Finding.from_dict(d) for d in data.get("findings", [])]
-        kwargs["sites"] = [SiteGrowth.from_dict(d) for d in data.get("sites", [])]
-        return cls(**kwargs)
+    def from_dict(cls, data: Mapping[str, Any]) -> LeakResult:
+        return typed(cls, data)
 
 
 @dataclass
@@ -121,7 +125,7 @@ class SoakResult:
     """A soak run: its trend verdict and a summary of its samples (the full samples are on disk)."""
 
     nodeid: str
-    status: str  # CLEAN or LEAK (or INCONCLUSIVE, NO_VERDICT)
+    status: Status  # CLEAN or LEAK (or INCONCLUSIVE, NO_VERDICT)
     reason: str
     scenario: str = ""
     variant: str = ""
@@ -182,5 +186,81 @@ class SoakResult:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SoakResult:
-        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+    def from_dict(cls, data: Mapping[str, Any]) -> SoakResult:
+        return typed(cls, data)
+
+
+# --------------------------------------------------------------------------- reading back
+
+_MISSING = object()
+# what a required field reads as when a dict lacks it or holds something else
+_FALLBACK: dict[type, Any] = {str: "", Status: INCONCLUSIVE}
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    hints = _HINTS.get(cls)
+    if hints is None:
+        hints = _HINTS[cls] = get_type_hints(cls)
+    return hints
+
+
+def _fit(hint: Any, value: Any) -> Any:
+    """``value`` as type ``hint``, or ``_MISSING`` when it is not one (a list or dict keeps the
+    items that are)."""
+    origin = get_origin(hint)
+    if hint is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        for arg in get_args(hint):
+            got = _fit(arg, value)
+            if got is not _MISSING:
+                return got
+        return _MISSING
+    if hint is type(None):
+        return None if value is None else _MISSING
+    if isinstance(value, bool) and hint is not bool:
+        return _MISSING
+    if hint is bool or hint is str:
+        return value if isinstance(value, hint) else _MISSING
+    if hint is int:
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        return value if isinstance(value, int) else _MISSING
+    if hint is float:
+        return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else _MISSING
+    if isinstance(hint, type) and issubclass(hint, Enum):
+        try:
+            return hint(value)
+        except (ValueError, TypeError):
+            return _MISSING
+    if isinstance(hint, type) and is_dataclass(hint):
+        return typed(hint, value) if isinstance(value, Mapping) else _MISSING
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            return _MISSING
+        (item,) = get_args(hint)
+        return [got for got in (_fit(item, v) for v in value) if got is not _MISSING]
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            return _MISSING
+        _, item = get_args(hint)
+        return {str(k): got for k, v in value.items() if (got := _fit(item, v)) is not _MISSING}
+    return value
+
+
+def typed(cls: type[T], data: Mapping[str, Any]) -> T:
+    """A result dataclass from a dict: each field as its type, a value of another type read as
+    the field's default (a required one as ``""`` or INCONCLUSIVE), keys it does not know left
+    out. A report drawn from it never meets a missing or odd field."""
+    hints = _hints(cls)
+    kwargs: dict[str, Any] = {}
+    for f in fields(cls):  # type: ignore[arg-type]
+        got = _fit(hints[f.name], data[f.name]) if f.name in data else _MISSING
+        if got is not _MISSING:
+            kwargs[f.name] = got
+        elif f.default is MISSING and f.default_factory is MISSING:
+            kwargs[f.name] = _FALLBACK.get(hints[f.name], "")
+    return cls(**kwargs)

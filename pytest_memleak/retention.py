@@ -95,6 +95,16 @@ class Retention:
     plugin_held: dict[str, int] = field(default_factory=dict)  # sampled, held only by the plugin: left out
     seconds: float = 0.0
     truncated: bool = False  # the budget or a cap stopped the climb early
+    graph: str | None = None  # an SVG of the first rooted path (search's draw_to)
+    graph_note: str | None = None  # why there is none, when it was asked for and could not be drawn
+
+    def first_rooted(self) -> Group | None:
+        """The first group with a root, in the order :meth:`lines` shows them."""
+        for name in self.found:
+            rooted = [g for g in self.groups if g.type == name and g.shape]
+            if rooted:
+                return rooted[0]
+        return None
 
     def lines(self, per_type: int = 5) -> list[str]:
         out: list[str] = []
@@ -251,6 +261,35 @@ class _Graph:
 
         ``self.last_plugin_held`` tells, after a None, whether the plugin's own records hold it.
         """
+        route = self._route(target)
+        if route is None:
+            return None
+        root, down, kind = route
+        return self._render(root, down, target, frame=kind == "frame", context=kind == "context")
+
+    def chain(self, target: Any) -> list[Any]:
+        """The objects of :meth:`path`, from its root (a module, or the local or context value) to
+        ``target``; [] when it has none."""
+        route = self._route(target)
+        if route is None:
+            return []
+        root, down, kind = route
+        first: Any = self.nodes.get(root)
+        out = [sys.modules[self.modules[root]], first] if kind == "root" and root in self.modules else [first]
+        node = root
+        while down.get(node) is not None:
+            node = down[node][0]
+            child = self.nodes[node]
+            owner = out[-1]
+            namespace = getattr(owner, "__dict__", None) if not isinstance(owner, (type, types.ModuleType)) else None
+            if isinstance(namespace, dict) and not any(r is child for r in gc.get_referents(owner)):
+                out.append(namespace)  # an attribute reached through its owner's __dict__: the reference is the dict's
+            out.append(child)
+        return out
+
+    def _route(self, target: Any) -> tuple[int, dict[int, Any], str] | None:
+        """The best root for ``target`` (nearest module or class, else a frame's local or a context
+        variable), the edges down from it, and what kind of root it is."""
         self.last_plugin_held = False
         start = id(target)
         down: dict[int, tuple[int, str, str, str] | None] = {start: None}  # node -> edge toward target
@@ -261,8 +300,7 @@ class _Graph:
         for depth in range(self.max_depth + 1):
             stops = [n for n in level if n != start and (n in self.modules or isinstance(self.nodes.get(n), (type, types.ModuleType)))]
             if stops:
-                best = min(stops, key=lambda n: 0 if n in self.modules else 1)
-                return self._render(best, down, target)
+                return min(stops, key=lambda n: 0 if n in self.modules else 1), down, "root"
             if frame_hit is None:
                 frame_hit = next((n for n in level if n in self.frame_locals), None)
                 frame_depth = depth
@@ -281,9 +319,9 @@ class _Graph:
                 break
             level = nxt
         if context_hit is not None and (frame_hit is None or context_depth < frame_depth):
-            return self._render(context_hit, down, target, context=True)
+            return context_hit, down, "context"
         if frame_hit is not None:
-            return self._render(frame_hit, down, target, frame=True)
+            return frame_hit, down, "frame"
         return None
 
     def _render(self, root: int, down: dict[int, Any], target: Any, frame: bool = False, context: bool = False) -> tuple[str, str]:
@@ -489,8 +527,12 @@ def search(
     max_depth: int = MAX_DEPTH,
     budget: float = BUDGET,
     exclude: Iterable[Any] = (),
+    draw_to: str | os.PathLike[str] | None = None,
 ) -> Retention:
-    """Reference paths to instances, grouped. Pass type names, or {type name: instances}."""
+    """Reference paths to instances, grouped. Pass type names, or {type name: instances}.
+
+    With ``draw_to``, the first rooted path is drawn too (:func:`_draw`), as ``<draw_to>.svg``.
+    """
     started = time.perf_counter()
     if isinstance(types_or_instances, dict):
         found = types_or_instances
@@ -511,6 +553,8 @@ def search(
         return result
     own = [id(found), id(samples), id(targets), *(id(v) for v in found.values()), *(id(v) for v in samples.values())]
     own.extend(id(x) for x in exclude)
+    firsts: dict[tuple[str, str], Any] = {}  # each group's first instance
+    own.append(id(firsts))
     with measuring.thawed():
         graph = _Graph(targets, own, max_depth, started + budget)
         try:
@@ -532,14 +576,25 @@ def search(
                         concrete, shape = found_path
                         example = concrete
                     g = groups.setdefault((name, shape), Group(name, shape, example=example))
+                    firsts.setdefault((name, shape), obj)
                     g.count += 1
                     g.size += _sizeof(obj)
             result.truncated = graph.truncated and any(not g.shape for g in groups.values())
+            result.groups = sorted(groups.values(), key=lambda g: (not g.shape, -g.count, -g.size))
+            top = result.first_rooted()
+            if draw_to is not None and top is not None:
+                chain = graph.chain(firsts[top.type, top.shape])
+                try:
+                    result.graph, result.graph_note = _draw(chain, draw_to)
+                except Exception as exc:  # evidence only
+                    result.graph_note = f"the reference graph was not drawn: {type(exc).__name__}: {exc}"
+                finally:
+                    chain.clear()  # the leaked objects themselves: never kept past the search
         finally:
+            firsts.clear()
             graph.nodes.clear()
             graph.keep.clear()
             del graph
-    result.groups = sorted(groups.values(), key=lambda g: (not g.shape, -g.count, -g.size))
     result.seconds = time.perf_counter() - started
     return result
 
@@ -581,3 +636,43 @@ def paths_for(
             graph.keep.clear()
             del graph
     return out
+
+
+DRAW_TIMEOUT = 10.0  # seconds graphviz may take to lay out a path
+MAX_DRAWN = 16  # objects of a path drawn; a longer one is left as text
+
+
+def _draw(chain: Sequence[Any], base: str | os.PathLike[str]) -> tuple[str | None, str | None]:
+    """Draw a retention path (:meth:`_Graph.chain`) with objgraph: ``<base>.dot``, and
+    ``<base>.svg`` when graphviz's ``dot`` is installed. Called with the heap thawed (objgraph
+    climbs with ``gc.get_referrers``, blind to a frozen heap).
+
+    objgraph labels each object with its type and a short repr, and each reference with the
+    attribute, key or index it goes through. Returns (the SVG, or None; a one-line note, or None).
+    """
+    if len(chain) < 2 or len(chain) > MAX_DRAWN:
+        return None, None
+    import io
+    import shutil
+    import subprocess
+
+    import objgraph
+
+    buffer = io.StringIO()
+    target = chain[-1]
+    objgraph.show_chain(list(chain), output=buffer, highlight=lambda obj: obj is target, extra_ignore=(id(chain), id(buffer)))
+    base = os.fspath(base)
+    os.makedirs(os.path.dirname(base) or ".", exist_ok=True)
+    dot_file, svg_file = base + ".dot", base + ".svg"
+    with open(dot_file, "w", encoding="utf-8") as handle:
+        handle.write(buffer.getvalue())
+    dot = shutil.which("dot")
+    if dot is None:
+        return None, f"graphviz's dot is not installed: the reference graph is {_short(dot_file)}"
+    try:
+        done = subprocess.run([dot, "-Tsvg", "-o", svg_file, dot_file], capture_output=True, text=True, timeout=DRAW_TIMEOUT)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return None, f"graphviz could not draw {_short(dot_file)}: {exc}"
+    if done.returncode != 0 or not os.path.isfile(svg_file):
+        return None, f"graphviz could not draw {_short(dot_file)}: {done.stderr.strip()[:200]}"
+    return svg_file, None

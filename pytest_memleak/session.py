@@ -57,9 +57,8 @@ class ResultStore:
         self.counts: dict[str, int] = {}
         self.over_budget = 0  # tests the cost budget did not reach
         self.ignored = [0, 0.0]  # tests with growth memleak_ignore left out, and its bytes per run in all
-        self.notable: list[dict[str, Any]] = []  # leaking and inconclusive: listed at the end
+        self.notable: list[LeakResult] = []  # leaking and inconclusive (what the summary needs of them): listed at the end
         self.soaks: list[dict[str, Any]] = []
-        self.problems: list[str] = []
 
     def add(self, data: dict[str, Any], kind: str = "test") -> None:
         if kind == "soak":
@@ -73,7 +72,7 @@ class ResultStore:
                 self.ignored[1] += float(data["ignored_per_run"])
             if status in (LEAK, INCONCLUSIVE) or data.get("peak_over"):
                 self.notable.append(
-                    {k: data.get(k) for k in ("nodeid", "status", "reason", "warned", "known", "group", "peak_over")}
+                    LeakResult.from_dict({k: data.get(k) for k in ("nodeid", "status", "reason", "warned", "known", "group", "peak_over")})
                 )
         if self._file is None:
             # open for the whole session: results stream here, closed in pytest_unconfigure
@@ -439,7 +438,7 @@ class MemleakSession:
             if result.leaked:
                 from . import diagnose
 
-                diagnose.explain(result, run, self.report_dir, run.resources_before, None)
+                diagnose.explain(result, run, self.report_dir, run.resources_before, None, draw=self._report_dir_unusable() is None)
                 self._hygiene(item, result)
             if result.leaked and settings.flamegraph != "none" or settings.flamegraph == "all" and result.status == CLEAN:
                 self._flamegraph(item, result, run, settings)
@@ -523,10 +522,10 @@ class MemleakSession:
 
     def _report_dir_unusable(self) -> str | None:
         if not self.report_dir_checked:
-            from . import report_files
+            from .report import ensure_dir
 
             self.report_dir_checked = True
-            self.report_dir_problem = report_files.ensure_dir(self.report_dir)
+            self.report_dir_problem = ensure_dir(self.report_dir)
         return self.report_dir_problem
 
     def _attach(self, item: pytest.Item, call: pytest.TestReport, teardown: pytest.TestReport, result: LeakResult, warn: bool) -> None:
@@ -754,7 +753,7 @@ class MemleakSession:
 
     def _write_reports(self, session: pytest.Session) -> None:
         try:
-            from . import report_files
+            from . import report
         except ImportError:
             return
         problem = self._report_dir_unusable()
@@ -767,14 +766,14 @@ class MemleakSession:
             "settings": {k: v for k, v in self.sources.values.items()},
             "origin": dict(self.sources.origin),
         }
-        for name, writer in (("memleak.json", report_files.write_json), ("memleak.html", report_files.write_html)):
+        for name, writer in (("memleak.json", report.write_json), ("memleak.html", report.write_html)):
             try:
                 writer(self.report_dir / name, self._rendered(self.store.iter("test")), list(self.store.soaks), meta)
             except Exception as exc:  # never lose the run's verdicts over a report
                 self.problems.append(f"{name} not written: {type(exc).__name__}: {exc}")
         if os.environ.get("GITHUB_STEP_SUMMARY"):
-            text = report_files.github_summary(list(self._rendered(self.store.iter("test"))), list(self.store.soaks))
-            problem = report_files.append_github_summary(text)
+            text = report.github_summary(list(self._rendered(self.store.iter("test"))), list(self.store.soaks))
+            problem = report.append_github_summary(text)
             if problem:
                 self.problems.append(problem)
 

@@ -79,7 +79,7 @@ import pytest
 
 from . import compat, measuring, options, soak_target
 from . import guard as memory_guard
-from .results import CLEAN, INCONCLUSIVE, LEAK, NO_VERDICT, SoakResult
+from .results import CLEAN, INCONCLUSIVE, LEAK, NO_VERDICT, SoakResult, Status
 from .trend import Level, Trend, fit_level, judge
 from .units import (
     DURATION_FORM,
@@ -865,7 +865,7 @@ class _Runner:
 
     # -- results ---------------------------------------------------------------------------
 
-    def _base_result(self, status: str, reason: str) -> SoakResult:
+    def _base_result(self, status: Status, reason: str) -> SoakResult:
         config = self.config
         scenario, variant = scenario_variant(self.item, self.config)
         elapsed = self.elapsed

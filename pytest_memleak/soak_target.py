@@ -292,6 +292,14 @@ class Contention:
         except (OSError, ValueError, IndexError):
             return 0
 
+    def mark(self) -> int:
+        """The thread's wait so far, for :meth:`since` (exact counts only; 0 elsewhere)."""
+        return self._run_delay()
+
+    def since(self, mark: int) -> float:
+        """The seconds the thread waited for a CPU since ``mark`` (0.0 where not counted exactly)."""
+        return max(0, self._run_delay() - mark) / 1e9
+
     def read(self) -> float:
         """The seconds lost since :meth:`begin` (an estimate adds the waiting since the last reading)."""
         if self.source is None:

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pytest_memleak import grouping
-from pytest_memleak.results import SiteGrowth
+from pytest_memleak.results import LeakResult, SiteGrowth
 from pytest_memleak.sites import Classifier
 
 LIBRARY = '''
@@ -83,7 +83,7 @@ def test_a_retention_path_from_outside_the_tests_names_the_group_up_to_what_grow
 )
 def test_groups_count_each_leak_once_and_keep_only_shared_causes(members: list[tuple[str | None, str]]) -> None:
     results = [{"nodeid": f"t.py::test_{i}", "status": status, "group": group, "retained_per_run": 10.0} for i, (group, status) in enumerate(members)]
-    found = grouping.groups(results)
+    found = grouping.groups([LeakResult.from_dict(r) for r in results])
     assert all(g["count"] >= 2 and g["count"] == len(g["tests"]) for g in found)
     for g in found:
         expected = [r["nodeid"] for r in results if r["group"] == g["site"] and r["status"] == "leak"]

@@ -1,0 +1,104 @@
+"""``memleak.json``: every result as its dict, and the session's summary (schema ``pytest-memleak/1``,
+see docs/report-schema.md)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import enum
+import json
+import math
+import os
+import platform
+import sys
+from collections.abc import Iterable, Mapping
+from typing import IO, Any
+
+from .. import __version__
+from ..results import LeakResult, SoakResult
+from .files import atomic_write
+from .summary import as_dict, read, summarize
+
+SCHEMA = "pytest-memleak/1"
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as plain JSON data: non-finite floats become None; unknown types raise TypeError."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k) if not isinstance(k, str) else k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return [_plain(v) for v in sorted(value, key=repr)]
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, enum.Enum):
+        return _plain(value.value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _plain(dataclasses.asdict(value))
+    tolist = getattr(value, "tolist", None)  # numpy arrays and scalars, without importing numpy
+    if callable(tolist) and hasattr(value, "dtype"):
+        return _plain(tolist())
+    raise TypeError(f"{type(value).__name__} value {value!r:.80} is not JSON serialisable")
+
+
+def _version(dist: str) -> str | None:
+    try:
+        from importlib.metadata import version
+
+        return version(dist)
+    except Exception:
+        return None
+
+
+def default_meta() -> dict[str, Any]:
+    """Versions and platform, for ``meta``; the caller's keys are added on top."""
+    return {
+        "plugin_version": __version__,
+        "python": platform.python_version(),
+        "python_implementation": platform.python_implementation(),
+        "pytest": _version("pytest"),
+        "memray": _version("memray"),
+        "platform": sys.platform,
+        "generated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def write_json(
+    path: str | os.PathLike[str],
+    tests: Iterable[Mapping[str, Any] | LeakResult],
+    soaks: Iterable[Mapping[str, Any] | SoakResult],
+    meta: Mapping[str, Any] | None = None,
+) -> None:
+    """Write ``memleak.json`` atomically. Raises OSError.
+
+    A result is written as its dict (fields a later version adds pass through), one test or
+    soak per line inside the ``tests`` and ``soaks`` arrays, so the file is both valid JSON
+    and easy to grep.
+    """
+    test_list, soak_list = read(path, tests, as_dict), read(path, soaks, as_dict)
+    summary = summarize(read(path, test_list, LeakResult.from_dict), read(path, soak_list, SoakResult.from_dict))
+    full_meta = {**default_meta(), **dict(meta or {})}
+
+    def write(out: IO[str]) -> None:
+        def dump(value: Any, indent: int | None = None) -> str:
+            return json.dumps(_plain(value), ensure_ascii=False, allow_nan=False, indent=indent)
+
+        out.write("{\n")
+        out.write(f'"schema": {json.dumps(SCHEMA)},\n')
+        out.write(f'"meta": {dump(full_meta, 1)},\n')
+        out.write(f'"summary": {dump(summary.to_dict(), 1)},\n')
+        for key, items, last in (("tests", test_list, False), ("soaks", soak_list, True)):
+            out.write(f'"{key}": [')
+            for i, item in enumerate(items):
+                out.write(",\n" if i else "\n")
+                out.write(dump(item))
+            out.write("\n]" if items else "]")
+            out.write("\n" if last else ",\n")
+        out.write("}\n")
+
+    atomic_write(path, write)
