@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import gc
+import json
 import os
 import sys
 import time
@@ -642,6 +643,22 @@ DRAW_TIMEOUT = 10.0  # seconds graphviz may take to lay out a path
 MAX_DRAWN = 16  # objects of a path drawn; a longer one is left as text
 
 
+def _attribute_of(parent: Any, child: Any) -> str | None:
+    """The name of ``parent``'s attribute (in its ``__dict__`` or a slot) that holds ``child``."""
+    if isinstance(parent, (type, types.ModuleType)):
+        return None
+    namespace = getattr(parent, "__dict__", None)
+    if isinstance(namespace, dict):
+        for key, value in namespace.items():
+            if value is child:
+                return str(key)
+    for cls in type(parent).__mro__:
+        for slot in getattr(cls, "__slots__", ()):
+            if isinstance(slot, str) and getattr(parent, slot, None) is child:
+                return slot
+    return None
+
+
 def _draw(chain: Sequence[Any], base: str | os.PathLike[str]) -> tuple[str | None, str | None]:
     """Draw a retention path (:meth:`_Graph.chain`) with objgraph: ``<base>.dot``, and
     ``<base>.svg`` when graphviz's ``dot`` is installed. Called with the heap thawed (objgraph
@@ -661,11 +678,18 @@ def _draw(chain: Sequence[Any], base: str | os.PathLike[str]) -> tuple[str | Non
     buffer = io.StringIO()
     target = chain[-1]
     objgraph.show_chain(list(chain), output=buffer, highlight=lambda obj: obj is target, extra_ignore=(id(chain), id(buffer)))
+    text = buffer.getvalue()
+    for parent, child in zip(chain[:-1], chain[1:], strict=True):
+        # objgraph names a reference through a dict's key or an instance's __dict__; an attribute an
+        # instance holds itself (inline values, Python 3.13; a slot) it leaves bare: the path names it
+        name = _attribute_of(parent, child)
+        if name is not None:
+            text = text.replace(f"  o{id(parent)} -> o{id(child)};\n", f"  o{id(parent)} -> o{id(child)} [label={json.dumps(name)}];\n")
     base = os.fspath(base)
     os.makedirs(os.path.dirname(base) or ".", exist_ok=True)
     dot_file, svg_file = base + ".dot", base + ".svg"
     with open(dot_file, "w", encoding="utf-8") as handle:
-        handle.write(buffer.getvalue())
+        handle.write(text)
     dot = shutil.which("dot")
     if dot is None:
         return None, f"graphviz's dot is not installed: the reference graph is {_short(dot_file)}"
