@@ -268,25 +268,29 @@ class _Graph:
         root, down, kind = route
         return self._render(root, down, target, frame=kind == "frame", context=kind == "context")
 
-    def chain(self, target: Any) -> list[Any]:
+    def chain(self, target: Any) -> tuple[list[Any], dict[tuple[int, int], str]]:
         """The objects of :meth:`path`, from its root (a module, or the local or context value) to
-        ``target``; [] when it has none."""
+        ``target`` ([] when it has none), and each reference's name as the path says it, by the
+        ids of the objects it joins."""
         route = self._route(target)
         if route is None:
-            return []
+            return [], {}
         root, down, kind = route
         first: Any = self.nodes.get(root)
         out = [sys.modules[self.modules[root]], first] if kind == "root" and root in self.modules else [first]
+        names: dict[tuple[int, int], str] = {}
         node = root
         while down.get(node) is not None:
-            node = down[node][0]
+            node, _, subscript, attribute = down[node]
             child = self.nodes[node]
             owner = out[-1]
+            if attribute or subscript:
+                names[id(owner), id(child)] = attribute or subscript
             namespace = getattr(owner, "__dict__", None) if not isinstance(owner, (type, types.ModuleType)) else None
             if isinstance(namespace, dict) and not any(r is child for r in gc.get_referents(owner)):
                 out.append(namespace)  # an attribute reached through its owner's __dict__: the reference is the dict's
             out.append(child)
-        return out
+        return out, names
 
     def _route(self, target: Any) -> tuple[int, dict[int, Any], str] | None:
         """The best root for ``target`` (nearest module or class, else a frame's local or a context
@@ -584,9 +588,9 @@ def search(
             result.groups = sorted(groups.values(), key=lambda g: (not g.shape, -g.count, -g.size))
             top = result.first_rooted()
             if draw_to is not None and top is not None:
-                chain = graph.chain(firsts[top.type, top.shape])
+                chain, labels = graph.chain(firsts[top.type, top.shape])
                 try:
-                    result.graph, result.graph_note = _draw(chain, draw_to)
+                    result.graph, result.graph_note = _draw(chain, labels, draw_to)
                 except Exception as exc:  # evidence only
                     result.graph_note = f"the reference graph was not drawn: {type(exc).__name__}: {exc}"
                 finally:
@@ -643,23 +647,7 @@ DRAW_TIMEOUT = 10.0  # seconds graphviz may take to lay out a path
 MAX_DRAWN = 16  # objects of a path drawn; a longer one is left as text
 
 
-def _attribute_of(parent: Any, child: Any) -> str | None:
-    """The name of ``parent``'s attribute (in its ``__dict__`` or a slot) that holds ``child``."""
-    if isinstance(parent, (type, types.ModuleType)):
-        return None
-    namespace = getattr(parent, "__dict__", None)
-    if isinstance(namespace, dict):
-        for key, value in namespace.items():
-            if value is child:
-                return str(key)
-    for cls in type(parent).__mro__:
-        for slot in getattr(cls, "__slots__", ()):
-            if isinstance(slot, str) and getattr(parent, slot, None) is child:
-                return slot
-    return None
-
-
-def _draw(chain: Sequence[Any], base: str | os.PathLike[str]) -> tuple[str | None, str | None]:
+def _draw(chain: Sequence[Any], names: dict[tuple[int, int], str], base: str | os.PathLike[str]) -> tuple[str | None, str | None]:
     """Draw a retention path (:meth:`_Graph.chain`) with objgraph: ``<base>.dot``, and
     ``<base>.svg`` when graphviz's ``dot`` is installed. Called with the heap thawed (objgraph
     climbs with ``gc.get_referrers``, blind to a frozen heap).
@@ -682,7 +670,7 @@ def _draw(chain: Sequence[Any], base: str | os.PathLike[str]) -> tuple[str | Non
     for parent, child in zip(chain[:-1], chain[1:], strict=True):
         # objgraph names a reference through a dict's key or an instance's __dict__; an attribute an
         # instance holds itself (inline values, Python 3.13; a slot) it leaves bare: the path names it
-        name = _attribute_of(parent, child)
+        name = names.get((id(parent), id(child)))
         if name is not None:
             text = text.replace(f"  o{id(parent)} -> o{id(child)};\n", f"  o{id(parent)} -> o{id(child)} [label={json.dumps(name)}];\n")
     base = os.fspath(base)
