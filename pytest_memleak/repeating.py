@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import gc
 import math
 import sys
@@ -70,6 +71,16 @@ class TracingOwner:
         if self.owned and tracemalloc.is_tracing():
             tracemalloc.stop()
         self.owned = False
+
+
+@functools.cache
+def _exact_wait() -> Any:
+    """The kernel's count of this thread's wait for a CPU (a soak_target.Contention), made once: its
+    mark() and since() keep no state, so every Runner shares it; None where there is no exact count."""
+    from .soak_target import Contention
+
+    waits = Contention()
+    return waits if waits.exact else None
 
 
 class NotRepeatable(Exception):
@@ -138,10 +149,7 @@ class Runner:
         self.light = isinstance(self.item, pytest.Function) and fixturenames is not None and "caplog" not in fixturenames
         # (with --pdb, pytest's unittest support defers tearDown to the teardown of each setup)
         self.bare = self.light and _no_function_fixtures(self.item) and not self.item.config.getoption("usepdb", False)
-        from .soak_target import Contention
-
-        waits = Contention()
-        self.cpu_wait = waits if waits.exact else None
+        self.cpu_wait = _exact_wait()
 
     @property
     def counted(self) -> tuple[str, ...]:

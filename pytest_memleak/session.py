@@ -766,13 +766,19 @@ class MemleakSession:
             "settings": {k: v for k, v in self.sources.values.items()},
             "origin": dict(self.sources.origin),
         }
+        try:  # read once, typed, for every writer
+            tests = report.tests_of("the reports", self._rendered(self.store.iter("test")))
+            soaks = report.soaks_of("the reports", self.store.soaks)
+        except Exception as exc:  # never lose the run's verdicts over a report
+            self.problems.append(f"reports not written: {type(exc).__name__}: {exc}")
+            return
         for name, writer in (("memleak.json", report.write_json), ("memleak.html", report.write_html)):
             try:
-                writer(self.report_dir / name, self._rendered(self.store.iter("test")), list(self.store.soaks), meta)
+                writer(self.report_dir / name, tests, soaks, meta)
             except Exception as exc:  # never lose the run's verdicts over a report
                 self.problems.append(f"{name} not written: {type(exc).__name__}: {exc}")
         if os.environ.get("GITHUB_STEP_SUMMARY"):
-            text = report.github_summary(list(self._rendered(self.store.iter("test"))), list(self.store.soaks))
+            text = report.github_summary(tests, soaks)
             problem = report.append_github_summary(text)
             if problem:
                 self.problems.append(problem)

@@ -19,6 +19,7 @@ from .files import ReportWriteError, atomic_write, atomic_write_text, ensure_dir
 from .github import append_github_summary, github_summary
 from .html_page import write_html
 from .json_file import SCHEMA, write_json
+from .summary import soaks_of, tests_of
 
 __all__ = [
     "SCHEMA",
@@ -28,6 +29,8 @@ __all__ = [
     "atomic_write_text",
     "ensure_dir",
     "github_summary",
+    "soaks_of",
+    "tests_of",
     "write_html",
     "write_json",
 ]

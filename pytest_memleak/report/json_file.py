@@ -17,7 +17,7 @@ from typing import IO, Any
 from .. import __version__
 from ..results import LeakResult, SoakResult
 from .files import atomic_write
-from .summary import as_dict, read, summarize
+from .summary import as_dict, read, soaks_of, summarize, tests_of
 
 SCHEMA = "pytest-memleak/1"
 
@@ -80,8 +80,9 @@ def write_json(
     soak per line inside the ``tests`` and ``soaks`` arrays, so the file is both valid JSON
     and easy to grep.
     """
-    test_list, soak_list = read(path, tests, as_dict), read(path, soaks, as_dict)
-    summary = summarize(read(path, test_list, LeakResult.from_dict), read(path, soak_list, SoakResult.from_dict))
+    raw_tests, raw_soaks = read(path, tests, lambda item: item), read(path, soaks, lambda item: item)  # (a stream is read once)
+    test_list, soak_list = read(path, raw_tests, as_dict), read(path, raw_soaks, as_dict)
+    summary = summarize(tests_of(path, raw_tests), soaks_of(path, raw_soaks))  # (typed results are used as they are)
     full_meta = {**default_meta(), **dict(meta or {})}
 
     def write(out: IO[str]) -> None:

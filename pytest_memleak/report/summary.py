@@ -38,7 +38,7 @@ def as_dict(item: Any) -> dict[str, Any]:
 def _typed(cls: type[R], item: Any) -> R:
     if isinstance(item, cls):
         return item
-    return cls.from_dict(as_dict(item))
+    return cls.from_dict(item if isinstance(item, Mapping) else as_dict(item))
 
 
 def read(path: Any, items: Iterable[Any] | None, convert: Any) -> list[Any]:
