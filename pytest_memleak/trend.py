@@ -38,6 +38,7 @@ MIN_SEGMENT_POINTS = 3  # points needed in the last half / last third
 PERSIST_RATIO = 0.5  # a late slope must be at least this fraction of the whole-window slope
 EFFECT_FLOOR = 1.0  # growth over the window must exceed this many robust noise sds
 MIN_RELATIVE_GROWTH = 1e-6  # growth under this share of the level is none (a byte or two of jitter)
+RISING_REACH = 100.0  # a trend that rises but does not persist is projected at most this many windows ahead
 MAX_AUTOCORRELATION = 0.95  # caps the variance inflation at (1 + 0.95) / (1 - 0.95) = 39
 NOISE_POINTS = 2000  # raw points used (evenly strided) to estimate the noise band
 HOUR = 3600.0
@@ -117,15 +118,24 @@ class Trend:
 
     def time_to(self, limit: float, now_value: float) -> float | None:
         """Units of t (seconds) until ``limit`` at the fitted rate; None when not growing
-        (neither persistent nor :attr:`rising`).
+        (neither persistent nor :attr:`rising`), and when the trend only rises and the limit is
+        more than :data:`RISING_REACH` windows ahead.
 
         0.0 when ``now_value`` is already at or above the limit while growing.
+
+        A rise that is not shown to persist projects no further than a hundred times what it was
+        seen over: RSS that climbed a few pages in a 2 s window (a staircase of 4 KiB steps and
+        one 300 KiB step of malloc's heap top, in a bounded service) read as reaching 500 MiB in
+        18 h, inside the 24 h horizon, and failed a soak of a fixed service.
         """
         if not (self.persistent or self.rising) or not self.slope > 0:
             return None
         if now_value >= limit:
             return 0.0
-        return (limit - now_value) / self.slope
+        ttl = (limit - now_value) / self.slope
+        if not self.persistent and ttl > RISING_REACH * (self.window_end - self.window_start):
+            return None
+        return ttl
 
 
 @dataclass(frozen=True)
@@ -312,6 +322,11 @@ def judge(
                 limit_part += f" (beyond the {format_duration(horizon_seconds)} horizon)"
         elif current >= memory_limit:
             limit_part = f"; at {fmt(current)}, above {fmt(memory_limit)} but not growing"
+        elif trend.rising and trend.slope > 0:
+            limit_part = (
+                f"; not projected to {fmt(memory_limit)}: more than {RISING_REACH:g} windows ahead "
+                "for a rise that does not persist"
+            )
 
     if trend.persistent:
         over = trend.lower > threshold and tail is not None and tail.slope > threshold
@@ -327,7 +342,7 @@ def judge(
             f"plateaued: {fmt(rate, True)}/h over the window but {fmt(tail_rate, True)}/h "
             f"in the last third{limit_part}"
         )
-    if trend.plateaued:
+    if trend.plateaued and trend.lower <= 0:
         return False, f"flat: {fmt(rate, True)}/h ({pct} CI {fmt(lower)}/h .. {fmt(upper)}/h){limit_part}"
     return False, (
         f"no persistent growth: {fmt(rate, True)}/h ({pct} CI {fmt(lower)}/h .. {fmt(upper)}/h), "

@@ -312,6 +312,52 @@ def test_reason_for_a_plateau_and_for_flat_memory():
     assert not leak and reason.startswith("flat: +0 B/h"), reason
 
 
+# RSS of a fixed chat service over a 3 s soak, in bytes above its first sample: pages touched one
+# at a time, then one 300 KiB step of malloc's heap top near the end (shaped on CI's samples)
+STAIRCASE = [0, 0, 0, 4096, 4096, 4096, 4096, 4096, 4096, 4096, 4096, 4096, 4096, 4096, 4096, 4096, 4096, 8192, 8192, 8192,
+             8192, 12288, 12288, 12288, 12288, 12288, 20480, 20480, 20480, 20480, 24576, 24576, 24576, 24576, 24576, 24576,
+             28672, 163840, 471040, 471040]
+
+
+def test_a_rise_that_does_not_persist_is_not_projected_a_hundred_windows_ahead():
+    """CI failed a soak of a fixed service: its RSS rose a few pages and one heap step in 2.8 s,
+    and "rises 38 MiB/h, reaches 500 MiB in 11 h" was inside the 24 h horizon. The same rise
+    still fails a soak whose limit is near (within a hundred windows)."""
+    from pytest_memleak.trend import RISING_REACH, fit_level
+
+    t = [i * 0.105 for i in range(len(STAIRCASE))]
+    y = [74_194_944.0 + v for v in STAIRCASE]
+    level = fit_level(t, y, warmup_fraction=0.3)
+    trend = level.trend
+    assert trend.rising and not trend.persistent
+    window = trend.window_end - trend.window_start
+    far = 500 * MiB
+    assert (far - level.now) / trend.slope > RISING_REACH * window  # where the old rule projected to
+    leak, reason = judge(trend, max_growth_per_hour=0, memory_limit=far, horizon_seconds=24 * HOUR, current=level.now)
+    assert not leak and level.time_to(far) is None, reason
+    assert reason.endswith("not projected to 500.0 MiB: more than 100 windows ahead for a rise that does not persist"), reason
+    assert not reason.startswith("flat"), reason  # its lower bound is above zero
+    near = level.now + trend.slope * RISING_REACH * window / 2
+    leak, reason = judge(trend, max_growth_per_hour=0, memory_limit=near, horizon_seconds=24 * HOUR, current=level.now)
+    assert leak and reason.startswith("rises "), reason
+    assert level.time_to(near) == pytest.approx(RISING_REACH * window / 2)
+
+
+@PROPERTY
+@given(n=st.integers(12, 60), seed=seeds, limit=st.floats(1 * MiB, 4096 * MiB))
+def test_only_a_persistent_trend_is_projected_beyond_a_hundred_windows(n, seed, limit):
+    from pytest_memleak.trend import RISING_REACH
+
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) * 0.1
+    y = 80 * MiB + np.cumsum(rng.choice([0, 0, 0, 4096, 8192, 300 * KiB], size=n))
+    trend = fit_trend(list(t), list(y), warmup_fraction=0.3)
+    now = float(y[-1])
+    ttl = trend.time_to(now + limit, now)
+    if ttl is not None and not trend.persistent:
+        assert ttl <= RISING_REACH * (trend.window_end - trend.window_start)
+
+
 def test_count_units_are_formatted_as_counts():
     t = np.arange(200.0)
     trend = fit_trend(list(t), list(1000 + 3.0 * t))
