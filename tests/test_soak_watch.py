@@ -439,3 +439,25 @@ def test_collapse():
     assert any(p.startswith("throughput fell from ") for p in res.problems)
     assert res.status == INCONCLUSIVE, res.reason
     assert "grows per iteration but not per second" in res.reason
+
+
+def test_a_leak_per_iteration_stands_when_throughput_collapses(tmp_path: Path) -> None:
+    """Under load, a registry that leaks 37 KiB an iteration slowed from 43 to 16 iterations a
+    second: RSS grew per second to the end, the heap's rate per second fell with the throughput
+    ("plateaued"), and both grew per iteration. The leak stands; a clean verdict there would not."""
+    from pytest_memleak.trend import fit_level
+    from tests.test_guard import MarkedItem
+
+    runner = soak._Runner(None, soak.soak_config(MarkedItem(duration="3s")), tmp_path / "x.jsonl", lambda: None)  # type: ignore[arg-type]
+    runner.elapsed, runner.waited = 3.0, 0.0
+    t = [i * 0.05 for i in range(61)]
+    iterations = [43.0 * x if x < 1.5 else 43.0 * 1.5 + 16.0 * (x - 1.5) for x in t]
+    per_iteration = 37 * 1024
+    rss = [75 * 2**20 + per_iteration * n + (4096 if i % 3 == 0 else 0) for i, n in enumerate(iterations)]
+    heap = [40 * 2**20 + 0.9 * per_iteration * n for n in iterations]
+    trend = fit_level(t, rss, warmup_fraction=0.3).trend
+    series = {"rss": rss, "heap": heap}
+    assert runner._doubt(t, iterations, series, ["rss"], trend) is None
+    assert any(p.startswith("throughput fell from ") for p in runner.problems), runner.problems
+    doubt = runner._doubt(t, iterations, series, [], trend)
+    assert doubt is not None and doubt.endswith("grows per iteration but not per second"), doubt
