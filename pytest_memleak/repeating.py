@@ -126,6 +126,7 @@ class Runner:
     counters: tuple[Counter, ...] = ()  # the project's counters (pytest_memleak_counters), read at every measurement
     counter_errors: dict[str, str] = field(default_factory=dict)  # a counter that failed to read, and why
     cpu_wait: Any = None  # a soak_target.Contention that counts exactly (the kernel's), for repeat()'s time-bounded stretches
+    call_wait: bool = False  # the next light setup's first call is timed less its wait for a CPU (then this turns off)
 
     def __post_init__(self) -> None:
         self._exception_queues = compat.exception_queues(self.item.config)
@@ -195,7 +196,8 @@ class Runner:
 
     @property
     def call_seconds(self) -> float:
-        """The test's call alone, without setup and teardown, in the latest light setup's first run."""
+        """The test's call alone, without setup and teardown, in the latest light setup's first run
+        (less the thread's wait for a CPU during it, where ``call_wait`` asked for it)."""
         return float(self._call[0])
 
     @property
@@ -330,10 +332,15 @@ class Runner:
             compat.setup(item)
             while True:
                 made += 1
+                waited_from = self._wait_mark(0.0) if made == 1 and self.call_wait else None
                 called = time.perf_counter()
                 item.runtest()
                 if made == 1:
-                    self._call[0] = time.perf_counter() - called
+                    took = time.perf_counter() - called
+                    if waited_from is not None:  # one preemption of a 1 ms call costs it 20-60 ms beside busy loops
+                        took = max(took - self.cpu_wait.since(waited_from), 0.0)
+                        self.call_wait = False
+                    self._call[0] = took
                 if made >= calls or time.perf_counter() + self.seconds > until:
                     break
                 if compat.has_unittest_failure(item) or _function_scoped_request(item):
@@ -612,7 +619,7 @@ def screen(run: Runner, settings: TestSettings, own_seconds: float, thorough: bo
 
     The first stretch sets the length of all: as many runs as fit in a quarter of the time of
     the test's own run, and 0.1 ms (one at the least, ``runs`` at the most; ten at the least
-    when ten calls under a shared setup, timed by the first, cold one, cost no more than two own
+    when ten calls under a shared setup, timed by the first, cold one (less its wait for a CPU), cost no more than two own
     runs). A stretch with no growth clears the test, so growth at least every stretch-th run
     cannot pass; growth in stretch after stretch makes it a suspect. A test marked ``memleak``
     gets a row after every run, for all its ``runs``.
@@ -632,7 +639,9 @@ def screen(run: Runner, settings: TestSettings, own_seconds: float, thorough: bo
     if thorough:  # a row after every run, for all its runs: a walk swings by more than one object grows in a stretch
         stretch, quiet, cap = run.repeat(1), settings.runs, settings.runs
     else:  # the first stretch: as many runs as fit in a quarter of its own run's time, and a little
+        run.call_wait = True  # its first call, timed less its wait for a CPU, says whether ten more runs are cheap
         stretch = run.repeat(settings.runs, time.perf_counter() + SCREEN_FACTOR * own_seconds + SCREEN_MIN)
+        run.call_wait = False
         if run.bare and CHEAP_STRETCH * run.call_seconds <= CHEAP_SHARE * own_seconds and stretch < CHEAP_STRETCH:
             stretch += run.repeat(min(settings.runs, CHEAP_STRETCH) - stretch)  # growth every few runs costs little to see
         quiet, cap = stretch, SCREEN_STRETCHES * stretch

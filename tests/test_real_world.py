@@ -237,6 +237,36 @@ def test_a_suspect_on_a_busy_cpu_runs_on_by_its_wait_and_is_caught(pytester: pyt
     result.stdout.fnmatch_lines(["*a busy machine: the checks waited for a CPU *s, and their time bound ran on by that*"])
 
 
+@pytest.mark.skipif(
+    not hasattr(os, "sched_setaffinity") or not os.access(soak_target.SCHEDSTAT, os.R_OK), reason="needs CPU affinity and the kernel's wait count"
+)
+def test_a_cheap_call_that_waits_for_its_cpu_still_gets_ten_runs_a_stretch(pytester: pytest.Pytester) -> None:
+    """A string rebuilt 100 B longer each run is below pymalloc's 512 B for its first five runs,
+    where the unmarked screen cannot see it: its stretches need ten runs, which a call costing
+    no more than a fifth of the test's own run gets. Each call here yields its CPU to a busy loop
+    pinned beside it, so its wall time is a timeslice while its work is microseconds (what one
+    preemption did to a cold first call in a loaded CI run: the stretch was one run, and the leak
+    read clean after three). The call is timed less its wait: the leak is caught at its line."""
+    cpu = min(os.sched_getaffinity(0))
+    pin = f"import os; os.sched_setaffinity(0, {{{cpu}}})\nwhile True: pass"
+    loop = subprocess.Popen([sys.executable, "-c", pin])
+    saved = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpu})  # (this thread's: the inner pytest inherits it)
+    try:
+        source = """
+            import os
+            S = [""]
+            def test_leak():
+                S[0] = S[0] + "x" * 100  # LEAK-LINE
+                os.sched_yield()  # the busy loop runs its timeslice: the call waits for the CPU
+        """
+        expect_leak(pytester, "test_yielding", source, "--memleak-confirm-seconds=60")
+    finally:
+        os.sched_setaffinity(0, saved)
+        loop.kill()
+        loop.wait()
+
+
 def test_anyio_leak_is_caught(pytester: pytest.Pytester) -> None:
     pytest.importorskip("anyio")
     source = """
