@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 
-from pytest_memleak.flamegraph import capture_run, safe_name
+from pytest_memleak.evidence.flamegraph import capture_run, safe_name
 from pytest_memleak.report import write_html, write_json
 from pytest_memleak.results import (
     CLEAN,

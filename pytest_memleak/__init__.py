@@ -13,22 +13,31 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from .counters import Counter
-    from .snapshots import Diff, Holder, Recovered, Snapshot, allocate, cleanup, compare, snapshot
-    from .units import format_size, parse_size
+    from pytest_memleak.check.counters import Counter
+    from pytest_memleak.config.units import format_size, parse_size
+    from pytest_memleak.explicit.snapshots import (
+        Diff,
+        Holder,
+        Recovered,
+        Snapshot,
+        allocate,
+        cleanup,
+        compare,
+        snapshot,
+    )
 
 _LAZY = {
-    "Counter": "counters",
-    "snapshot": "snapshots",
-    "compare": "snapshots",
-    "allocate": "snapshots",
-    "cleanup": "snapshots",
-    "Snapshot": "snapshots",
-    "Diff": "snapshots",
-    "Holder": "snapshots",
-    "Recovered": "snapshots",
-    "parse_size": "units",
-    "format_size": "units",
+    "Counter": "check.counters",
+    "snapshot": "explicit.snapshots",
+    "compare": "explicit.snapshots",
+    "allocate": "explicit.snapshots",
+    "cleanup": "explicit.snapshots",
+    "Snapshot": "explicit.snapshots",
+    "Diff": "explicit.snapshots",
+    "Holder": "explicit.snapshots",
+    "Recovered": "explicit.snapshots",
+    "parse_size": "config.units",
+    "format_size": "config.units",
 }
 
 __all__ = [

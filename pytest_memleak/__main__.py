@@ -10,7 +10,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args or args[0] != "compare":
         print("usage: python -m pytest_memleak compare OLD.json NEW.json [--grew SHARE]", file=sys.stderr)
         return 2
-    from .comparing import main as compare_main
+    from pytest_memleak.explicit.comparing import main as compare_main
 
     return compare_main(args[1:])
 

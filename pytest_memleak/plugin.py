@@ -31,13 +31,13 @@ def _unmark_for_rewrite(package: str = __package__ or "pytest_memleak") -> bool:
 
 _unmark_for_rewrite()  # (before the imports below: they and all the rest then load from their bytecode)
 
-from . import options  # noqa: E402
+from pytest_memleak.config import options  # noqa: E402
 
 SESSION_KEY = pytest.StashKey["object"]()
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
-    from .counters import CounterSpecs
+    from pytest_memleak.check.counters import CounterSpecs
 
     pluginmanager.add_hookspecs(CounterSpecs)
 
@@ -61,12 +61,12 @@ def pytest_configure(config: pytest.Config) -> None:
     for marker in options.MARKERS:
         config.addinivalue_line("markers", f"{marker.signature}: {marker.help}")
     sources = options.resolve_session(config)
-    from .session import MemleakSession
+    from pytest_memleak.check.session import MemleakSession
 
     session = MemleakSession(config, sources)
     config.stash[SESSION_KEY] = session
     config.pluginmanager.register(session, "memleak-session")
-    from . import fixtures, watch
+    from pytest_memleak.explicit import fixtures, watch
 
     for module, name in ((fixtures, "memleak-fixtures"), (watch, "memleak-watch")):
         if not config.pluginmanager.is_registered(module):

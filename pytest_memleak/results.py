@@ -19,7 +19,7 @@ T = TypeVar("T")
 
 
 class Status(str, Enum):
-    """How a checked test ends. Every change of status is made in :mod:`pytest_memleak.deciding`."""
+    """How a checked test ends. Every change of status is made in :mod:`pytest_memleak.check.deciding`."""
 
     CLEAN = "clean"  # measured; nothing grew beyond its budget
     LEAK = "leak"  # measured; growth persisted beyond a budget: the test fails
@@ -151,7 +151,7 @@ class SoakResult:
     fit_slope_per_second: float = 0.0
     details: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
-    # added by the soak runner (pytest_memleak.soak)
+    # added by the soak runner (pytest_memleak.soak.run)
     samples: int = 0  # samples taken (all of them are in samples_path)
     sample_every: float = 0.0  # seconds, after scaling for a short (overridden) duration
     warmup_seconds: float = 0.0  # the first seconds left out of the fit

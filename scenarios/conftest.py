@@ -62,8 +62,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from pytest_memleak import measuring, options, soak
-from pytest_memleak.snapshots import trim
+from pytest_memleak.check import measuring
+from pytest_memleak.config import options
+from pytest_memleak.explicit.snapshots import trim
+from pytest_memleak.soak import run as soak
 from scenarios.chat import PATTERNS, ChatConfig, ChatService, MemoryManager, Workload
 
 KiB = 1024

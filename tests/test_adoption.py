@@ -540,11 +540,11 @@ def test_the_plugin_takes_itself_out_of_assertion_rewriting(pytester: pytest.Pyt
 
     hook = AssertionRewritingHook(pytester.parseconfig())  # (the config installs a hook of its own too)
     hook.mark_rewrite("pytest_memleak", "another_plugin")
-    assert hook._is_marked_for_rewrite("pytest_memleak.session", hook.config.stash[assertstate_key])
+    assert hook._is_marked_for_rewrite("pytest_memleak.check.session", hook.config.stash[assertstate_key])
     sys.meta_path.insert(0, hook)
     try:
         assert plugin._unmark_for_rewrite()
         assert hook._must_rewrite == {"another_plugin"}
-        assert not hook._is_marked_for_rewrite("pytest_memleak.session", hook.config.stash[assertstate_key])
+        assert not hook._is_marked_for_rewrite("pytest_memleak.check.session", hook.config.stash[assertstate_key])
     finally:
         sys.meta_path.remove(hook)

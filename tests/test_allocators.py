@@ -21,7 +21,8 @@ import textwrap
 import pytest
 from verdicts import assert_outcomes, verdict_lines
 
-from pytest_memleak import allocator, measuring
+from pytest_memleak.check import measuring
+from pytest_memleak.probe import allocator
 
 MiB = 1 << 20
 JEMALLOC = (
@@ -58,7 +59,7 @@ def _env(preload: str | None) -> dict[str, str]:
 # jemalloc's own ctl does when config_stats is off); the rest (epoch, purges) still works.
 NO_STATS = """
 import ctypes
-from pytest_memleak import allocator
+from pytest_memleak.probe import allocator
 
 _real = allocator._symbol
 
@@ -81,7 +82,7 @@ allocator._state = None
 """
 
 HIDE = """
-from pytest_memleak import allocator
+from pytest_memleak.probe import allocator
 
 _real = allocator._symbol
 allocator._symbol = lambda library, name: None if name in {HIDDEN} else _real(library, name)
@@ -95,8 +96,9 @@ def _hiding(*names: str) -> str:
 
 PROBE = """
 import json
-from pytest_memleak import allocator, measuring
-from pytest_memleak.snapshots import allocate, cleanup
+from pytest_memleak.check import measuring
+from pytest_memleak.probe import allocator
+from pytest_memleak.explicit.snapshots import allocate, cleanup
 
 out = {
     "name": allocator.name(),
@@ -165,7 +167,7 @@ import ctypes
 import json
 import sys
 import threading
-from pytest_memleak import allocator
+from pytest_memleak.probe import allocator
 
 mallctl = ctypes.CDLL(None).mallctl
 mallctl.restype = ctypes.c_int

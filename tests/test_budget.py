@@ -13,7 +13,7 @@ import textwrap
 import pytest
 from verdicts import assert_outcomes
 
-from pytest_memleak import budget, deciding, repeating
+from pytest_memleak.check import budget, deciding, repeating
 
 # (in the suite's order: without the cache, rotating, the day's draw would order the credit)
 BASE_ARGS = ("--memleak", "--memleak-flamegraph=none", "-p", "no:cacheprovider", "--memleak-budget=0", "--memleak-rotate=false")
@@ -263,7 +263,7 @@ def test_tests_checked_clean_rest_in_the_next_sessions_so_the_credit_reaches_the
 
 
 def test_rotation_arithmetic_and_what_else_the_cache_may_hold(pytester: pytest.Pytester) -> None:
-    from pytest_memleak import rotation
+    from pytest_memleak.check import rotation
 
     cache = pytester.parseconfigure().cache
     assert cache is not None
@@ -334,7 +334,7 @@ def test_without_the_rotations_history_the_days_draw_orders_the_credit(pytester:
     tests. The day's draw decides which go first instead: on a day that draws test_slow[0] last
     it waits (its reason says why), on a day that draws it first it is checked at once, and with
     --memleak-rotate=false the suite's order stands."""
-    from pytest_memleak import rotation
+    from pytest_memleak.check import rotation
 
     nodeid = "test_budgeted.py::test_slow[0]"
     last = next(day for day in range(1, 10_000) if rotation.draw(nodeid, day) > 0.9)
@@ -348,7 +348,7 @@ def test_without_the_rotations_history_the_days_draw_orders_the_credit(pytester:
         """
     by_day = {}
     for day in (last, first):
-        pytester.makeconftest(f"import pytest_memleak.rotation\npytest_memleak.rotation.today = lambda: {day}\n")
+        pytester.makeconftest(f"import pytest_memleak.check.rotation\npytest_memleak.check.rotation.today = lambda: {day}\n")
         body = textwrap.dedent(source) + textwrap.dedent(FILLER.format(n=TESTS - 5))
         pytester.makepyfile(test_budgeted="import pytest\n" + body)
         result = pytester.runpytest_subprocess(*[a for a in BASE_ARGS if a != "--memleak-rotate=false"])
@@ -357,7 +357,7 @@ def test_without_the_rotations_history_the_days_draw_orders_the_credit(pytester:
     assert by_day[last]["status"] == "no-verdict" and by_day[last]["over_budget"] is True
     assert "drawn 0.9" in by_day[last]["reason"] and "gives the credit to the tests drawn first" in by_day[last]["reason"]
     assert by_day[first]["status"] == "clean", by_day[first]["reason"]
-    pytester.makeconftest(f"import pytest_memleak.rotation\npytest_memleak.rotation.today = lambda: {last}\n")
+    pytester.makeconftest(f"import pytest_memleak.check.rotation\npytest_memleak.check.rotation.today = lambda: {last}\n")
     ordered = pytester.runpytest_subprocess(*BASE_ARGS)  # --memleak-rotate=false: no draw
     assert_outcomes(ordered, pytester, passed=TESTS)
     assert _report(pytester)["test_slow[0]"]["status"] == "clean"

@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from pytest_memleak import allocator
+from pytest_memleak.probe import allocator
 from scenarios.chat import (
     PATTERNS,
     ChatConfig,

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pytest_memleak import comparing
+from pytest_memleak.explicit import comparing
 
 SUITE = """
 import os

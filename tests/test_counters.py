@@ -7,7 +7,7 @@ import json
 import pytest
 
 from pytest_memleak import Counter
-from pytest_memleak.counters import builtin, problem
+from pytest_memleak.check.counters import builtin, problem
 
 ARGS = ("--memleak", "--memleak-flamegraph=none", "-p", "no:cacheprovider")
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pytest_memleak import deciding
+from pytest_memleak.check import deciding
 
 STEPS = 6
 

@@ -172,7 +172,7 @@ ALLOCATE = textwrap.dedent(
 
     import pytest
 
-    from pytest_memleak import measuring
+    from pytest_memleak.check import measuring
 
     MiB = 1024 * 1024
     SIZE = 64 * MiB

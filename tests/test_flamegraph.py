@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pytest_memleak.flamegraph import (
+from pytest_memleak.evidence.flamegraph import (
     CAPTURE_SECONDS,
     LEAK_SHARE,
     MAX_CAPTURE_RUNS,
@@ -134,7 +134,7 @@ def test_keyboard_interrupt_propagates_and_the_tracker_is_stopped(tmp_path: path
 
 
 def test_a_failed_render_keeps_the_capture(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import pytest_memleak.flamegraph as fg
+    import pytest_memleak.evidence.flamegraph as fg
 
     monkeypatch.setattr(fg, "_RENDER_SCRIPT", "import sys; sys.exit('no reporter')")
     monkeypatch.setattr(fg, "_memray_command", lambda: [sys.executable, "-c", "import sys; sys.exit('no render')"])
@@ -147,7 +147,7 @@ def test_a_failed_render_keeps_the_capture(tmp_path: pathlib.Path, monkeypatch: 
 def test_the_cli_renders_when_the_reporter_cannot(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """memray's reporter is not a stable API: when rendering through it fails, `memray
     flamegraph` renders the same file."""
-    import pytest_memleak.flamegraph as fg
+    import pytest_memleak.evidence.flamegraph as fg
 
     fast = capture_run(keep_ten_mebibytes_forever, tmp_path / "fast")
     monkeypatch.setattr(fg, "_RENDER_SCRIPT", "import sys; sys.exit('no reporter')")
@@ -175,7 +175,7 @@ def test_a_background_render_is_finished_later(tmp_path: pathlib.Path) -> None:
 
 
 def test_a_failed_background_render_says_so_when_finished(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import pytest_memleak.flamegraph as fg
+    import pytest_memleak.evidence.flamegraph as fg
 
     monkeypatch.setattr(fg, "_RENDER_SCRIPT", "import sys; sys.exit('no reporter')")
     monkeypatch.setattr(fg, "_memray_command", lambda: [sys.executable, "-c", "import sys; sys.exit('no render')"])

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pytest_memleak import grouping
+from pytest_memleak.evidence import grouping
+from pytest_memleak.evidence.sites import Classifier
 from pytest_memleak.results import LeakResult, SiteGrowth
-from pytest_memleak.sites import Classifier
 
 LIBRARY = '''
 class Registry:
@@ -161,7 +161,7 @@ def test_a_thousand_failures_of_one_cause_are_one_finding(pytester: pytest.Pytes
 
 
 def test_a_group_pattern_runs_to_the_next_comma() -> None:
-    from pytest_memleak.options import _patterns
+    from pytest_memleak.config.options import _patterns
 
     assert _patterns("click/* group:kept by mylib.* -> x, */vendor/*:*") == ("click/*", "group:kept by mylib.* -> x", "*/vendor/*:*")
     assert _patterns("a.py:*\ngroup:mylib.py:Registry.remember()") == ("a.py:*", "group:mylib.py:Registry.remember()")

@@ -4,7 +4,7 @@ The cgroup readers run on real files laid out as the kernel lays out ``/sys/fs/c
 unified, v1 memory controller, the container case where the mount is the container's own
 cgroup), with the root passed in. The soak tests run in a pytester subprocess: a body that
 really allocates 20 MiB per iteration under an explicit ``memory_limit``, and a body that
-fills a fake cgroup (the conftest points :mod:`pytest_memleak.guard` at it).
+fills a fake cgroup (the conftest points :mod:`pytest_memleak.soak.guard` at it).
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 from _pytest.mark.structures import Mark
 
-from pytest_memleak import guard, soak
-from pytest_memleak.guard import Margin, MemoryGuard, parse_margin, read_cgroup_memory
+from pytest_memleak.soak import guard
+from pytest_memleak.soak import run as soak
+from pytest_memleak.soak.guard import Margin, MemoryGuard, parse_margin, read_cgroup_memory
 
 MiB = 1024**2
 GiB = 1024**3
@@ -389,7 +390,7 @@ def test_soak_stops_at_the_margin_with_the_trend_and_its_verdict_line(
 FAKE_CGROUP = """
 import pathlib
 
-import pytest_memleak.guard
+import pytest_memleak.soak.guard
 
 ROOT = pathlib.Path(__file__).parent / "fake-cgroup"
 (ROOT / "ctr").mkdir(parents=True, exist_ok=True)
@@ -399,8 +400,8 @@ ROOT = pathlib.Path(__file__).parent / "fake-cgroup"
 (ROOT / "ctr" / "memory.current").write_text(f"{100 * 1024**2}\\n")
 (ROOT / "ctr" / "memory.stat").write_text("inactive_file 0\\n")
 (ROOT.parent / "proc-self-cgroup").write_text("0::/ctr\\n")
-pytest_memleak.guard.CGROUP_ROOT = str(ROOT)
-pytest_memleak.guard.PROC_SELF_CGROUP = str(ROOT.parent / "proc-self-cgroup")
+pytest_memleak.soak.guard.CGROUP_ROOT = str(ROOT)
+pytest_memleak.soak.guard.PROC_SELF_CGROUP = str(ROOT.parent / "proc-self-cgroup")
 """
 
 FILLING = """

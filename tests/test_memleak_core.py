@@ -469,7 +469,7 @@ def test_plugin_off_imports_nothing_heavy(pytester: pytest.Pytester) -> None:
         test_mods="""
         import sys
         def test_modules():
-            heavy = [m for m in ("memray", "objgraph", "psutil", "pytest_memleak.report", "pytest_memleak.repeating") if m in sys.modules]
+            heavy = [m for m in ("memray", "objgraph", "psutil", "pytest_memleak.report", "pytest_memleak.check.repeating") if m in sys.modules]
             assert heavy == []
         """
     )
@@ -515,7 +515,7 @@ def test_collection_frees_cycles_that_a_finalizer_makes() -> None:
     import gc
     import weakref
 
-    from pytest_memleak import measuring
+    from pytest_memleak.check import measuring
 
     made = []
 

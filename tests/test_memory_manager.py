@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from pytest_memleak import measuring
-from pytest_memleak.snapshots import trim
+from pytest_memleak.check import measuring
+from pytest_memleak.explicit.snapshots import trim
 from scenarios.chat import ChatConfig, ChatService, Workload
 from scenarios.chat.memory import CRITICAL, NORMAL, WARNING, LoadRejected, MemoryManager
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_memleak import measuring, native
+from pytest_memleak.check import measuring
+from pytest_memleak.evidence import native
 
 linux_glibc = pytest.mark.skipif(not native.can_trim(), reason="malloc_trim needs glibc")
 MiB = 1 << 20

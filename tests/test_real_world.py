@@ -21,7 +21,8 @@ from fnmatch import fnmatch
 import pytest
 from verdicts import assert_outcomes, verdict_lines
 
-from pytest_memleak import repeating, soak_target
+from pytest_memleak.check import repeating
+from pytest_memleak.soak import target as soak_target
 
 BASE_ARGS = ("--memleak", "--memleak-flamegraph=none", "-p", "no:cacheprovider")
 

@@ -21,7 +21,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_memleak.flamegraph import safe_name
+from pytest_memleak.evidence.flamegraph import safe_name
 from pytest_memleak.report import (
     SCHEMA,
     ReportWriteError,
@@ -533,7 +533,7 @@ def test_safe_name_examples() -> None:
 
 
 def test_flamegraph_module_does_not_import_memray() -> None:
-    code = "import sys, pytest_memleak.flamegraph, pytest_memleak.report; print('memray' in sys.modules)"
+    code = "import sys, pytest_memleak.evidence.flamegraph, pytest_memleak.report; print('memray' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_memleak import resources
-from pytest_memleak.resources import ResourceSnapshot, diff
+from pytest_memleak.evidence import resources
+from pytest_memleak.evidence.resources import ResourceSnapshot, diff
 
 linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc")
 

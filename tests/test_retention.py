@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_memleak import diagnose, retention
+from pytest_memleak.evidence import diagnose, retention
 from pytest_memleak.results import Finding, LeakResult
 
 APP_SOURCE = """

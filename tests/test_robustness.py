@@ -523,10 +523,10 @@ def test_memray_missing_or_failing(pytester: pytest.Pytester, conftest: str, pro
 RENDER_FAILS = """
 import sys
 
-import pytest_memleak.flamegraph
+import pytest_memleak.evidence.flamegraph
 
-pytest_memleak.flamegraph._RENDER_SCRIPT = "import sys; sys.exit('no reporter')"
-pytest_memleak.flamegraph._memray_command = lambda: [sys.executable, "-c", "import sys; sys.exit('cannot render')"]
+pytest_memleak.evidence.flamegraph._RENDER_SCRIPT = "import sys; sys.exit('no reporter')"
+pytest_memleak.evidence.flamegraph._memray_command = lambda: [sys.executable, "-c", "import sys; sys.exit('cannot render')"]
 """
 
 
@@ -551,9 +551,9 @@ def test_a_flamegraph_that_fails_to_render_in_the_background_is_reported_and_lef
 PSUTIL_DENIED = """
 import psutil
 
-import pytest_memleak.measuring
+import pytest_memleak.check.measuring
 
-pytest_memleak.measuring._HAVE_PROC = False  # read through psutil, as on macOS or Windows
+pytest_memleak.check.measuring._HAVE_PROC = False  # read through psutil, as on macOS or Windows
 
 
 def denied(self, *args, **kwargs):
@@ -568,10 +568,10 @@ for name in ("memory_info", "num_fds", "num_threads", "children", "open_files", 
 PSUTIL_MISSING = """
 import sys
 
-import pytest_memleak.measuring
+import pytest_memleak.check.measuring
 
 sys.modules["psutil"] = None  # `import psutil` raises ImportError
-pytest_memleak.measuring._HAVE_PROC = False  # and no /proc to fall back on
+pytest_memleak.check.measuring._HAVE_PROC = False  # and no /proc to fall back on
 """
 
 

@@ -1,4 +1,4 @@
-"""pytest_memleak.snapshots used directly, outside the fixtures: snapshot, compare, allocate, cleanup."""
+"""pytest_memleak.explicit.snapshots used directly, outside the fixtures: snapshot, compare, allocate, cleanup."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 import pytest_memleak
-from pytest_memleak import measuring
-from pytest_memleak.snapshots import (
+from pytest_memleak.check import measuring
+from pytest_memleak.explicit.snapshots import (
     Diff,
     Holder,
     Recovered,
@@ -105,8 +105,8 @@ def test_consecutive_snapshots_do_not_count_each_other(tracing, rootdir):
 
 def test_site_totals_match_the_sites_module(tracing, rootdir):
     """snapshots._totals groups by traceback for speed; it must attribute like sites.totals."""
-    from pytest_memleak import sites
-    from pytest_memleak.snapshots import _totals
+    from pytest_memleak.evidence import sites
+    from pytest_memleak.explicit.snapshots import _totals
 
     kept = make_conversations(300)
     trace = tracemalloc.take_snapshot()
@@ -395,12 +395,12 @@ def test_allocate_rejects_bad_kinds_and_holders():
 
 def test_public_names_are_exported_lazily():
     code = (
-        "import sys, pytest_memleak, pytest_memleak.fixtures\n"
-        "assert 'pytest_memleak.snapshots' not in sys.modules, 'snapshots imported eagerly'\n"
+        "import sys, pytest_memleak, pytest_memleak.explicit.fixtures\n"
+        "assert 'pytest_memleak.explicit.snapshots' not in sys.modules, 'snapshots imported eagerly'\n"
         "assert 'psutil' not in sys.modules and 'ctypes' not in sys.modules, 'heavy import'\n"
         "from pytest_memleak import snapshot, compare, allocate, cleanup, Snapshot, Diff, Holder\n"
         "from pytest_memleak import parse_size, format_size, Recovered\n"
-        "assert 'pytest_memleak.snapshots' in sys.modules\n"
+        "assert 'pytest_memleak.explicit.snapshots' in sys.modules\n"
         "assert parse_size('2 MiB') == 2097152 and format_size(2097152) == '2.0 MiB'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -17,9 +17,9 @@ import pytest
 from _pytest.mark.structures import Mark
 from verdicts import default_sigint
 
-from pytest_memleak import soak
-from pytest_memleak.options import Sources
+from pytest_memleak.config.options import Sources
 from pytest_memleak.results import CLEAN, LEAK, NO_VERDICT, SoakResult
+from pytest_memleak.soak import run as soak
 
 # OBSERVER (a conftest) records what the call reports carry, as pytest-xdist would ship them.
 OBSERVER = r'''

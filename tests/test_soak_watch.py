@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_memleak import soak, soak_target
 from pytest_memleak.results import INCONCLUSIVE, LEAK, SoakResult
+from pytest_memleak.soak import run as soak
+from pytest_memleak.soak import target as soak_target
 from tests.test_soak import reports, run
 
 # A service stand-in: it grows by ``rate`` bytes a second (written, so resident) until it is

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from pytest_memleak.trend import MIN_POINTS, Trend, fit_trend, judge
+from pytest_memleak.soak.trend import MIN_POINTS, Trend, fit_trend, judge
 
 KiB = 1024
 MiB = 1024**2
@@ -323,7 +323,7 @@ def test_a_rise_that_does_not_persist_is_not_projected_a_hundred_windows_ahead()
     """CI failed a soak of a fixed service: its RSS rose a few pages and one heap step in 2.8 s,
     and "rises 38 MiB/h, reaches 500 MiB in 11 h" was inside the 24 h horizon. The same rise
     still fails a soak whose limit is near (within a hundred windows)."""
-    from pytest_memleak.trend import RISING_REACH, fit_level
+    from pytest_memleak.soak.trend import RISING_REACH, fit_level
 
     t = [i * 0.105 for i in range(len(STAIRCASE))]
     y = [74_194_944.0 + v for v in STAIRCASE]
@@ -346,7 +346,7 @@ def test_a_rise_that_does_not_persist_is_not_projected_a_hundred_windows_ahead()
 @PROPERTY
 @given(n=st.integers(12, 60), seed=seeds, limit=st.floats(1 * MiB, 4096 * MiB))
 def test_only_a_persistent_trend_is_projected_beyond_a_hundred_windows(n, seed, limit):
-    from pytest_memleak.trend import RISING_REACH
+    from pytest_memleak.soak.trend import RISING_REACH
 
     rng = np.random.default_rng(seed)
     t = np.arange(n) * 0.1
@@ -448,7 +448,7 @@ def _saw_process(rate: float, amplitude: float, fill: float, warm: float, sigma:
 def test_a_leak_that_saws_is_projected_within_a_fifth_of_when_it_hits_the_limit(rate, amplitude, period, warm, noise, seed):
     """The issue's case: a 15 s soak of a paced leak beside a buffer that fills and is cleared
     said "plateaued" and "never"; the process reached its limit after 185 s."""
-    from pytest_memleak.trend import fit_level
+    from pytest_memleak.soak.trend import fit_level
 
     dt = period / 20
     at, sampled = _saw_process(rate, amplitude, amplitude / period, warm, noise * amplitude, seed, dt)
@@ -468,7 +468,7 @@ def test_a_leak_that_saws_is_projected_within_a_fifth_of_when_it_hits_the_limit(
 @PROPERTY
 @given(amplitude=st.floats(8 * MiB, 24 * MiB), period=st.floats(0.8, 2.0), noise=st.floats(0, 0.02), seed=seeds)
 def test_a_sawtooth_without_a_leak_is_flat_and_never_reaches_the_limit(amplitude, period, noise, seed):
-    from pytest_memleak.trend import fit_level
+    from pytest_memleak.soak.trend import fit_level
 
     dt = period / 20
     _, sampled = _saw_process(0.0, amplitude, amplitude / period, 10 * MiB, noise * amplitude, seed, dt)
@@ -480,7 +480,7 @@ def test_a_sawtooth_without_a_leak_is_flat_and_never_reaches_the_limit(amplitude
 
 
 def test_a_series_without_drops_is_fitted_on_every_point():
-    from pytest_memleak.trend import fit_level, troughs
+    from pytest_memleak.soak.trend import fit_level, troughs
 
     t = [float(i) for i in range(100)]
     y = [1000.0 * i + (i % 3) for i in range(100)]

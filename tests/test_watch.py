@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from pytest_memleak.watch import Survivor, Watcher
+from pytest_memleak.explicit.watch import Survivor, Watcher
 
 
 class Session:
@@ -117,7 +117,7 @@ FIXTURE_TESTS = """
 
 def test_the_fixture_fails_a_test_whose_object_survives(pytester: pytest.Pytester):
     pytester.makepyfile(textwrap.dedent(FIXTURE_TESTS))
-    result = pytester.runpytest_subprocess("-p", "pytest_memleak.watch", "-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess("-p", "pytest_memleak.explicit.watch", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=2, failed=1, errors=1)
     out = result.stdout.str()
     # a survivor fails the test at teardown, with its reason and the path that holds it

@@ -7,7 +7,7 @@
 * :mod:`.github`: the GitHub step summary;
 * :mod:`.files`: atomic writes and the report directory's check.
 
-The terminal's text is :mod:`pytest_memleak.reporting`. Writing is atomic: a crash or a failed
+The terminal's text is :mod:`pytest_memleak.report.terminal`. Writing is atomic: a crash or a failed
 serialisation never leaves a half-written report, and the previous one stays. The writers
 return None and raise :class:`OSError` otherwise (:class:`ReportWriteError` for anything that is
 not an I/O error), so one ``except OSError`` is enough for the caller.
@@ -15,11 +15,16 @@ not an I/O error), so one ``except OSError`` is enough for the caller.
 
 from __future__ import annotations
 
-from .files import ReportWriteError, atomic_write, atomic_write_text, ensure_dir
-from .github import append_github_summary, github_summary
-from .html_page import write_html
-from .json_file import SCHEMA, write_json
-from .summary import soaks_of, tests_of
+from pytest_memleak.report.files import (
+    ReportWriteError,
+    atomic_write,
+    atomic_write_text,
+    ensure_dir,
+)
+from pytest_memleak.report.github import append_github_summary, github_summary
+from pytest_memleak.report.html_page import write_html
+from pytest_memleak.report.json_file import SCHEMA, write_json
+from pytest_memleak.report.summary import soaks_of, tests_of
 
 __all__ = [
     "SCHEMA",

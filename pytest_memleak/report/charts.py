@@ -11,7 +11,7 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from ..units import format_size
+from pytest_memleak.config.units import format_size
 
 MAX_CHART_POINTS = 600  # points per line in a chart; longer series are downsampled
 

@@ -8,9 +8,9 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ..results import CLEAN, INCONCLUSIVE, LEAK, NO_VERDICT, LeakResult, SoakResult
-from ..units import format_duration, format_size
-from .summary import ordered, soaks_of, summarize, tests_of, unexpected
+from pytest_memleak.config.units import format_duration, format_size
+from pytest_memleak.report.summary import ordered, soaks_of, summarize, tests_of, unexpected
+from pytest_memleak.results import CLEAN, INCONCLUSIVE, LEAK, NO_VERDICT, LeakResult, SoakResult
 
 MAX_SUMMARY_ROWS = 50  # rows per table in the GitHub step summary
 MAX_SUMMARY_BYTES = 900_000  # GitHub refuses step summaries over 1 MiB

@@ -18,14 +18,40 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import IO, Any
 
-from .. import __version__
-from ..results import CLEAN, INCONCLUSIVE, LEAK, NO_VERDICT, LeakResult, SoakResult, Status
-from ..units import format_duration, format_size
-from . import charts
-from .charts import BLUE, GREY, ORANGE, PURPLE, RED, HLine, Line, VLine, fmt_count, fmt_value
-from .files import atomic_write
-from .json_file import SCHEMA, default_meta
-from .summary import Summary, ordered, soaks_of, summarize, tests_of, unexpected
+from pytest_memleak import __version__
+from pytest_memleak.config.units import format_duration, format_size
+from pytest_memleak.report import charts
+from pytest_memleak.report.charts import (
+    BLUE,
+    GREY,
+    ORANGE,
+    PURPLE,
+    RED,
+    HLine,
+    Line,
+    VLine,
+    fmt_count,
+    fmt_value,
+)
+from pytest_memleak.report.files import atomic_write
+from pytest_memleak.report.json_file import SCHEMA, default_meta
+from pytest_memleak.report.summary import (
+    Summary,
+    ordered,
+    soaks_of,
+    summarize,
+    tests_of,
+    unexpected,
+)
+from pytest_memleak.results import (
+    CLEAN,
+    INCONCLUSIVE,
+    LEAK,
+    NO_VERDICT,
+    LeakResult,
+    SoakResult,
+    Status,
+)
 
 MAX_DETAILED = 300  # leaking/inconclusive tests with a full detail section and charts
 MAX_CHARTED_OTHERS = 200  # other tests that get a sparkline in the table

@@ -14,10 +14,10 @@ import sys
 from collections.abc import Iterable, Mapping
 from typing import IO, Any
 
-from .. import __version__
-from ..results import LeakResult, SoakResult
-from .files import atomic_write
-from .summary import as_dict, read, soaks_of, summarize, tests_of
+from pytest_memleak import __version__
+from pytest_memleak.report.files import atomic_write
+from pytest_memleak.report.summary import as_dict, read, soaks_of, summarize, tests_of
+from pytest_memleak.results import LeakResult, SoakResult
 
 SCHEMA = "pytest-memleak/1"
 

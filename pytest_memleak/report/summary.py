@@ -13,9 +13,17 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from ..grouping import groups
-from ..results import CLEAN, INCONCLUSIVE, LEAK, NO_VERDICT, LeakResult, SoakResult, Status
-from .files import ReportWriteError
+from pytest_memleak.evidence.grouping import groups
+from pytest_memleak.report.files import ReportWriteError
+from pytest_memleak.results import (
+    CLEAN,
+    INCONCLUSIVE,
+    LEAK,
+    NO_VERDICT,
+    LeakResult,
+    SoakResult,
+    Status,
+)
 
 STATUSES: tuple[Status, ...] = (LEAK, INCONCLUSIVE, NO_VERDICT, CLEAN)
 ORDER: dict[Status, int] = {LEAK: 0, INCONCLUSIVE: 1, NO_VERDICT: 2, CLEAN: 3}  # the order reports list them in

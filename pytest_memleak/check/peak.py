@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .sites import Classifier
+    from pytest_memleak.evidence.sites import Classifier
 
 TOP = 5  # sites listed, largest first ...
 MIN_SHARE = 0.01  # ... that hold this share of the peak at the least
@@ -67,13 +67,13 @@ class Tracking:
             for record in reader.get_high_watermark_allocation_records(merge_threads=True):
                 site = self._site(record.stack_trace())
                 sites[site] = sites.get(site, 0.0) + record.size
-            from .units import format_size
+            from pytest_memleak.config.units import format_size
 
             peak = float(reader.metadata.peak_memory)
             top = [(site, size) for site, size in sorted(sites.items(), key=lambda kv: -kv[1]) if size >= MIN_SHARE * peak][:TOP]
             return PeakMeasure(peak, [f"{site}: {format_size(size)}" for site, size in top], str(self.capture))
         except Exception as exc:
-            from .flamegraph import _unlink_quietly
+            from pytest_memleak.evidence.flamegraph import _unlink_quietly
 
             _unlink_quietly(self.capture)
             return PeakMeasure(problem=f"peak not measured: memray could not read the capture: {type(exc).__name__}: {exc}")

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .results import CLEAN, LEAK, NO_VERDICT
+from pytest_memleak.results import CLEAN, LEAK, NO_VERDICT
 
 KEY = "memleak/rotation"
 MAX_REST = 20  # sessions a clean check rests for at the most

@@ -4,11 +4,11 @@
 max_growth='0 B', horizon='24h', warmup='10%', expect_leak=None, watch=None)``
 
 With ``watch="<fixture>"`` the samples, the trend, the projection and the guard are those of
-another process and its children (:mod:`pytest_memleak.soak_target`): a service the test's
+another process and its children (:mod:`pytest_memleak.soak.target`): a service the test's
 fixture started. Its exit ends the soak with that finding; a watched service judged leaking
 gets a live flamegraph (``memray attach``) while the body goes on driving it.
 
-A busy machine keeps the loop waiting for a CPU (:class:`~pytest_memleak.soak_target.Contention`):
+A busy machine keeps the loop waiting for a CPU (:class:`~pytest_memleak.soak.target.Contention`):
 the loop runs on by that time, up to :data:`MAX_STRETCH` times its duration, so that it does
 the work a quiet machine would; a leak found in too little work, or where throughput collapsed
 and growth per second and per iteration disagree, is inconclusive (``_Runner._doubt``).
@@ -34,7 +34,7 @@ Lines of the JSONL file, each an object with a ``kind``:
 * ``guard`` -- the memory guard stopped the soak early (see below): what it read and its limit;
 * ``verdict`` -- last line of a completed soak: status, reason, rates.
 
-The verdict fits :func:`pytest_memleak.trend.fit_level` to RSS and to the Python heap in bytes
+The verdict fits :func:`pytest_memleak.soak.trend.fit_level` to RSS and to the Python heap in bytes
 (traced bytes when tracemalloc was already tracing, else the allocators' bytes; allocated blocks
 only where neither can be read, a block then counting as at least :data:`MIN_BLOCK_BYTES` bytes
 when compared with ``max_growth``): a trend of every sample, or of
@@ -42,7 +42,7 @@ the troughs (memory after each clean-up) of a series that saws, from which the t
 memory limit is projected. A leak on either series counts, and ``SoakResult.leaked_metrics``
 says which.
 
-The memory guard (:mod:`pytest_memleak.guard`): with an explicit ``memory_limit`` the loop
+The memory guard (:mod:`pytest_memleak.soak.guard`): with an explicit ``memory_limit`` the loop
 compares RSS with it, and under a container's cgroup memory limit it compares the cgroup's
 working set with that limit, per sample and at most every :data:`GUARD_EVERY` seconds between
 samples. At ``limit - memory_margin`` (default 10% of the limit) the loop stops, takes a last
@@ -77,11 +77,10 @@ from typing import Any
 
 import pytest
 
-from . import compat, measuring, options, soak_target
-from . import guard as memory_guard
-from .results import CLEAN, INCONCLUSIVE, LEAK, NO_VERDICT, SoakResult, Status
-from .trend import Level, Trend, fit_level, judge
-from .units import (
+from pytest_memleak import compat
+from pytest_memleak.check import measuring
+from pytest_memleak.config import options
+from pytest_memleak.config.units import (
     DURATION_FORM,
     SIZE_FORM,
     format_duration,
@@ -90,6 +89,10 @@ from .units import (
     parse_percent,
     parse_size,
 )
+from pytest_memleak.results import CLEAN, INCONCLUSIVE, LEAK, NO_VERDICT, SoakResult, Status
+from pytest_memleak.soak import guard as memory_guard
+from pytest_memleak.soak import target as soak_target
+from pytest_memleak.soak.trend import Level, Trend, fit_level, judge
 
 DEFAULTS = options.SOAK_DEFAULTS
 GUARD_EVERY = 0.01  # seconds between the memory guard's readings between samples
@@ -279,8 +282,8 @@ def _parse_warmup(value: Any, duration: float) -> float:
 
 
 def safe_name(nodeid: str, max_length: int = SAFE_NAME_LENGTH) -> str:
-    """A file name for a nodeid (see :func:`pytest_memleak.flamegraph.safe_name`)."""
-    from .flamegraph import safe_name as file_name
+    """A file name for a nodeid (see :func:`pytest_memleak.evidence.flamegraph.safe_name`)."""
+    from pytest_memleak.evidence.flamegraph import safe_name as file_name
 
     return file_name(nodeid, max_len=max_length + 13)
 
@@ -782,7 +785,7 @@ class _Runner:
         if self.trip is not None:
             result.problems.append("no live flamegraph: the memory guard stopped the soak near the limit")
             return
-        from . import flamegraph
+        from pytest_memleak.evidence import flamegraph
 
         base = self.path.parent / (safe_name(self.item.nodeid) + "-live")
         outcome = flamegraph.attach_run(target.pid, target.python(), self.body, base, seconds=LIVE_SECONDS)
@@ -797,7 +800,7 @@ class _Runner:
 
     def _owes_work(self, now: float) -> bool:
         """Whether the soak runs on past its duration: by the time a busy machine kept it waiting
-        for a CPU (:class:`~pytest_memleak.soak_target.Contention`, read at every check), up to
+        for a CPU (:class:`~pytest_memleak.soak.target.Contention`, read at every check), up to
         :data:`MAX_STRETCH` times its duration, so that it does the work a quiet machine would
         have done (a structure that fills by iterations is not still filling because of the load)."""
         elapsed = now - self.start

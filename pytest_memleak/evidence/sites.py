@@ -19,15 +19,15 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from .results import SiteGrowth
+from pytest_memleak.probe.paths import PACKAGE_DIR
+from pytest_memleak.results import SiteGrowth
 
 RawFrames = Sequence[tuple[str, int]]  # innermost first, as tracemalloc stores them
 
-_PLUGIN_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 def _machinery_dirs() -> tuple[str, ...]:
-    dirs = [_PLUGIN_DIR + os.sep]
+    dirs = [PACKAGE_DIR]
     for name in ("_pytest", "pluggy", "pytest", "xdist", "execnet", "pytest_memray", "memray", "hypothesis"):
         module = sys.modules.get(name)
         path = getattr(module, "__file__", None)
@@ -101,7 +101,7 @@ class Classifier:
                 if kind != "other":
                     break
             elif kind != "other":  # who called the library: the plugin itself (psutil, reading RSS) makes it its own
-                if filename.startswith(_PLUGIN_DIR + os.sep):
+                if filename.startswith(PACKAGE_DIR):
                     owner = "machinery"
                 break
         if owner == "machinery":

@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from statistics import NormalDist
 
-from .units import format_duration, format_size
+from pytest_memleak.config.units import format_duration, format_size
 
 MAX_FIT_POINTS = 200  # longer series are reduced to this many bin medians before Theil-Sen
 MIN_POINTS = 6  # points needed after the warm-up for any verdict

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .units import format_size
+from pytest_memleak.config.units import format_size
 
 SCHEMA = "pytest-memleak/1"
 GREW_SHARE = 0.25  # a leak grew when its rate rose by more than this share ...

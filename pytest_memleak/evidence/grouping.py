@@ -21,8 +21,8 @@ from collections.abc import Collection, Iterable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .results import LeakResult
-    from .sites import Classifier
+    from pytest_memleak.evidence.sites import Classifier
+    from pytest_memleak.results import LeakResult
 
 GROUP_PREFIX = "group:"  # a baseline entry or a memleak_ignore pattern for a whole group: "group:<the group>"
 KEPT_BY = "kept by "  # a group named by its retention path
@@ -78,7 +78,7 @@ def leak_group(sites: Iterable[Any], test_files: Collection[str], classifier: Cl
     session's ``classifier`` tells them), in the stacks of its sites (largest growth first);
     None when every frame is the tests' own. A function, not a line: one cause allocates on
     several lines (a key, then its value). Project files are named relative to its rootdir."""
-    from .sites import Classifier, short_path
+    from pytest_memleak.evidence.sites import Classifier, short_path
 
     classifier = classifier or Classifier()
     for site in sites:

@@ -12,7 +12,7 @@ more than once, such as two sites)::
       }
     }
 
-Whether a leak is still the known one is decided in :func:`pytest_memleak.deciding.against_baseline`.
+Whether a leak is still the known one is decided in :func:`pytest_memleak.check.deciding.against_baseline`.
 """
 
 from __future__ import annotations

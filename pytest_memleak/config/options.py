@@ -21,9 +21,9 @@ from typing import Any
 
 import pytest
 
-from . import compat
-from .guard import DEFAULT_MARGIN
-from .units import DURATION_FORM, SIZE_FORM, parse_duration, parse_size
+from pytest_memleak import compat
+from pytest_memleak.config.units import DURATION_FORM, SIZE_FORM, parse_duration, parse_size
+from pytest_memleak.soak.guard import DEFAULT_MARGIN
 
 
 @dataclass(frozen=True)

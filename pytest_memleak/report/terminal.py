@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .compat import ReprFileLocation, TerminalRepr, TerminalWriter
-from .results import CLEAN, INCONCLUSIVE, LEAK, NO_VERDICT, LeakResult
-from .units import format_size
+from pytest_memleak.compat import ReprFileLocation, TerminalRepr, TerminalWriter
+from pytest_memleak.config.units import format_size
+from pytest_memleak.results import CLEAN, INCONCLUSIVE, LEAK, NO_VERDICT, LeakResult
 
 
 def _deltas(values: Sequence[float], unit: str = "") -> str:
@@ -125,7 +125,7 @@ def summary_lines(
     warned = sum(1 for r in results if r.warned and not r.known)
     if warned:
         lines.append(f"warn-only (memleak_warn): {warned} leak(s) reported, and no test failed because of them")
-    from .grouping import groups, short
+    from pytest_memleak.evidence.grouping import groups, short
 
     first_of = {g["tests"][0]: g for g in groups(results)}  # a group's first test -> the group; its others are not listed
     grouped = {nodeid for g in first_of.values() for nodeid in g["tests"][1:]}

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import native, resources, retention
-from .results import LeakResult
+from pytest_memleak.evidence import native, resources, retention
+from pytest_memleak.results import LeakResult
 
 RESOURCE_KINDS = resources.KINDS
 RETENTION_TYPES = 3  # grown types whose retention paths are searched
@@ -68,7 +68,7 @@ def _new_instances(names: list[str], run: Callable[[], object] | None) -> dict[s
     """
     if run is None:
         return None
-    from . import measuring
+    from pytest_memleak.check import measuring
 
     with measuring.thawed():
         measuring.collect()
@@ -114,7 +114,7 @@ def explain(
     if names:
         try:
             instances = _new_instances(names, item_run)
-            from .flamegraph import safe_name
+            from pytest_memleak.evidence.flamegraph import safe_name
 
             drawing = Path(report_dir) / "retention" / safe_name(result.nodeid) if draw else None
             found_paths = retention.search(instances if instances is not None else names, draw_to=drawing)
@@ -126,7 +126,7 @@ def explain(
             result.problems.append(f"retention paths failed: {type(exc).__name__}: {exc}")
     native_finding = findings.get("native")
     if native_finding is not None and item_run is not None:
-        from .flamegraph import safe_name
+        from pytest_memleak.evidence.flamegraph import safe_name
 
         base = Path(report_dir) / "native" / safe_name(result.nodeid)
         try:

@@ -220,7 +220,7 @@ def share_assets(html: pathlib.Path) -> None:
     and CSS libraries, the same in every page) into ``assets/`` beside it, named by their
     content, and link them from the page; the page's own data stays inline. A flamegraph
     then takes tens of KiB and still opens offline."""
-    from .report.files import atomic_write_text
+    from pytest_memleak.report.files import atomic_write_text
 
     text = html.read_text(encoding="utf-8")
     parts, pos = [], 0

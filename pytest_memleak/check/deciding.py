@@ -28,11 +28,11 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol
 
-from .results import CLEAN, INCONCLUSIVE, LEAK, NO_VERDICT, Finding, LeakResult
-from .units import format_size
+from pytest_memleak.config.units import format_size
+from pytest_memleak.results import CLEAN, INCONCLUSIVE, LEAK, NO_VERDICT, Finding, LeakResult
 
 if TYPE_CHECKING:
-    from .counters import Counter
+    from pytest_memleak.check.counters import Counter
 
 SMALL_BLOCK = 512  # pymalloc serves requests up to this size; larger ones go to malloc
 SIZE_CLASS = 16  # pymalloc's size classes are this far apart

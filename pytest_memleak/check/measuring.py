@@ -19,13 +19,13 @@ from array import array
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from . import allocator
-from .counters import read as read_counter
-from .deciding import RSS_NOISE
-from .units import format_size
+from pytest_memleak.check.counters import read as read_counter
+from pytest_memleak.check.deciding import RSS_NOISE
+from pytest_memleak.config.units import format_size
+from pytest_memleak.probe import allocator
 
 if TYPE_CHECKING:
-    from .counters import Counter
+    from pytest_memleak.check.counters import Counter
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 _HAVE_PROC = os.path.exists("/proc/self/statm")
@@ -191,7 +191,7 @@ class HeapMeter:
     growing, which a block count cannot. Where either source is missing, its part reads 0:
     ``missing`` says why malloc's is (an allocator whose statistics cannot be read serves
     ``malloc``, or glibc has no ``mallinfo2``), and RSS stands in for it
-    (:mod:`pytest_memleak.allocator`).
+    (:mod:`pytest_memleak.probe.allocator`).
     """
 
     _PATTERN = re.compile(rb"# bytes in allocated blocks\s*=\s*([\d,]+)")

@@ -25,7 +25,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from . import measuring, retention
+from pytest_memleak.check import measuring
+from pytest_memleak.evidence import retention
 
 T = TypeVar("T")
 

@@ -33,8 +33,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import measuring
-from .units import format_size
+from pytest_memleak.check import measuring
+from pytest_memleak.config.units import format_size
+from pytest_memleak.probe.paths import PACKAGE_DIR, own_file
 
 MAX_OBJECTS = 50  # instances sampled
 MAX_DEPTH = 12  # references climbed from an instance
@@ -43,9 +44,9 @@ MAX_FRONTIER = 96  # objects whose referrers are searched in one heap pass
 MAX_NODES = 20_000  # objects recorded in the reference graph
 KEY_CHARS = 6  # characters of a dict key kept in a label
 
-_OWN_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_OWN_DIR = PACKAGE_DIR
 # The search's own machinery: its frames and locals are neither roots nor "held by the plugin".
-_SEARCH_FILES = frozenset(_OWN_DIR + name for name in ("retention.py", "watch.py", "diagnose.py"))
+_SEARCH_FILES = frozenset(own_file(*path) for path in (("evidence", "retention.py"), ("explicit", "watch.py"), ("evidence", "diagnose.py")))
 _OWN_MODULE = __name__.split(".")[0]
 _FRAME_OR_GEN = (types.FrameType, types.GeneratorType, types.CoroutineType, types.AsyncGeneratorType)
 

@@ -18,10 +18,14 @@ from typing import Any
 
 import pytest
 
-from . import compat, deciding, options, reporting, sites
-from .budget import START_MIN, CostBudget
-from .results import CLEAN, INCONCLUSIVE, LEAK, LeakResult
-from .units import format_size
+from pytest_memleak import compat
+from pytest_memleak.check import deciding
+from pytest_memleak.check.budget import START_MIN, CostBudget
+from pytest_memleak.config import options
+from pytest_memleak.config.units import format_size
+from pytest_memleak.evidence import sites
+from pytest_memleak.report import terminal as reporting
+from pytest_memleak.results import CLEAN, INCONCLUSIVE, LEAK, LeakResult
 
 SETTINGS_KEY = pytest.StashKey[options.TestSettings]()
 COUNTERS_KEY = pytest.StashKey["tuple[Any, ...]"]()  # the project's counters (pytest_memleak_counters) for a checked test
@@ -142,7 +146,7 @@ class MemleakSession:
                     "set memleak_baseline (--memleak-baseline=PATH, MEMLEAK_BASELINE or the ini key) to the file to write"
                 )
             return None, None
-        from . import baseline
+        from pytest_memleak.config import baseline
 
         path = Path(value)
         path = path if path.is_absolute() else Path(self.config.rootpath) / path
@@ -154,7 +158,7 @@ class MemleakSession:
         without the rotation's history; None otherwise."""
         if self.budget.share is None or not self.sources.get("rotate") or (self.rotation is not None and not self.rotation.fresh):
             return None
-        from . import rotation
+        from pytest_memleak.check import rotation
 
         return rotation.today()
 
@@ -163,7 +167,7 @@ class MemleakSession:
         cache = getattr(self.config, "cache", None)
         if not self.enabled or self.budget.share is None or cache is None or not self.sources.get("rotate"):
             return None
-        from . import rotation
+        from pytest_memleak.check import rotation
 
         return rotation.Rotation.load(cache)
 
@@ -216,7 +220,7 @@ class MemleakSession:
         for item in items:
             options.validate_simple_marker(item, "no_memleak")
             if item.get_closest_marker("memleak_soak") is not None:
-                from . import soak
+                from pytest_memleak.soak import run as soak
 
                 soak.soak_config(item, self.sources)
             if item.get_closest_marker("memleak") is not None or self.enabled:
@@ -227,7 +231,7 @@ class MemleakSession:
         """The project's counters for the tests of ``item``'s file (its conftests' hook), once a file."""
         found = self._counters_by_file.get(item.path)
         if found is None:
-            from . import counters
+            from pytest_memleak.check import counters
 
             found = self._counters_by_file[item.path] = counters.for_item(item)
         return found
@@ -247,7 +251,7 @@ class MemleakSession:
         if (item.get_closest_marker("memleak_soak") is not None and not self.skip_all) or self.is_checked(item):
             self._arm()
         if item.get_closest_marker("memleak_soak") is not None and not self.skip_all:
-            from . import soak
+            from pytest_memleak.soak import run as soak
 
             soak.run_soak_protocol(item, nextitem, self.sources, self.report_dir)
             return True
@@ -271,7 +275,7 @@ class MemleakSession:
         return True
 
     def _run_checked(self, item: pytest.Item, nextitem: pytest.Item | None) -> None:
-        from .repeating import TracingOwner
+        from pytest_memleak.check.repeating import TracingOwner
 
         settings = item.stash.get(SETTINGS_KEY, None) or options.settings_for(item, self.sources)
         tracing = TracingOwner()  # started for the screen, after the test's own (untraced) run
@@ -393,7 +397,7 @@ class MemleakSession:
             credit, hard = min(credit, timeout[1]), timeout[1]
         drawn = None
         if self.draw_day is not None and credit < float("inf"):
-            from .rotation import DRAW_SPREAD, draw
+            from pytest_memleak.check.rotation import DRAW_SPREAD, draw
 
             drawn = draw(item.nodeid, self.draw_day)
             needed *= 1 + DRAW_SPREAD * drawn
@@ -408,7 +412,7 @@ class MemleakSession:
     def _check(
         self, item: pytest.Item, settings: options.TestSettings, tracing: Any, own_seconds: float, credit: float, hard: float
     ) -> LeakResult:
-        from . import repeating
+        from pytest_memleak.check import repeating
 
         counters: tuple[Any, ...] = item.stash.get(COUNTERS_KEY, ())
         try:
@@ -436,7 +440,7 @@ class MemleakSession:
                     result.problems.append("no retention paths and no flamegraph: pytest-timeout's timeout left no time for them")
                 return result
             if result.leaked:
-                from . import diagnose
+                from pytest_memleak.evidence import diagnose
 
                 diagnose.explain(result, run, self.report_dir, run.resources_before, None, draw=self._report_dir_unusable() is None)
                 self._hygiene(item, result)
@@ -449,7 +453,7 @@ class MemleakSession:
     @staticmethod
     def _hygiene(item: pytest.Item, result: LeakResult) -> None:
         """Say so when the growth holds a fresh temporary path per run (the re-run's own doing)."""
-        from . import hygiene
+        from pytest_memleak.evidence import hygiene
 
         base = hygiene.basetemp(item.config)
         if base is None:
@@ -461,7 +465,8 @@ class MemleakSession:
 
     def _before_measuring(self) -> None:
         """Collect the session's garbage once, then freeze the heap so each run's collection is cheap."""
-        from . import measuring, resources
+        from pytest_memleak.check import measuring
+        from pytest_memleak.evidence import resources
 
         self.measured += 1
         if self.measured == 1:
@@ -484,7 +489,7 @@ class MemleakSession:
 
     def _flamegraph(self, item: pytest.Item, result: LeakResult, run: Any, settings: options.TestSettings) -> None:
         try:
-            from . import flamegraph
+            from pytest_memleak.evidence import flamegraph
         except ImportError as exc:  # pragma: no cover - a partial install
             result.problems.append(f"no flamegraph: {exc}")
             return
@@ -522,7 +527,7 @@ class MemleakSession:
 
     def _report_dir_unusable(self) -> str | None:
         if not self.report_dir_checked:
-            from .report import ensure_dir
+            from pytest_memleak.report import ensure_dir
 
             self.report_dir_checked = True
             self.report_dir_problem = ensure_dir(self.report_dir)
@@ -530,14 +535,14 @@ class MemleakSession:
 
     def _attach(self, item: pytest.Item, call: pytest.TestReport, teardown: pytest.TestReport, result: LeakResult, warn: bool) -> None:
         if result.leaked:
-            from . import grouping
+            from pytest_memleak.evidence import grouping
 
             result.group = grouping.group_of(result.retention, result.sites, self.test_files, self.classifier)
             settings = item.stash.get(SETTINGS_KEY, None)
             if settings is not None and settings.ignore:
                 deciding.ignore_group(result, settings.ignore, grouping.GROUP_PREFIX)
         if self.baseline is not None:
-            from .grouping import GROUP_PREFIX
+            from pytest_memleak.evidence.grouping import GROUP_PREFIX
 
             known = self.baseline.get(item.nodeid)
             if known is None and result.group:
@@ -566,8 +571,8 @@ class MemleakSession:
         settings = item.stash.get(SETTINGS_KEY, None)
         if settings is None or settings.peak is None or PEAK_KEY in item.stash or self.skip_all:
             return (yield)
-        from . import peak
-        from .flamegraph import safe_name
+        from pytest_memleak.check import peak
+        from pytest_memleak.evidence.flamegraph import safe_name
 
         tracking = peak.Tracking(self.report_dir / "peak" / safe_name(item.nodeid, ".bin"), self.classifier)
         tracking.start()
@@ -691,13 +696,13 @@ class MemleakSession:
                 yellow=True,
             )
         if store.soaks:
-            from . import soak
-            from .results import SoakResult
+            from pytest_memleak.results import SoakResult
+            from pytest_memleak.soak import run as soak
 
             terminalreporter.write_sep("=", "memleak soak", yellow=True)
             for line in soak.summary_lines([SoakResult.from_dict(d) for d in store.soaks]):
                 terminalreporter.write_line(line)
-        from . import measuring
+        from pytest_memleak.check import measuring
 
         for problem in [*self.problems, *measuring.problems()]:
             terminalreporter.write_line(f"memleak: {problem}", yellow=True)
@@ -709,7 +714,7 @@ class MemleakSession:
         if self.terminated:
             session.exitstatus = 128 + signal.SIGTERM  # 143: what a shell reports for a process ended by SIGTERM
         if self.froze:
-            from . import measuring
+            from pytest_memleak.check import measuring
 
             if not self.frozen_before:  # a heap the session had frozen stays frozen
                 measuring.unfreeze()
@@ -728,7 +733,7 @@ class MemleakSession:
 
     def _settle_baseline(self) -> None:
         """Name the baseline's entries this run found fixed; write the file when asked to."""
-        from . import baseline
+        from pytest_memleak.config import baseline
 
         assert self.baseline_path is not None and self.baseline is not None
         fixed = sorted(d["nodeid"] for d in self.store.iter("test") if d["nodeid"] in self.baseline and d["status"] == CLEAN)
@@ -753,7 +758,7 @@ class MemleakSession:
 
     def _write_reports(self, session: pytest.Session) -> None:
         try:
-            from . import report
+            from pytest_memleak import report
         except ImportError:
             return
         problem = self._report_dir_unusable()

@@ -12,7 +12,7 @@ import gc
 import sys
 from typing import Any
 
-from . import measuring
+from pytest_memleak.check import measuring
 
 SCANNED = (dict, list, set)
 MIN_PATHS = 3  # distinct temporary paths in one container before it is called per-run state

@@ -16,10 +16,10 @@ or to push the process towards its memory limit on purpose and watch how it cope
     recovered = cleanup(holder)                  # Recovered(rss=..., heap=..., released=...)
 
 The pytest fixtures ``mem_snapshot``, ``mem_compare``, ``mem_allocate`` and ``mem_cleanup``
-(:mod:`pytest_memleak.fixtures`) wrap these and add tracing and teardown for one test.
+(:mod:`pytest_memleak.explicit.fixtures`) wrap these and add tracing and teardown for one test.
 
 This module is cheap to import: psutil, ctypes and the site attribution of
-:mod:`pytest_memleak.sites` are imported when first needed.
+:mod:`pytest_memleak.evidence.sites` are imported when first needed.
 """
 
 from __future__ import annotations
@@ -38,12 +38,14 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
-from . import allocator, measuring
-from .units import SIZE_FORM, format_size, parse_size
+from pytest_memleak.check import measuring
+from pytest_memleak.config.units import SIZE_FORM, format_size, parse_size
+from pytest_memleak.probe import allocator
+from pytest_memleak.probe.paths import PACKAGE_DIR
 
 if TYPE_CHECKING:
-    from .results import SiteGrowth
-    from .sites import Classifier
+    from pytest_memleak.evidence.sites import Classifier
+    from pytest_memleak.results import SiteGrowth
 
 __all__ = [
     "Diff",
@@ -165,7 +167,7 @@ def _process() -> tuple[Any, float]:
 def prepare() -> None:
     """Import and warm up what :func:`snapshot` uses (psutil, libc, site attribution), so a
     baseline taken right after ``tracemalloc.start()`` doesn't trace those one-off costs."""
-    from . import sites  # noqa: F401
+    from pytest_memleak.evidence import sites  # noqa: F401
 
     proc, _ = _process()
     _uss(proc)
@@ -241,7 +243,7 @@ def snapshot(label: str = "") -> Snapshot:
     proc, started = _process()
     tracing = tracemalloc.is_tracing()
     if tracing:
-        from . import sites  # noqa: F401 - imported before measuring, not between two snapshots
+        from pytest_memleak.evidence import sites  # noqa: F401 - imported before measuring, not between two snapshots
     measuring.collect()
     trim()  # freed C heap back to the OS, so RSS shows what is held
     rss = measuring.rss()
@@ -523,7 +525,7 @@ class Diff:
 
 def _totals(trace: tracemalloc.Snapshot, classifier: Classifier) -> Any:
     """:func:`sites.totals`, with ``allocate(kind="python")`` buffers charged to its caller."""
-    from . import sites
+    from pytest_memleak.evidence import sites
 
     return sites.totals(trace, classifier, adjust=_charge_buffers_to_caller)
 
@@ -537,7 +539,7 @@ def _charge_buffers_to_caller(frames: Any) -> Any:
 def _site_growth(
     baseline: Snapshot, current: Snapshot, classifier: Classifier
 ) -> tuple[int, list[SiteGrowth], frozenset[str]]:
-    from . import sites
+    from pytest_memleak.evidence import sites
 
     assert baseline.trace_snapshot is not None and current.trace_snapshot is not None
     before = _totals(baseline.trace_snapshot, classifier)
@@ -589,7 +591,7 @@ def compare(
     grown: list[SiteGrowth] = []
     user: frozenset[str] = frozenset()
     if baseline.trace_snapshot is not None and current.trace_snapshot is not None:
-        from .sites import Classifier
+        from pytest_memleak.evidence.sites import Classifier
 
         classifier = Classifier(os.fspath(rootdir) if rootdir is not None else os.getcwd())
         retained, grown, user = _site_growth(baseline, current, classifier)
@@ -624,7 +626,7 @@ def compare(
 
 def trim() -> None:
     """Give free heap memory back to the OS where the allocator can (glibc's ``malloc_trim``,
-    jemalloc's purge: :func:`pytest_memleak.allocator.trim`)."""
+    jemalloc's purge: :func:`pytest_memleak.probe.allocator.trim`)."""
     allocator.trim()
 
 
@@ -641,11 +643,10 @@ _BUFFER_FRAMES = frozenset(
     for _, _, line in _python_buffer.__code__.co_lines()
     if line is not None
 )
-_PLUGIN_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
 def _callers_frames(frames: Any) -> Any:
-    return tuple(f for f in frames if not f[0].startswith(_PLUGIN_DIR)) or frames
+    return tuple(f for f in frames if not f[0].startswith(PACKAGE_DIR)) or frames
 
 
 class _Allocation:

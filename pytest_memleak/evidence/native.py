@@ -11,7 +11,7 @@ shows as +0 traced bytes and +RSS. Two tools here:
   substantial (memory from a library whose ``malloc`` memray does not intercept, such as a
   ``malloc`` reached through ``ctypes`` symbol lookup).
 
-Cheap to import: ctypes is loaded on first use (by :mod:`pytest_memleak.allocator`), psutil
+Cheap to import: ctypes is loaded on first use (by :mod:`pytest_memleak.probe.allocator`), psutil
 and memray inside the functions.
 """
 
@@ -23,8 +23,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import allocator, measuring
-from .units import format_size
+from pytest_memleak.check import measuring
+from pytest_memleak.config.units import format_size
+from pytest_memleak.probe import allocator
 
 CAPTURE_SUFFIX = "-native.bin"
 MIN_RECORD = 4096  # bytes: smaller native allocations still alive are not worth a line
@@ -81,7 +82,7 @@ def can_trim() -> bool:
 
 
 def trim() -> None:
-    """Give freed heap memory back to the OS (:func:`pytest_memleak.allocator.trim`); a no-op
+    """Give freed heap memory back to the OS (:func:`pytest_memleak.probe.allocator.trim`); a no-op
     where the allocator in use has no way to.
 
     Freed ``malloc`` memory stays resident until the allocator returns it: without a trim,
@@ -136,7 +137,7 @@ def _frame_text(fn: str, filename: str, line: int) -> str | None:
 
 
 def _short_path(filename: str) -> str:
-    from .sites import short_path
+    from pytest_memleak.evidence.sites import short_path
 
     return short_path(filename)
 

@@ -14,7 +14,7 @@ The first ``mem_snapshot()`` of a test starts tracemalloc (16 frames) unless it 
 tracing or the call says ``mem_snapshot(trace=False)``; tracing the fixture started stops at
 teardown. Whatever ``mem_allocate`` made in the test and still holds is freed at teardown.
 
-This module stays cheap to import: :mod:`pytest_memleak.snapshots` is imported by the
+This module stays cheap to import: :mod:`pytest_memleak.explicit.snapshots` is imported by the
 fixtures when a test first uses one.
 """
 
@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from .snapshots import Diff, Holder, Recovered, Snapshot, _Allocation
+    from pytest_memleak.explicit.snapshots import Diff, Holder, Recovered, Snapshot, _Allocation
 
 TRACE_FRAMES = 16
 
@@ -43,7 +43,7 @@ class _State:
         self.allocations: list[tuple[Holder, _Allocation]] = []
 
     def snapshot(self, trace: bool | None, label: str) -> Snapshot:
-        from . import snapshots
+        from pytest_memleak.explicit import snapshots
 
         if trace is not None and not isinstance(trace, bool):
             raise TypeError(f"trace must be True, False or None, got {trace!r}")
@@ -56,12 +56,12 @@ class _State:
         return snapshots.snapshot(label)
 
     def compare(self, baseline: Snapshot, current: Snapshot | None) -> Diff:
-        from . import snapshots
+        from pytest_memleak.explicit import snapshots
 
         return snapshots.compare(baseline, current, rootdir=self.rootdir)
 
     def allocate(self, size: Any, holder: Holder | None, kind: Any) -> Holder:
-        from . import snapshots
+        from pytest_memleak.explicit import snapshots
 
         snapshots._check_holder(holder)
         item = snapshots._new_allocation(size, kind)
@@ -72,7 +72,7 @@ class _State:
         return holder
 
     def cleanup(self, holder: Holder | None) -> Recovered:
-        from . import snapshots
+        from pytest_memleak.explicit import snapshots
 
         snapshots._check_holder(holder)
         if holder is None:

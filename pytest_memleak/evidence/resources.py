@@ -30,6 +30,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from pytest_memleak.probe.paths import PACKAGE_DIR
+
 KINDS = ("fds", "threads", "processes", "tasks")
 GRACE = 0.5  # seconds to wait for threads and processes that are finishing
 SHOWN = 5  # groups described per kind; the rest is counted
@@ -37,7 +39,6 @@ STACK_FRAMES = 4  # frames of a thread's stack shown, innermost first
 
 _HAVE_PROC = os.path.isdir("/proc/self/fd")
 _INODE = re.compile(r"\[\d+\]")
-_OWN_DIR = os.path.dirname(os.path.abspath(__file__))
 _ASYNCIO_DIR = os.sep + "asyncio" + os.sep
 _STDLIB = os.path.dirname(os.__file__) + os.sep
 
@@ -336,7 +337,7 @@ def _frame_line(filename: str, lineno: int, func: str) -> str:
 
 
 def _short(filename: str) -> str:
-    from .sites import short_path
+    from pytest_memleak.evidence.sites import short_path
 
     return short_path(filename)
 
@@ -387,7 +388,7 @@ def _fd_owners(fds: set[int]) -> dict[int, str]:
 
     rank = {io.TextIOWrapper: 3, io.BufferedReader: 2, io.BufferedWriter: 2, io.BufferedRandom: 2, io.FileIO: 1}
     found: dict[int, tuple[int, str]] = {}
-    from . import measuring
+    from pytest_memleak.check import measuring
 
     with measuring.thawed():
         everything = gc.get_objects()
@@ -494,7 +495,7 @@ def _coro_name(coro: Any) -> str:
 def _outside_asyncio(entries: Any) -> tuple[str, int, str] | None:
     """The innermost (filename, line, function) outside asyncio's own modules."""
     for filename, lineno, func in entries:
-        if _ASYNCIO_DIR not in filename and not filename.startswith(_OWN_DIR):
+        if _ASYNCIO_DIR not in filename and not filename.startswith(PACKAGE_DIR):
             return filename, lineno, func
     return None
 

@@ -3,7 +3,7 @@
 One run is setup + call + teardown of the test's function-scoped fixtures (higher scopes stay
 set up), so state that teardown releases is not counted and state a fixture leaks is. The
 caller has already made the test's own run. This module adds the warm-up and the measured
-runs, stage by stage as :mod:`pytest_memleak.deciding` describes, and never decides: every
+runs, stage by stage as :mod:`pytest_memleak.check.deciding` describes, and never decides: every
 status comes from a function there.
 
 A repeated run is *light* where it can be: the fixtures are set up, the test function is
@@ -33,12 +33,16 @@ from typing import Any
 
 import pytest
 
-from . import allocator, compat, deciding, measuring, sites, soak_target
-from .counters import Counter
-from .counters import read as read_counter
-from .options import TestSettings
-from .results import INCONCLUSIVE, LeakResult
-from .units import format_size
+from pytest_memleak import compat
+from pytest_memleak.check import deciding, measuring
+from pytest_memleak.check.counters import Counter
+from pytest_memleak.check.counters import read as read_counter
+from pytest_memleak.config.options import TestSettings
+from pytest_memleak.config.units import format_size
+from pytest_memleak.evidence import sites
+from pytest_memleak.probe import allocator
+from pytest_memleak.results import INCONCLUSIVE, LeakResult
+from pytest_memleak.soak import target as soak_target
 
 STEPS = 4  # checkpoints of a window (plus its start)
 FIRST_STEP = 4  # runs per step of the first persistence window; doubled per window
@@ -77,7 +81,7 @@ class TracingOwner:
 def _exact_wait() -> Any:
     """The kernel's count of this thread's wait for a CPU (a soak_target.Contention), made once: its
     mark() and since() keep no state, so every Runner shares it; None where there is no exact count."""
-    from .soak_target import Contention
+    from pytest_memleak.soak.target import Contention
 
     waits = Contention()
     return waits if waits.exact else None
@@ -564,7 +568,7 @@ class Checkpoints:
         self.counts.update({c.name: [] for c in self.extra})
 
     def take(self, classifier: sites.Classifier) -> None:
-        from . import native, resources
+        from pytest_memleak.evidence import native, resources
 
         if not tracemalloc.is_tracing():
             raise NotRepeatable("the test stopped tracemalloc: its allocations cannot be traced")
@@ -765,7 +769,7 @@ def _window(run: Runner, per_step: int, full: bool, walk: bool = True) -> measur
 
 def attribution_window(run: Runner, classifier: sites.Classifier, per_step: int) -> Checkpoints:
     """The traced window: a checkpoint, then STEPS times ``per_step`` runs and a checkpoint."""
-    from . import resources
+    from pytest_memleak.evidence import resources
 
     cps = Checkpoints(extra=run.counters, errors=run.counter_errors)
     run.drain()
@@ -828,7 +832,7 @@ def judged(
             f"than {limit} ({advice('to settle it')})",
             seen,
         )
-    from . import hygiene
+    from pytest_memleak.evidence import hygiene
 
     # first: such a chain of wrappers grows on every run and slows down, so persistence windows
     # would only spend runs on it, and it traces slowly (a scan of every module: outside the
@@ -875,7 +879,7 @@ def judged(
     if started:  # deeper stacks than the screen's
         tracemalloc.stop()
         tracemalloc.start(settings.trace_frames)
-    from . import resources
+    from pytest_memleak.evidence import resources
 
     try:
         run.watch_slowing = False
@@ -1055,7 +1059,7 @@ def _counted_before_stop(run: Runner, settings: TestSettings, counters: measurin
     threads had time to end, are a leak all the same. Stopped within the screen's second stretch,
     the stop is a row of its own (once finishing threads had time to end): a test that slows down
     as fast as its threads pile up stops there (seen under load in CI)."""
-    from . import resources
+    from pytest_memleak.evidence import resources
 
     stop_row = counters.n == 2  # (the screen's counters hold a row per stretch and more)
     if stop_row:
@@ -1129,7 +1133,7 @@ def _measure(
             counted = [m for m in screened.suspects if m in run.counted]
             missing = counters.heap.missing  # malloc's statistics: where missing, RSS stands in for them
             if counted:
-                from . import resources
+                from pytest_memleak.evidence import resources
 
                 run.resources_before = resources.ResourceSnapshot.take()  # to name what is still alive at a stop
             measured = run.runs - first

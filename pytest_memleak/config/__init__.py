@@ -1,0 +1,1 @@
+"""Where a setting is read: every setting and marker keyword in one registry (``options``), units, the baseline file."""

@@ -1,0 +1,1 @@
+"""Where the process is read: the C allocator's statistics and ``malloc_trim``."""

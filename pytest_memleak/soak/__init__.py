@@ -1,0 +1,1 @@
+"""Soak tests: the loop, the watched process, the trend and the memory guard."""
