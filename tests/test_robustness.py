@@ -551,9 +551,9 @@ def test_a_flamegraph_that_fails_to_render_in_the_background_is_reported_and_lef
 PSUTIL_DENIED = """
 import psutil
 
-import pytest_memleak.check.measuring
+import pytest_memleak.probe.process
 
-pytest_memleak.check.measuring._HAVE_PROC = False  # read through psutil, as on macOS or Windows
+pytest_memleak.probe.process._HAVE_PROC = False  # read through psutil, as on macOS or Windows
 
 
 def denied(self, *args, **kwargs):
@@ -568,10 +568,10 @@ for name in ("memory_info", "num_fds", "num_threads", "children", "open_files", 
 PSUTIL_MISSING = """
 import sys
 
-import pytest_memleak.check.measuring
+import pytest_memleak.probe.process
 
 sys.modules["psutil"] = None  # `import psutil` raises ImportError
-pytest_memleak.check.measuring._HAVE_PROC = False  # and no /proc to fall back on
+pytest_memleak.probe.process._HAVE_PROC = False  # and no /proc to fall back on
 """
 
 

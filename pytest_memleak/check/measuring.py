@@ -13,7 +13,6 @@ import os
 import re
 import sys
 import tempfile
-import threading
 import time
 from array import array
 from collections.abc import Callable, Iterator, Sequence
@@ -22,16 +21,13 @@ from typing import TYPE_CHECKING, Any
 from pytest_memleak.check.counters import read as read_counter
 from pytest_memleak.check.deciding import RSS_NOISE
 from pytest_memleak.config.units import format_size
-from pytest_memleak.probe import allocator
+from pytest_memleak.probe import allocator, process
+from pytest_memleak.probe.process import live_threads as live_threads  # noqa: I001 - the counters' readings, re-exported
+from pytest_memleak.probe.process import open_fds as open_fds
+from pytest_memleak.probe.process import rss as rss
 
 if TYPE_CHECKING:
     from pytest_memleak.check.counters import Counter
-
-_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-_HAVE_PROC = os.path.exists("/proc/self/statm")
-_process = None
-_unreadable: dict[str, tuple[str, str]] = {}  # what psutil could not read: no retry, said once
-
 
 def problems() -> list[str]:
     """What psutil could not read in this process, and malloc's statistics when the heap meter
@@ -45,62 +41,13 @@ def problems() -> list[str]:
             "growth below that is inconclusive at best"
             + (f"; {untrimmed}: RSS keeps memory freed earlier, which such growth can fill unseen" if untrimmed else "")
         )
-    if _unreadable:
-        whats = ", ".join(_unreadable)
-        error = next(iter(_unreadable.values()))[0]
-        consequences = "; ".join(c for _, c in _unreadable.values())
+    unreadable = process.unreadable
+    if unreadable:
+        whats = ", ".join(unreadable)
+        error = next(iter(unreadable.values()))[0]
+        consequences = "; ".join(c for _, c in unreadable.values())
         out.append(f"psutil could not read {whats} ({error}): {consequences}")
     return out
-
-
-def _give_up(what: str, consequence: str, exc: BaseException) -> int:
-    _unreadable.setdefault(what, (f"{type(exc).__name__}: {exc}", consequence))
-    return -1
-
-
-def _psutil_process() -> Any:
-    global _process
-    if _process is None:
-        import psutil
-
-        _process = psutil.Process()
-    return _process
-
-
-def rss() -> int:
-    """Resident set size in bytes (cheap: one read of /proc/self/statm on Linux)."""
-    if _HAVE_PROC:
-        fd = os.open("/proc/self/statm", os.O_RDONLY)
-        try:
-            data = os.read(fd, 200)
-        finally:
-            os.close(fd)
-        return int(data.split()[1]) * _PAGE
-    if "RSS" in _unreadable:
-        return -1
-    try:
-        return int(_psutil_process().memory_info().rss)
-    except Exception as exc:
-        return _give_up("RSS", "native memory is not checked", exc)
-
-
-def open_fds() -> int:
-    """Open file descriptors of this process (-1 when the platform can't tell)."""
-    if _HAVE_PROC:
-        try:
-            return len(os.listdir("/proc/self/fd")) - 1  # minus the one listdir itself holds
-        except OSError:
-            return -1
-    if "open descriptors" in _unreadable:
-        return -1
-    try:
-        return int(_psutil_process().num_fds())
-    except Exception as exc:
-        return _give_up("open descriptors", "descriptor leaks are not checked", exc)
-
-
-def live_threads() -> int:
-    return threading.active_count()
 
 
 def settled_threads(floor: int, grace: float) -> int:

@@ -78,7 +78,8 @@ def leak_group(sites: Iterable[Any], test_files: Collection[str], classifier: Cl
     session's ``classifier`` tells them), in the stacks of its sites (largest growth first);
     None when every frame is the tests' own. A function, not a line: one cause allocates on
     several lines (a key, then its value). Project files are named relative to its rootdir."""
-    from pytest_memleak.evidence.sites import Classifier, short_path
+    from pytest_memleak.evidence.sites import Classifier
+    from pytest_memleak.probe.paths import short_path
 
     classifier = classifier or Classifier()
     for site in sites:

@@ -25,7 +25,8 @@ from typing import Any
 
 from pytest_memleak.check import measuring
 from pytest_memleak.config.units import format_size
-from pytest_memleak.probe import allocator
+from pytest_memleak.probe import allocator, process
+from pytest_memleak.probe.paths import short_path
 
 CAPTURE_SUFFIX = "-native.bin"
 MIN_RECORD = 4096  # bytes: smaller native allocations still alive are not worth a line
@@ -108,7 +109,7 @@ def uss() -> int:
     """
     trim()
     try:
-        return int(measuring._psutil_process().memory_full_info().uss)
+        return int(process.psutil_process().memory_full_info().uss)
     except Exception:
         return -1
 
@@ -133,13 +134,7 @@ def _frame_text(fn: str, filename: str, line: int) -> str | None:
         return fn if filename == "<unknown>" else None
     if any(part in filename for part in _HARNESS_PARTS):
         return None
-    return f"{fn} ({_short_path(filename)}:{line})"
-
-
-def _short_path(filename: str) -> str:
-    from pytest_memleak.evidence.sites import short_path
-
-    return short_path(filename)
+    return f"{fn} ({short_path(filename)}:{line})"
 
 
 def _stack_line(frames: Sequence[tuple[str, str, int]], limit: int = 8) -> str:

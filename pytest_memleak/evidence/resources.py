@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_memleak.probe.paths import PACKAGE_DIR
+from pytest_memleak.probe.paths import PACKAGE_DIR, short_path
 
 KINDS = ("fds", "threads", "processes", "tasks")
 GRACE = 0.5  # seconds to wait for threads and processes that are finishing
@@ -333,13 +333,7 @@ def _describe_group(kind: str, group: list[Any]) -> str:
 
 
 def _frame_line(filename: str, lineno: int, func: str) -> str:
-    return f"{_short(filename)}:{lineno} in {func}"
-
-
-def _short(filename: str) -> str:
-    from pytest_memleak.evidence.sites import short_path
-
-    return short_path(filename)
+    return f"{short_path(filename)}:{lineno} in {func}"
 
 
 def _stack_of(frame: Any, limit: int = STACK_FRAMES) -> tuple[str, ...]:
@@ -505,7 +499,7 @@ def _task_info(task: Any) -> TaskInfo:
     name = task.get_name() if hasattr(task, "get_name") else repr(task)
     frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
     if frame is not None:
-        suspended = f"{_short(frame.f_code.co_filename)}:{frame.f_lineno}"
+        suspended = f"{short_path(frame.f_code.co_filename)}:{frame.f_lineno}"
     else:
         suspended = "not started yet" if coro is not None else "unknown"
     inner = coro

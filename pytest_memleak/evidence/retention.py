@@ -35,7 +35,7 @@ from typing import Any
 
 from pytest_memleak.check import measuring
 from pytest_memleak.config.units import format_size
-from pytest_memleak.probe.paths import PACKAGE_DIR, own_file
+from pytest_memleak.probe.paths import PACKAGE_DIR, own_file, short_path
 
 MAX_OBJECTS = 50  # instances sampled
 MAX_DEPTH = 12  # references climbed from an instance
@@ -174,7 +174,7 @@ class _Graph:
                     elif code.co_filename.startswith(_OWN_DIR):
                         self.plugin_held.update(id(v) for v in local_vars.values())
                     else:
-                        where = f"{code.co_name} at {_short(code.co_filename)}:{frame.f_lineno}"
+                        where = f"{code.co_name} at {short_path(code.co_filename)}:{frame.f_lineno}"
                         for name, value in local_vars.items():
                             self.frame_locals.setdefault(id(value), (where, name))
                 frame = frame.f_back
@@ -383,14 +383,6 @@ class _Graph:
             node = child
         add(f" -> {type(target).__qualname__}")
         return "".join(concrete), "".join(shape)
-
-
-def _short(filename: str) -> str:
-    with contextlib.suppress(ValueError):
-        rel = os.path.relpath(filename)
-        if not rel.startswith(".."):
-            return rel
-    return os.path.basename(filename)
 
 
 def _instance_dict(obj: Any) -> dict[str, Any] | None:
@@ -681,11 +673,11 @@ def _draw(chain: Sequence[Any], names: dict[tuple[int, int], str], base: str | o
         handle.write(text)
     dot = shutil.which("dot")
     if dot is None:
-        return None, f"graphviz's dot is not installed: the reference graph is {_short(dot_file)}"
+        return None, f"graphviz's dot is not installed: the reference graph is {short_path(dot_file)}"
     try:
         done = subprocess.run([dot, "-Tsvg", "-o", svg_file, dot_file], capture_output=True, text=True, timeout=DRAW_TIMEOUT)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        return None, f"graphviz could not draw {_short(dot_file)}: {exc}"
+        return None, f"graphviz could not draw {short_path(dot_file)}: {exc}"
     if done.returncode != 0 or not os.path.isfile(svg_file):
-        return None, f"graphviz could not draw {_short(dot_file)}: {done.stderr.strip()[:200]}"
+        return None, f"graphviz could not draw {short_path(dot_file)}: {done.stderr.strip()[:200]}"
     return svg_file, None

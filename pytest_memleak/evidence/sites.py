@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from pytest_memleak.probe.paths import PACKAGE_DIR
+from pytest_memleak.probe.paths import PACKAGE_DIR, short_path
 from pytest_memleak.results import SiteGrowth
 
 RawFrames = Sequence[tuple[str, int]]  # innermost first, as tracemalloc stores them
@@ -36,21 +36,6 @@ def _machinery_dirs() -> tuple[str, ...]:
     return tuple(dirs)
 
 
-def short_path(filename: str) -> str:
-    """A file name for people: relative to the stdlib, site-packages or the working directory."""
-    if filename.startswith(_STDLIB_PREFIX):
-        return filename[len(_STDLIB_PREFIX) :]
-    for marker in ("site-packages" + os.sep, "dist-packages" + os.sep):
-        if marker in filename:
-            return filename.split(marker, 1)[1]
-    try:
-        rel = os.path.relpath(filename)
-    except ValueError:
-        return filename
-    return filename if rel.startswith("..") else rel
-
-
-_STDLIB_PREFIX = os.path.dirname(os.__file__) + os.sep
 
 
 def _stdlib_dirs() -> tuple[str, ...]:

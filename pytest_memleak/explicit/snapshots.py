@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pytest_memleak.check import measuring
 from pytest_memleak.config.units import SIZE_FORM, format_size, parse_size
 from pytest_memleak.probe import allocator
-from pytest_memleak.probe.paths import PACKAGE_DIR
+from pytest_memleak.probe.paths import PACKAGE_DIR, short_path
 
 if TYPE_CHECKING:
     from pytest_memleak.evidence.sites import Classifier
@@ -61,7 +61,6 @@ __all__ = [
 PAGE = mmap.PAGESIZE
 SHOWN_SITES = 5  # sites listed by str(diff) and by a failing assert_within
 _OWN_MODULES = ("pytest_memleak", "tracemalloc")  # types not counted in Snapshot.objects
-_LIB_MARKERS = (os.sep + "site-packages" + os.sep, os.sep + "dist-packages" + os.sep)
 
 _seq = itertools.count(1)
 _live: weakref.WeakSet[Snapshot] = weakref.WeakSet()  # snapshots whose trace data is alive
@@ -427,7 +426,7 @@ class Diff:
             over.sort(key=lambda site: -site.total_bytes)
             for site in over[:SHOWN_SITES]:
                 problems.append(
-                    f"per site: {_short(site.site)} kept {format_size(site.total_bytes, signed=True)}"
+                    f"per site: {short_path(site.site)} kept {format_size(site.total_bytes, signed=True)}"
                     f" in {site.total_blocks:+d} blocks, budget {format_size(budget)} per site"
                 )
             if len(over) > SHOWN_SITES:
@@ -475,16 +474,16 @@ class Diff:
     # -- text -----------------------------------------------------------------------------
     def _site_lines(self, limit: int, stacks: bool = False) -> list[str]:
         shown = self.sites[:limit]
-        width = min(60, max((len(_short(s.site)) for s in shown), default=0))
+        width = min(60, max((len(short_path(s.site)) for s in shown), default=0))
         lines = []
         for s in shown:
             mark = "" if s.site in self.user_sites else "  (outside the project)"
             lines.append(
-                f"  {_short(s.site):<{width}}  {format_size(s.total_bytes, signed=True):>10}"
+                f"  {short_path(s.site):<{width}}  {format_size(s.total_bytes, signed=True):>10}"
                 f"  {s.total_blocks:+d} blocks{mark}"
             )
             after = s.stack.index(s.site) + 1 if s.site in s.stack else len(s.stack)
-            callers = [_short(f) for f in s.stack[after : after + 3]]
+            callers = [short_path(f) for f in s.stack[after : after + 3]]
             if stacks and callers:
                 lines.append("      called from " + " <- ".join(callers))
         if len(self.sites) > limit:
@@ -517,7 +516,7 @@ class Diff:
         text = self._deltas_text()
         if self.sites:
             top = self.sites[0]
-            text += f"; top site {_short(top.site)} {format_size(top.total_bytes, signed=True)} ({top.total_blocks:+d} blocks)"
+            text += f"; top site {short_path(top.site)} {format_size(top.total_bytes, signed=True)} ({top.total_blocks:+d} blocks)"
         if self.grown_types:
             text += "; grew " + self._types_text(4)
         return text
@@ -552,21 +551,6 @@ def _site_growth(
     )
     grown.sort(key=lambda g: g.site not in user)  # stable: by growth within each group
     return after.total_bytes - before.total_bytes, grown, user
-
-
-def _short(site: str) -> str:
-    """A site for people: the part after site-packages, or after the standard library."""
-    for marker in _LIB_MARKERS:
-        if marker in site:
-            return site.rsplit(marker, 1)[1]
-    if os.path.isabs(site):
-        import sysconfig
-
-        for key in ("stdlib", "platstdlib"):
-            prefix = sysconfig.get_paths().get(key)
-            if prefix and site.startswith(prefix + os.sep):
-                return site[len(prefix) + 1 :]
-    return site
 
 
 def compare(

@@ -24,47 +24,29 @@ from typing import Any
 
 import pytest
 
+from pytest_memleak.probe import process
+
 ACCEPTED = "a pid (int), a subprocess.Popen or a psutil.Process of a running process"
 NOT_OURS = "an exit status pytest cannot read (not its child)"
 TREE_EVERY = 1.0  # seconds between walks for new children (the tree is re-read at every sample)
 
 
 class OwnProcess:
-    """Cheap readings of the pytest process: RSS, descriptors, OS threads."""
+    """Cheap readings of the pytest process: RSS, descriptors, OS threads (:mod:`pytest_memleak.probe.process`)."""
 
     def __init__(self) -> None:
-        self.process: Any = None
-        try:
-            import psutil
-
-            self.process = psutil.Process()
-            self.process.memory_info()
-        except Exception:  # psutil missing or unusable here
-            self.process = None
-        self.page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
         self.pid = os.getpid()
 
     def rss(self) -> float:
-        if self.process is not None:
-            with contextlib.suppress(Exception):
-                return float(self.process.memory_info().rss)
-        with contextlib.suppress(OSError, ValueError, IndexError), open("/proc/self/statm") as f:
-            return float(int(f.read().split()[1]) * self.page)
-        return math.nan
+        value = process.rss()
+        return float(value) if value >= 0 else math.nan
 
     def fds(self) -> int | None:
-        if self.process is not None and hasattr(self.process, "num_fds"):
-            with contextlib.suppress(Exception):
-                return int(self.process.num_fds())
-        with contextlib.suppress(OSError):
-            return len(os.listdir("/proc/self/fd"))
-        return None
+        value = process.open_fds()
+        return value if value >= 0 else None
 
     def os_threads(self) -> int | None:
-        if self.process is not None:
-            with contextlib.suppress(Exception):
-                return int(self.process.num_threads())
-        return None
+        return process.os_threads()
 
     def alive(self) -> bool:
         return True
