@@ -9,6 +9,7 @@ is drawn from these types.
 from __future__ import annotations
 
 import math
+import os
 import types
 from collections.abc import Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
@@ -188,6 +189,33 @@ class SoakResult:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SoakResult:
         return typed(cls, data)
+
+
+# --------------------------------------------------------------------------- as JSON, and back
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` as plain JSON data: non-finite floats become None; unknown types raise TypeError."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k) if not isinstance(k, str) else k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return [jsonable(v) for v in sorted(value, key=repr)]
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, Enum):
+        return jsonable(value.value)
+    if is_dataclass(value) and not isinstance(value, type):
+        return jsonable(asdict(value))
+    tolist = getattr(value, "tolist", None)  # numpy arrays and scalars, without importing numpy
+    if callable(tolist) and hasattr(value, "dtype"):
+        return jsonable(tolist())
+    raise TypeError(f"{type(value).__name__} value {value!r:.80} is not JSON serialisable")
 
 
 # --------------------------------------------------------------------------- reading back

@@ -116,8 +116,8 @@ def suspect_metrics(series: Mapping[str, Sequence[float]], allowed: Mapping[str,
             values, runs = values[1:], runs[1:]
         n = len(values) - 1
         allow = allowed.get(m, 0.0)
-        deltas = [values[i] - values[i - 1] for i in range(1, n + 1)]
-        allows = [allow * (runs[i] - runs[i - 1]) for i in range(1, n + 1)]
+        deltas = steps(values)
+        allows = [allow * step for step in steps(runs)]
         grew = [i for i, (d, a) in enumerate(zip(deltas, allows, strict=True), 1) if d > a]
         if not (n >= 1 and values[n] - values[0] > sum(allows) and (len(grew) >= 2 or (grew and (warm or grew[-1] > 1)))):
             continue
@@ -194,6 +194,7 @@ def slowing(durations: Sequence[float]) -> bool:
 
 
 def steps(values: Sequence[float]) -> list[float]:
+    """How much each value moved from the one before it (every series is judged in these)."""
     return [values[i] - values[i - 1] for i in range(1, len(values))]
 
 

@@ -17,10 +17,8 @@ under one setup, each its call alone (:meth:`Runner.repeat`).
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import functools
-import gc
 import math
 import sys
 import time
@@ -41,6 +39,7 @@ from pytest_memleak.config.options import TestSettings
 from pytest_memleak.config.units import format_size
 from pytest_memleak.evidence import sites
 from pytest_memleak.probe import allocator
+from pytest_memleak.probe.census import census
 from pytest_memleak.results import INCONCLUSIVE, LeakResult
 from pytest_memleak.soak import target as soak_target
 
@@ -531,20 +530,6 @@ def _is_finished_dependant(finalizer: object, item: pytest.Item) -> bool:
     )
 
 
-def _type_counts(own_module: str = "pytest_memleak") -> dict[str, int]:
-    """Live objects the collector tracks, by type name (counted in C: the heap may be large)."""
-    counts: dict[str, int] = {}
-    for cls, n in collections.Counter(map(type, gc.get_objects())).items():
-        module = getattr(cls, "__module__", None)
-        if not isinstance(module, str):  # a class whose __module__ is a descriptor
-            module = "builtins"
-        if module.startswith(own_module):
-            continue
-        name = cls.__qualname__ if module in ("builtins", "__main__") else f"{module}.{cls.__qualname__}"
-        counts[name] = counts.get(name, 0) + n
-    return counts
-
-
 @dataclass
 class Checkpoints:
     """The attribution window's measurements, one entry per checkpoint, after a full collection."""
@@ -874,7 +859,7 @@ def judged(
             f"least, do not fit in what is left of {limit} ({advice('to attribute it')})",
             seen,
         )
-    census_before, census_from = measuring.full_collect(_type_counts), run.runs
+    census_before, census_from = measuring.full_collect(census), run.runs
     started = tracing_owner.owned or not tracemalloc.is_tracing()
     if started:  # deeper stacks than the screen's
         tracemalloc.stop()
@@ -927,7 +912,7 @@ def judged(
             tracemalloc.stop()
             tracing_owner.owned = False
     with measuring.thawed():  # (the last checkpoint has just collected the whole heap)
-        cps.types = [census_before, _type_counts()]
+        cps.types = [census_before, census()]
     cps.census_runs = run.runs - census_from
     result = _confirm(nodeid, settings, cps, traced_step, classifier)
     if not result.leaked:

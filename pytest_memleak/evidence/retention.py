@@ -35,6 +35,7 @@ from typing import Any
 
 from pytest_memleak.check import measuring
 from pytest_memleak.config.units import format_size
+from pytest_memleak.probe.census import type_name as type_name
 from pytest_memleak.probe.paths import PACKAGE_DIR, own_file, short_path
 
 MAX_OBJECTS = 50  # instances sampled
@@ -49,13 +50,6 @@ _OWN_DIR = PACKAGE_DIR
 _SEARCH_FILES = frozenset(own_file(*path) for path in (("evidence", "retention.py"), ("explicit", "watch.py"), ("evidence", "diagnose.py")))
 _OWN_MODULE = __name__.split(".")[0]
 _FRAME_OR_GEN = (types.FrameType, types.GeneratorType, types.CoroutineType, types.AsyncGeneratorType)
-
-
-def type_name(obj: Any) -> str:
-    """The name the plugin counts a type under (as :func:`repeating._type_counts` does)."""
-    cls = type(obj)
-    module = cls.__module__
-    return cls.__qualname__ if module in ("builtins", "__main__") else f"{module}.{cls.__qualname__}"
 
 
 def _short_key(key: Any) -> str:

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pytest_memleak.check import measuring
 from pytest_memleak.config.units import SIZE_FORM, format_size, parse_size
 from pytest_memleak.probe import allocator
+from pytest_memleak.probe.census import census
 from pytest_memleak.probe.paths import PACKAGE_DIR, short_path
 
 if TYPE_CHECKING:
@@ -60,7 +61,6 @@ __all__ = [
 
 PAGE = mmap.PAGESIZE
 SHOWN_SITES = 5  # sites listed by str(diff) and by a failing assert_within
-_OWN_MODULES = ("pytest_memleak", "tracemalloc")  # types not counted in Snapshot.objects
 
 _seq = itertools.count(1)
 _live: weakref.WeakSet[Snapshot] = weakref.WeakSet()  # snapshots whose trace data is alive
@@ -198,37 +198,6 @@ def _own_objects(live: Iterable[Snapshot]) -> list[object]:
     return own
 
 
-def _type_counts(exclude: list[object]) -> dict[str, int]:
-    # Tallies in lists of None, not ints: under tracemalloc every new int is a traced
-    # allocation (16 frames each), which made an int counter 20 times slower.
-    tallies: dict[type, list[None]] = {}
-    for cls in map(type, gc.get_objects()):
-        try:
-            tallies[cls].append(None)
-        except KeyError:
-            tallies[cls] = [None]
-    by_type = {cls: len(tally) for cls, tally in tallies.items()}
-    del tallies
-    for obj in exclude:
-        if obj is not None and gc.is_tracked(obj):
-            cls = type(obj)
-            if by_type.get(cls, 0) > 0:
-                by_type[cls] -= 1
-    counts: dict[str, int] = {}
-    for cls, n in by_type.items():
-        module = getattr(cls, "__module__", None)
-        if not isinstance(module, str):
-            module = "builtins"
-        if n <= 0 or module.startswith(_OWN_MODULES):
-            continue
-        qualname = getattr(cls, "__qualname__", None)
-        if not isinstance(qualname, str):
-            qualname = str(getattr(cls, "__name__", None) or repr(cls))
-        name: str = qualname if module in ("builtins", "__main__") else f"{module}.{qualname}"
-        counts[name] = counts.get(name, 0) + n
-    return counts
-
-
 def snapshot(label: str = "") -> Snapshot:
     """Collect garbage, then record the process's memory and resources in a :class:`Snapshot`.
 
@@ -254,7 +223,7 @@ def snapshot(label: str = "") -> Snapshot:
     exclude = _own_objects(live)
     blocks0 = sys.getallocatedblocks()
     traced0 = tracemalloc.get_traced_memory()[0] if tracing else 0
-    objects = MappingProxyType(_type_counts(exclude))
+    objects = MappingProxyType(census(exclude))
     del exclude
     trace = None
     if tracing:

@@ -3,11 +3,8 @@ see docs/report-schema.md)."""
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
-import enum
 import json
-import math
 import os
 import platform
 import sys
@@ -17,33 +14,9 @@ from typing import IO, Any
 from pytest_memleak import __version__
 from pytest_memleak.report.files import atomic_write
 from pytest_memleak.report.summary import as_dict, read, soaks_of, summarize, tests_of
-from pytest_memleak.results import LeakResult, SoakResult
+from pytest_memleak.results import LeakResult, SoakResult, jsonable
 
 SCHEMA = "pytest-memleak/1"
-
-
-def _plain(value: Any) -> Any:
-    """``value`` as plain JSON data: non-finite floats become None; unknown types raise TypeError."""
-    if value is None or isinstance(value, (str, bool, int)):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {str(k) if not isinstance(k, str) else k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, (set, frozenset)):
-        return [_plain(v) for v in sorted(value, key=repr)]
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    if isinstance(value, enum.Enum):
-        return _plain(value.value)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return _plain(dataclasses.asdict(value))
-    tolist = getattr(value, "tolist", None)  # numpy arrays and scalars, without importing numpy
-    if callable(tolist) and hasattr(value, "dtype"):
-        return _plain(tolist())
-    raise TypeError(f"{type(value).__name__} value {value!r:.80} is not JSON serialisable")
 
 
 def _version(dist: str) -> str | None:
@@ -87,7 +60,7 @@ def write_json(
 
     def write(out: IO[str]) -> None:
         def dump(value: Any, indent: int | None = None) -> str:
-            return json.dumps(_plain(value), ensure_ascii=False, allow_nan=False, indent=indent)
+            return json.dumps(jsonable(value), ensure_ascii=False, allow_nan=False, indent=indent)
 
         out.write("{\n")
         out.write(f'"schema": {json.dumps(SCHEMA)},\n')

@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from pytest_memleak.check.deciding import steps
 from pytest_memleak.compat import ReprFileLocation, TerminalRepr, TerminalWriter
 from pytest_memleak.config.units import format_size
 from pytest_memleak.results import CLEAN, INCONCLUSIVE, LEAK, NO_VERDICT, LeakResult
 
 
 def _deltas(values: Sequence[float], unit: str = "") -> str:
-    ds = [values[i] - values[i - 1] for i in range(1, len(values))]
+    ds = steps(values)
     if unit == "B":
         return "[" + ", ".join(format_size(d, signed=True) for d in ds) + "]"
     return "[" + ", ".join(f"{d:+.0f}" for d in ds) + "]"

@@ -89,7 +89,15 @@ from pytest_memleak.config.units import (
     parse_percent,
     parse_size,
 )
-from pytest_memleak.results import CLEAN, INCONCLUSIVE, LEAK, NO_VERDICT, SoakResult, Status
+from pytest_memleak.results import (
+    CLEAN,
+    INCONCLUSIVE,
+    LEAK,
+    NO_VERDICT,
+    SoakResult,
+    Status,
+    jsonable,
+)
 from pytest_memleak.soak import guard as memory_guard
 from pytest_memleak.soak import target as soak_target
 from pytest_memleak.soak.trend import Level, Trend, fit_level, judge
@@ -417,7 +425,7 @@ class _JsonLines:
     def write(self, record: dict[str, Any]) -> None:
         if self.fd is None:
             return
-        data = (json.dumps(_json_safe(record), separators=(",", ":")) + "\n").encode()
+        data = (json.dumps(jsonable(record), separators=(",", ":")) + "\n").encode()
         try:
             while data:
                 written = os.write(self.fd, data)
@@ -430,16 +438,6 @@ class _JsonLines:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 class _Series:
