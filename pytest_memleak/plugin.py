@@ -9,8 +9,12 @@ a test is measured or a report is written.
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from pytest_memleak.check.session import MemleakSession
 
 
 def _unmark_for_rewrite(package: str = __package__ or "pytest_memleak") -> bool:
@@ -33,7 +37,7 @@ _unmark_for_rewrite()  # (before the imports below: they and all the rest then l
 
 from pytest_memleak.config import options  # noqa: E402
 
-SESSION_KEY = pytest.StashKey["object"]()
+SESSION_KEY: pytest.StashKey[MemleakSession] = pytest.StashKey()
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
