@@ -2,7 +2,7 @@
 
 A soak test asks for the ``chat`` fixture and names its leak pattern(s) with the ``chat``
 marker; this conftest parametrizes it into a LEAKY and a FIXED variant (the variant is the
-callspec id, so ``soak.scenario_variant`` reports scenario = the test's name, variant =
+callspec id, so ``soak_cfg.scenario_variant`` reports scenario = the test's name, variant =
 leaky/fixed) and sets ``expect_leak`` on each::
 
     @pytest.mark.chat("registry")
@@ -65,7 +65,7 @@ import pytest
 from pytest_memleak.check import measuring
 from pytest_memleak.config import options
 from pytest_memleak.explicit.snapshots import trim
-from pytest_memleak.soak import run as soak
+from pytest_memleak.soak import config as soak_cfg
 from scenarios.chat import PATTERNS, ChatConfig, ChatService, MemoryManager, Workload
 
 KiB = 1024
@@ -195,7 +195,7 @@ def soak_duration(item: pytest.Item) -> float:
     """The duration the soak runner will use for ``item``: its marker's, or the override."""
     if item.get_closest_marker("memleak_soak") is None:
         return DEFAULT_DURATION
-    return soak.soak_config(item, options.resolve_session(item.config)).duration
+    return soak_cfg.soak_config(item, options.resolve_session(item.config)).duration
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

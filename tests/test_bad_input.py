@@ -27,7 +27,7 @@ import pytest
 from _pytest.mark.structures import Mark
 
 from pytest_memleak.config import options
-from pytest_memleak.soak import run as soak
+from pytest_memleak.soak import config as soak_cfg
 
 WORDS = ("lots", "maybe", "1.5 parsecs", " ")  # not of the setting's kind at all
 NUMBERS = ("-1", "0", "100000000", "2")  # of a numeric kind, outside what the setting takes
@@ -156,14 +156,14 @@ class MarkedItem:
 
 def soak_rejects(key: str, value: Any) -> bool:
     try:
-        soak.soak_config(MarkedItem(Mark("memleak_soak", (), {key: value}, _ispytest=True)))  # type: ignore[arg-type]
+        soak_cfg.soak_config(MarkedItem(Mark("memleak_soak", (), {key: value}, _ispytest=True)))  # type: ignore[arg-type]
     except pytest.UsageError:
         return True
     return False
 
 
 def soak_cases() -> Iterator[Case]:
-    for key in soak.DEFAULTS:
+    for key in soak_cfg.DEFAULTS:
         for kind, pool in (("word", ("lots", "1.5 parsecs")), ("number", (0, -1, 2, True))):
             value = next((v for v in pool if soak_rejects(key, v)), None)
             if value is None:
@@ -384,7 +384,7 @@ def test_every_setting_and_source_has_a_case() -> None:
             assert f"{setting.name}-marker" in ids
         if setting.parse not in (options.BY_NAME["report_dir"].parse, options.BY_NAME["ignore"].parse):
             assert f"{setting.name}-ini" in ids  # (any non-empty ini text is a path, or a glob)
-    for key in soak.DEFAULTS:
+    for key in soak_cfg.DEFAULTS:
         assert any(i.startswith(f"soak-{key}-") for i in ids), key
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from _pytest.mark.structures import Mark
 
+from pytest_memleak.soak import config as soak_cfg
 from pytest_memleak.soak import guard
 from pytest_memleak.soak import run as soak
 from pytest_memleak.soak.guard import Margin, MemoryGuard, parse_margin, read_cgroup_memory
@@ -250,12 +251,12 @@ class MarkedItem:
 
 
 def test_soak_config_margin_and_whether_the_limit_was_given() -> None:
-    default = soak.soak_config(MarkedItem())  # type: ignore[arg-type]
+    default = soak_cfg.soak_config(MarkedItem())  # type: ignore[arg-type]
     assert not default.memory_limit_given and default.margin() == Margin(fraction=0.1)
-    given = soak.soak_config(MarkedItem(memory_limit="1 GiB", memory_margin="100 MiB"))  # type: ignore[arg-type]
+    given = soak_cfg.soak_config(MarkedItem(memory_limit="1 GiB", memory_margin="100 MiB"))  # type: ignore[arg-type]
     assert given.memory_limit_given and given.margin() == Margin(size=100 * MiB)
     assert json.loads(json.dumps(given.as_dict()))["memory_margin"] == str(100 * MiB)
-    off = soak.soak_config(MarkedItem(memory_limit=None))  # type: ignore[arg-type]
+    off = soak_cfg.soak_config(MarkedItem(memory_limit=None))  # type: ignore[arg-type]
     assert not off.memory_limit_given
 
 
@@ -275,7 +276,7 @@ def test_soak_config_margin_and_whether_the_limit_was_given() -> None:
 )
 def test_soak_config_rejects_a_bad_margin(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(pytest.UsageError, match=re.escape(message)):
-        soak.soak_config(MarkedItem(**kwargs))  # type: ignore[arg-type]
+        soak_cfg.soak_config(MarkedItem(**kwargs))  # type: ignore[arg-type]
 
 
 # -- soaks that approach their limit ------------------------------------------------------
@@ -455,7 +456,7 @@ def test_the_default_memory_limit_is_a_projection_not_a_guard(
 
     def guards(**kwargs: object) -> list[MemoryGuard]:
         runner = soak._Runner(
-            None, soak.soak_config(MarkedItem(**kwargs)), tmp_path / "x.jsonl", lambda: None
+            None, soak_cfg.soak_config(MarkedItem(**kwargs)), tmp_path / "x.jsonl", lambda: None
         )  # type: ignore[arg-type]
         runner.problems = []
         return runner._guards()

@@ -19,7 +19,8 @@ from verdicts import default_sigint
 
 from pytest_memleak.config.options import Sources
 from pytest_memleak.results import CLEAN, LEAK, NO_VERDICT, SoakResult
-from pytest_memleak.soak import run as soak
+from pytest_memleak.soak import config as soak_cfg
+from pytest_memleak.soak import table as soak_table
 
 # OBSERVER (a conftest) records what the call reports carry, as pytest-xdist would ship them.
 OBSERVER = r'''
@@ -261,7 +262,7 @@ def test_ring_hourly():
     result.stdout.fnmatch_lines(["soak test_ring_hourly: [1-3].[0-9]/1.5 s, * iterations, RSS * MiB (*)", "*PASSED*"])
     res = SoakResult.from_dict(reports(pytester)["test_ring_hourly"]["memleak_soak"])
     assert res.duration_overridden and 1.4 < res.duration < 5  # not an hour
-    assert res.sample_every == pytest.approx(1.5 / soak.TARGET_SAMPLES)  # not the marker's 0.5 s
+    assert res.sample_every == pytest.approx(1.5 / soak_cfg.TARGET_SAMPLES)  # not the marker's 0.5 s
     assert res.samples >= 10  # ~30, fewer on a loaded machine (gc.collect() before each sample)
     assert res.warmup_seconds == pytest.approx(0.1 * res.duration)  # 6 min of 1 h
 
@@ -311,28 +312,28 @@ def test_bad():
 def test_bad_marker_names_the_keyword_and_the_form(marker: str, message: str) -> None:
     mark = eval(f"soak_mark({marker})")  # the same text as in the subprocess tests below
     with pytest.raises(pytest.UsageError) as info:
-        soak.soak_config(MarkedItem(mark))  # type: ignore[arg-type]
+        soak_cfg.soak_config(MarkedItem(mark))  # type: ignore[arg-type]
     assert fnmatch.fnmatch(str(info.value), f"pytest-memleak: {message}"), str(info.value)
 
 
 def test_marker_settings_resolve_closest_first_and_scale_sampling() -> None:
     function = soak_mark(duration="2s", max_growth="1 MiB/h", memory_limit="none")
     module = soak_mark(duration="1h", warmup="20%", horizon=None, expect_leak=True, sample_every="0.5s")
-    config = soak.soak_config(MarkedItem(function, module))  # type: ignore[arg-type]
+    config = soak_cfg.soak_config(MarkedItem(function, module))  # type: ignore[arg-type]
     assert (config.duration, config.max_growth, config.memory_limit) == (2.0, 1024**2, None)
     assert (config.horizon, config.expect_leak, config.warmup_fraction) == (None, True, 0.2)
     assert config.sample_every == 0.5 and not config.sample_scaled  # given explicitly: kept
 
-    defaults = soak.soak_config(MarkedItem(soak_mark()))  # type: ignore[arg-type]
+    defaults = soak_cfg.soak_config(MarkedItem(soak_mark()))  # type: ignore[arg-type]
     assert (defaults.duration, defaults.sample_every, defaults.memory_limit) == (30.0, 0.5, 700 * 1024**2)
     assert (defaults.max_growth, defaults.horizon, defaults.warmup_fraction) == (0, 86400.0, 0.1)
     assert defaults.expect_leak is None and not defaults.overridden
 
-    short = soak.soak_config(MarkedItem(soak_mark(duration="5s")))  # type: ignore[arg-type]
-    assert short.sample_scaled and short.sample_every == pytest.approx(5 / soak.TARGET_SAMPLES)
+    short = soak_cfg.soak_config(MarkedItem(soak_mark(duration="5s")))  # type: ignore[arg-type]
+    assert short.sample_scaled and short.sample_every == pytest.approx(5 / soak_cfg.TARGET_SAMPLES)
 
     sources = Sources(values={"soak_duration": 3.0}, origin={"soak_duration": "test"})
-    overridden = soak.soak_config(MarkedItem(soak_mark(duration="1h", sample_every="1s", warmup="6 min")), sources)  # type: ignore[arg-type]
+    overridden = soak_cfg.soak_config(MarkedItem(soak_mark(duration="1h", sample_every="1s", warmup="6 min")), sources)  # type: ignore[arg-type]
     assert overridden.overridden and overridden.duration == 3.0 and overridden.marker_duration == 3600.0
     assert overridden.sample_every == pytest.approx(0.1) and overridden.warmup_fraction == pytest.approx(0.1)
 
@@ -403,13 +404,13 @@ def test_safe_name_is_bounded_unique_and_stays_in_the_folder(tmp_path: Path) -> 
         "::",
         "tests/ünïcode.py::test_☃[\x00]",
     ]
-    names = [soak.safe_name(n) for n in nodeids]
+    names = [soak_cfg.safe_name(n) for n in nodeids]
     assert len(set(names)) == len(names)
     for name in names:
         assert set(name) <= set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
-        assert len(name) <= soak.SAFE_NAME_LENGTH + 11
+        assert len(name) <= soak_cfg.SAFE_NAME_LENGTH + 11
         assert not name.startswith((".", "-"))
-        path = soak.samples_path(tmp_path, name)
+        path = soak_cfg.samples_path(tmp_path, name)
         assert path.resolve().parent == (tmp_path / "soak").resolve()
 
 
@@ -423,12 +424,12 @@ def test_summary_lines_table() -> None:
                    iterations=12, memory_limit=700 * 1024**2),
         SoakResult("t.py::test_x", NO_VERDICT, "r", scenario="x", iterations=1),
     ]
-    lines = soak.summary_lines(results)
+    lines = soak_table.summary_lines(results)
     assert lines[0].split() == ["scenario", "variant", "verdict", "growth", "to", "memory", "limit", "iterations"]
     assert lines[2].split() == ["cache", "lru", "LEAK", "+2.3", "MiB/h", "5", "h", "12", "min", "(700.0", "MiB)", "4,210"]
     assert "ok (expected LEAK)" in lines[3] and "never" in lines[3]
     assert "no verdict" in lines[4]
-    assert soak.summary_lines([]) == []
+    assert soak_table.summary_lines([]) == []
 
 
 def test_scenario_variant_from_names() -> None:
@@ -437,13 +438,13 @@ def test_scenario_variant_from_names() -> None:
         return SimpleNamespace(name=name, originalname=name.split("[")[0], callspec=callspec)
 
     # nothing is guessed from parts of a name
-    assert soak.scenario_variant(item("test_service_with_leak")) == ("service_with_leak", "")
-    assert soak.scenario_variant(item("test_cache[small]", "small")) == ("cache", "small")
-    assert soak.scenario_variant(item("check_pool_big")) == ("check_pool_big", "")
+    assert soak_cfg.scenario_variant(item("test_service_with_leak")) == ("service_with_leak", "")
+    assert soak_cfg.scenario_variant(item("test_cache[small]", "small")) == ("cache", "small")
+    assert soak_cfg.scenario_variant(item("check_pool_big")) == ("check_pool_big", "")
     # the marker's names come first
     named = SimpleNamespace(scenario="http client", variant="keepalive")
-    assert soak.scenario_variant(item("test_http_client_keepalive"), named) == ("http client", "keepalive")  # type: ignore[arg-type]
-    assert soak.scenario_variant(item("test_cache[small]", "small"), SimpleNamespace(scenario="cache", variant=None)) == ("cache", "small")  # type: ignore[arg-type]
+    assert soak_cfg.scenario_variant(item("test_http_client_keepalive"), named) == ("http client", "keepalive")  # type: ignore[arg-type]
+    assert soak_cfg.scenario_variant(item("test_cache[small]", "small"), SimpleNamespace(scenario="cache", variant=None)) == ("cache", "small")  # type: ignore[arg-type]
 
 
 def test_setup_show_lists_a_soak_tests_fixtures(pytester: pytest.Pytester) -> None:

@@ -220,9 +220,9 @@ class MemleakSession:
         for item in items:
             options.validate_simple_marker(item, "no_memleak")
             if item.get_closest_marker("memleak_soak") is not None:
-                from pytest_memleak.soak import run as soak
+                from pytest_memleak.soak.config import soak_config
 
-                soak.soak_config(item, self.sources)
+                soak_config(item, self.sources)
             if item.get_closest_marker("memleak") is not None or self.enabled:
                 item.stash[SETTINGS_KEY] = options.settings_for(item, self.sources)
                 item.stash[COUNTERS_KEY] = self._counters(item)
@@ -697,10 +697,10 @@ class MemleakSession:
             )
         if store.soaks:
             from pytest_memleak.results import SoakResult
-            from pytest_memleak.soak import run as soak
+            from pytest_memleak.soak.table import summary_lines
 
             terminalreporter.write_sep("=", "memleak soak", yellow=True)
-            for line in soak.summary_lines([SoakResult.from_dict(d) for d in store.soaks]):
+            for line in summary_lines([SoakResult.from_dict(d) for d in store.soaks]):
                 terminalreporter.write_line(line)
         from pytest_memleak.check import measuring
 

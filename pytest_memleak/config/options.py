@@ -243,7 +243,7 @@ class Marker:
 
 
 MEMLEAK_MARKER_KEYS = tuple(s.name for s in SETTINGS if s.marker)
-#: Every keyword of ``memleak_soak`` and its default (validated by ``soak.soak_config``).
+#: Every keyword of ``memleak_soak`` and its default (validated by ``soak.config.soak_config``).
 SOAK_DEFAULTS: Mapping[str, Any] = {
     "duration": "30s",
     "sample_every": "0.5s",

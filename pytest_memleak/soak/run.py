@@ -59,18 +59,14 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import json
 import math
 import os
-import re
 import sys
 import threading
 import time
 import tracemalloc
 import warnings
-from array import array
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -81,13 +77,8 @@ from pytest_memleak import compat
 from pytest_memleak.check import measuring
 from pytest_memleak.config import options
 from pytest_memleak.config.units import (
-    DURATION_FORM,
-    SIZE_FORM,
     format_duration,
     format_size,
-    parse_duration,
-    parse_percent,
-    parse_size,
 )
 from pytest_memleak.results import (
     CLEAN,
@@ -96,13 +87,28 @@ from pytest_memleak.results import (
     NO_VERDICT,
     SoakResult,
     Status,
-    jsonable,
 )
 from pytest_memleak.soak import guard as memory_guard
 from pytest_memleak.soak import target as soak_target
-from pytest_memleak.soak.trend import Level, Trend, fit_level, judge
+from pytest_memleak.soak.config import (
+    SoakConfig,
+    safe_name,
+    samples_path,
+    scenario_variant,
+    soak_config,
+)
+from pytest_memleak.soak.progress import (
+    Progress,
+)
+from pytest_memleak.soak.samples import (
+    MAX_KEPT_SAMPLES,
+    SampleFile,
+    Series,
+    chart_indices,
+)
+from pytest_memleak.soak.table import rate, saw_label, state
+from pytest_memleak.soak.trend import Trend, fit_level, judge
 
-DEFAULTS = options.SOAK_DEFAULTS
 GUARD_EVERY = 0.01  # seconds between the memory guard's readings between samples
 WATCH_EVERY = 0.05  # ...and between readings of a watched process tree (a walk of /proc)
 EXIT_GRACE = 2.0  # seconds a watched process may take to die after a request to it failed
@@ -110,206 +116,33 @@ LIVE_SECONDS = 3.0  # seconds of a watched service's allocations that memray att
 MAX_STRETCH = 2.0  # a busy machine's soak runs on by the time it was contended, up to this times its duration
 WORK_SHORT = 0.75  # ...and a leak found in less work than this share of its duration is inconclusive
 COLLAPSE = 0.5  # throughput of the window's last third below this share of its first third: a collapse
-MIN_SAMPLES = 20  # below this many samples, a default or overridden sample_every scales down
-TARGET_SAMPLES = 30  # ...to give this many
-MAX_KEPT_SAMPLES = 16384  # in memory for the fit (all samples go to the file); halved when full
-CHART_POINTS = 300  # points in SoakResult.t/rss/heap
 MIN_BLOCK_BYTES = 32  # a pymalloc block holding an object is at least this big
-MAX_WARMUP_FRACTION = 0.9
 CONFIDENCE = 0.95
-PROGRESS_MIN_SECONDS = 5.0  # non-verbose runs show progress for soaks at least this long
-PROGRESS_TTY_EVERY = 0.5
-PROGRESS_PIPE_EVERY = 5.0
-SAFE_NAME_LENGTH = 80
 
-_FORMS = {
-    "duration": DURATION_FORM,
-    "sample_every": DURATION_FORM + ", shorter than the duration",
-    "memory_limit": SIZE_FORM + ", or None for no limit",
-    "max_growth": "a growth per hour such as '0 B', '512 KiB' or '2 MiB/h'",
-    "horizon": DURATION_FORM + ", or None for no projection",
-    "warmup": "a fraction of the duration such as '10%', or a duration such as '5s', shorter than the duration",
-    "expect_leak": "True, False or None",
-    "memory_margin": "a size such as '64 MiB', or a percentage of the limit such as '10%', smaller than memory_limit",
-    "scenario": "a name for the summary table's scenario column, or None (the test function's name)",
-    "variant": "a name for the summary table's variant column, or None (the parameter id)",
-    "watch": f"the name of a fixture of the test that returns {soak_target.ACCEPTED}, or None (this process)",
-}
 
 
 # -- settings ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class SoakConfig:
-    """The settings of one soak test, validated, after --memleak-soak-duration had its say."""
-
-    duration: float  # seconds the body loops
-    sample_every: float  # seconds between samples
-    memory_limit: int | None  # bytes
-    max_growth: int  # bytes per hour
-    horizon: float | None  # seconds
-    warmup_fraction: float  # of the duration, left out of the fit
-    expect_leak: bool | None
-    marker_duration: float
-    overridden: bool  # the duration came from --memleak-soak-duration
-    sample_scaled: bool  # sample_every was scaled down to give enough samples
-    memory_limit_given: bool = False  # memory_limit came from the marker: the guard watches RSS against it
-    memory_margin: str = memory_guard.DEFAULT_MARGIN  # how far below a limit the guard stops the soak
-    scenario: str | None = None  # the summary table's names, when given (scenario_variant)
-    variant: str | None = None
-    watch: str | None = None  # a fixture of the test that returns the process to sample (soak_target)
-    flamegraph: str = "failed"  # --memleak-flamegraph: a live flamegraph of a watched service that leaks (or all)
-
-    def margin(self) -> memory_guard.Margin:
-        return memory_guard.parse_margin(self.memory_margin)
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
-def soak_config(item: pytest.Item, sources: options.Sources | None = None) -> SoakConfig:
-    """Validate the soak marker(s) of ``item`` and resolve its settings.
-
-    Raises :class:`pytest.UsageError` naming the keyword, ``@pytest.mark.memleak_soak on <nodeid>`` and
-    the accepted form. Call it at collection time to fail early; :func:`run_soak_protocol`
-    calls it again before the test starts.
-    """
-    where = f"@pytest.mark.memleak_soak on {item.nodeid}"
-    signature = options.MARKERS_BY_NAME["memleak_soak"].signature
-    given: dict[str, Any] = {}
-    for mark in item.iter_markers("memleak_soak"):  # closest first: function > class > module
-        if mark.args:
-            raise pytest.UsageError(
-                f"pytest-memleak: {where} takes keywords only, got positional {mark.args!r}; "
-                f"accepted form: @pytest.mark.{signature}"
-            )
-        for key, value in mark.kwargs.items():
-            if key not in DEFAULTS:
-                raise pytest.UsageError(
-                    f"pytest-memleak: unknown keyword {key!r} in {where}; accepted form: @pytest.mark.{signature}"
-                )
-            given.setdefault(key, value)
-    raw = {**DEFAULTS, **given}
-
-    def parsed(key: str, parse: Callable[[Any], Any]) -> Any:
-        try:
-            return parse(raw[key])
-        except (ValueError, TypeError) as exc:
-            raise options.usage_error(f"memleak_soak({key}=...)", where, raw[key], _FORMS[key], str(exc)) from None
-
-    def bad(key: str, why: str) -> pytest.UsageError:
-        return options.usage_error(f"memleak_soak({key}=...)", where, raw[key], _FORMS[key], why)
-
-    marker_duration = parsed("duration", parse_duration)
-    sample_every = parsed("sample_every", parse_duration)
-    if sample_every >= marker_duration:
-        raise bad("sample_every", f"not shorter than the duration {format_duration(marker_duration)}")
-    memory_limit = parsed("memory_limit", _optional(parse_size))
-    if memory_limit == 0:
-        raise bad("memory_limit", "a limit of 0 B is always exceeded")
-    margin = parsed("memory_margin", memory_guard.parse_margin)
-    if memory_limit is not None and margin.size is not None and margin.size >= memory_limit:
-        raise bad("memory_margin", f"not smaller than memory_limit {format_size(memory_limit)}")
-    max_growth = parsed("max_growth", _parse_rate)
-    horizon = parsed("horizon", _optional(parse_duration))
-    warmup_fraction = parsed("warmup", lambda v: _parse_warmup(v, marker_duration))
-    expect_leak = raw["expect_leak"]
-    if expect_leak is not None and not isinstance(expect_leak, bool):
-        raise bad("expect_leak", "not a bool")
-    for key in ("scenario", "variant", "watch"):
-        if raw[key] is not None and (not isinstance(raw[key], str) or not raw[key].strip()):
-            raise bad(key, "not a name")
-    fixturenames = getattr(item, "fixturenames", None)
-    if raw["watch"] is not None and fixturenames is not None and raw["watch"] not in fixturenames:
-        raise bad(
-            "watch",
-            f"the test does not use a fixture {raw['watch']!r}: request it as an argument of the test or of a "
-            f"fixture it uses (its fixtures: {', '.join(fixturenames) or 'none'})",
-        )
-
-    override = sources.values.get("soak_duration") if sources is not None else None
-    duration = float(override) if override else marker_duration
-    scaled = False
-    if (override or "sample_every" not in given) and duration / sample_every < MIN_SAMPLES:
-        sample_every = duration / TARGET_SAMPLES
-        scaled = True
-    return SoakConfig(
-        duration=duration,
-        sample_every=sample_every,
-        memory_limit=memory_limit,
-        max_growth=max_growth,
-        horizon=horizon,
-        warmup_fraction=warmup_fraction,
-        expect_leak=expect_leak,
-        marker_duration=marker_duration,
-        overridden=bool(override),
-        sample_scaled=scaled,
-        memory_limit_given="memory_limit" in given and memory_limit is not None,
-        memory_margin=margin.spec(),
-        scenario=raw["scenario"],
-        variant=raw["variant"],
-        watch=raw["watch"],
-        flamegraph=str(sources.values.get("flamegraph") or "failed") if sources is not None else "failed",
-    )
 
 
-def _optional(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    def wrapped(value: Any) -> Any:
-        if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "off")):
-            return None
-        return parse(value)
-
-    return wrapped
 
 
-_PER_HOUR = re.compile(r"\s*(/\s*(h|hr|hour)|per\s+hour)\s*$", re.IGNORECASE)
 
 
-def _parse_rate(value: Any) -> int:
-    if isinstance(value, str):
-        value = _PER_HOUR.sub("", value)
-    return parse_size(value)
 
 
-def _parse_warmup(value: Any, duration: float) -> float:
-    """A fraction of the duration: '10%' is 0.1; a duration ('5s', 5) is divided by it."""
-    if isinstance(value, bool):
-        raise ValueError(f"{value!r} is not a warm-up")
-    if isinstance(value, str) and value.strip().endswith("%"):
-        return parse_percent(value, MAX_WARMUP_FRACTION)
-    if isinstance(value, (int, float)) and value == 0:
-        return 0.0
-    seconds = parse_duration(value)
-    if seconds >= duration:
-        raise ValueError(f"not shorter than the duration {format_duration(duration)}")
-    return min(seconds / duration, MAX_WARMUP_FRACTION)
 
 
 # -- names -------------------------------------------------------------------------------
 
 
-def safe_name(nodeid: str, max_length: int = SAFE_NAME_LENGTH) -> str:
-    """A file name for a nodeid (see :func:`pytest_memleak.evidence.flamegraph.safe_name`)."""
-    from pytest_memleak.evidence.flamegraph import safe_name as file_name
-
-    return file_name(nodeid, max_len=max_length + 13)
 
 
-def samples_path(report_dir: Path, nodeid: str) -> Path:
-    return Path(report_dir) / "soak" / (safe_name(nodeid) + ".jsonl")
 
 
-def scenario_variant(item: pytest.Item, config: SoakConfig | None = None) -> tuple[str, str]:
-    """``(scenario, variant)`` for the summary table: the marker's ``scenario`` and ``variant``
-    when given, else the test function's name without ``test_`` and the parameter id. Nothing is
-    guessed from parts of a name: ``test_service_with_leak`` is scenario ``service_with_leak``."""
-    name = getattr(item, "originalname", None) or item.name.split("[", 1)[0]
-    base = name[5:] if name.startswith("test_") else name
-    callspec = getattr(item, "callspec", None)
-    scenario = config.scenario if config is not None and config.scenario else base
-    variant = config.variant if config is not None and config.variant else (callspec.id if callspec is not None else "")
-    return scenario, variant
 
 
 # -- the protocol ------------------------------------------------------------------------
@@ -410,122 +243,10 @@ def _call_phase(
 # -- measuring ---------------------------------------------------------------------------
 
 
-class _JsonLines:
-    """Append-only JSON lines, one write(2) per line: a kill leaves only whole lines."""
-
-    def __init__(self, path: Path) -> None:
-        self.fd: int | None = None
-        self.error: str | None = None
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
-        except OSError as exc:  # the soak still runs and judges; it just keeps nothing on disk
-            self.error = str(exc)
-
-    def write(self, record: dict[str, Any]) -> None:
-        if self.fd is None:
-            return
-        data = (json.dumps(jsonable(record), separators=(",", ":")) + "\n").encode()
-        try:
-            while data:
-                written = os.write(self.fd, data)
-                data = data[written:]
-        except OSError as exc:  # disk full...: stop writing, keep soaking
-            self.error = str(exc)
-            self.close()
-
-    def close(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
 
 
-class _Series:
-    """Fixed-capacity columns for the fit: allocated once, so keeping them leaks nothing.
-
-    When full, every other sample is dropped and only every 2nd (4th, ...) later sample is
-    kept; the file keeps them all.
-    """
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = max(64, capacity + capacity % 2)
-        zeros = bytes(8 * self.capacity)
-        self.t = array("d", zeros)
-        self.iterations = array("d", zeros)
-        self.rss = array("d", zeros)
-        self.heap = array("d", zeros)
-        self.count = 0
-        self.stride = 1
-        self.seen = 0
-
-    def add(self, t: float, iterations: float, rss: float, heap: float, force: bool = False) -> None:
-        index = self.seen
-        self.seen += 1
-        if index % self.stride and not force:
-            return
-        if self.count == self.capacity:
-            for column in (self.t, self.iterations, self.rss, self.heap):
-                column[: self.capacity // 2] = column[::2]
-            self.count = self.capacity // 2
-            self.stride *= 2
-        n = self.count
-        self.t[n], self.iterations[n], self.rss[n], self.heap[n] = t, iterations, rss, heap
-        self.count = n + 1
-
-    def columns(self) -> tuple[list[float], list[float], list[float], list[float]]:
-        n = self.count
-        return self.t[:n].tolist(), self.iterations[:n].tolist(), self.rss[:n].tolist(), self.heap[:n].tolist()
 
 
-class _Progress:
-    """One line of progress on the terminal: rewritten on a TTY, a line every ~5 s otherwise."""
-
-    def __init__(self, item: pytest.Item, duration: float) -> None:
-        manager = item.config.pluginmanager
-        self.reporter: Any = manager.get_plugin("terminalreporter")
-        self.capture: Any = manager.get_plugin("capturemanager")
-        self.nodeid = item.nodeid
-        verbose = self.reporter is not None and self.reporter.verbosity > 0
-        self.enabled = self.reporter is not None and (verbose or duration >= PROGRESS_MIN_SECONDS)
-        self.tty = bool(self.reporter is not None and self.reporter.isatty)
-        self.every = PROGRESS_TTY_EVERY if self.tty else PROGRESS_PIPE_EVERY
-        self.last = time.monotonic()
-        self.shown = False
-
-    @contextlib.contextmanager
-    def _uncaptured(self) -> Iterator[None]:
-        if self.capture is not None:
-            with self.capture.global_and_fixture_disabled():
-                yield
-        else:
-            yield
-
-    def update(self, now: float, text: Callable[[], str], final: bool = False) -> None:
-        if not self.enabled or (not final and now - self.last < self.every):
-            return
-        self.last = now
-        reporter = self.reporter
-        with self._uncaptured():
-            if not self.shown:
-                reporter.ensure_newline()  # a line of our own; pytest resumes on the next one
-            if self.tty:
-                reporter.rewrite(text(), erase=True)
-            else:
-                reporter.write(("\n" if self.shown else "") + text())
-            reporter.flush()
-        self.shown = True
-
-    def close(self) -> None:
-        """Leave the terminal where pytest expects it: the result letter or word comes next."""
-        if not self.shown:
-            return
-        reporter = self.reporter
-        with self._uncaptured():
-            if reporter.verbosity <= 0 and reporter.showfspath:
-                reporter.write_fspath_result(self.nodeid, "")  # starts a fresh "path " line
-            elif reporter.verbosity <= 0:
-                reporter.write("\n")
-            reporter.flush()
 
 
 class _Runner:
@@ -547,7 +268,7 @@ class _Runner:
         self.watched = isinstance(self.target, soak_target.Watched)
         self.result: SoakResult | None = None
         expected = int(math.ceil(config.duration / config.sample_every)) + 16
-        self.series = _Series(min(expected, MAX_KEPT_SAMPLES))
+        self.series = Series(min(expected, MAX_KEPT_SAMPLES))
         self.traced = False
         self.heap_meter: measuring.HeapMeter | None = None
         self.heap_unit = "B"
@@ -582,8 +303,8 @@ class _Runner:
         meter = measuring.heap_meter()
         self.heap_meter = meter if not self.traced and meter.available and not watched else None
         self.heap_unit = "B" if self.traced or self.heap_meter is not None or watched else "blocks"
-        progress = _Progress(item, config.duration)
-        out = _JsonLines(self.path)
+        progress = Progress(item, config.duration)
+        out = SampleFile(self.path)
         if out.error:
             self.problems.append(f"cannot write the samples to {self.path}: {out.error}")
         last_sample_t, last_sample_iterations = 0.0, 0
@@ -929,7 +650,7 @@ class _Runner:
         if self.watched:  # a watched service's heap is not read: its RSS is the verdict
             heap_leak, heap_reason = False, "not read (the soak watches another process)"
         rss_label = f"watched RSS (pid {self.target.pid} and children)" if self.watched else "RSS"
-        rss_name, heap_name = (_saw_label(name, level) for name, level in ((rss_label, rss_level), ("Python heap", heap_level)))
+        rss_name, heap_name = (saw_label(name, level) for name, level in ((rss_label, rss_level), ("Python heap", heap_level)))
         if self.dropped_log_records:
             self.problems.append(
                 f"{self.dropped_log_records:,} captured log records were dropped at the samples (pytest keeps "
@@ -989,7 +710,7 @@ class _Runner:
         result.fit_slope_per_second = _finite(rss_trend.slope)
         result.fit_start = rss_trend.window_start
         result.fit_end = rss_trend.window_end
-        pick = _chart_indices(len(t))
+        pick = chart_indices(len(t))
         result.t = [round(t[i], 4) for i in pick]
         result.rss = [rss[i] for i in pick]
         result.heap = [] if self.watched else [heap[i] if math.isfinite(heap[i]) else 0.0 for i in pick]
@@ -1047,8 +768,8 @@ class _Runner:
         lines = []
         per_iteration = format_size(result.slope_per_iteration, signed=True)
         lines.append(
-            f"{'watched RSS' if self.watched else 'RSS'}: {_rate(rss_trend.slope * 3600, 'B', True)} ({pct} CI {_rate(rss_trend.lower * 3600, 'B')} .. "
-            f"{_rate(rss_trend.upper * 3600, 'B')}), {per_iteration} per iteration; {_state(rss_trend, 'B')}"
+            f"{'watched RSS' if self.watched else 'RSS'}: {rate(rss_trend.slope * 3600, 'B', True)} ({pct} CI {rate(rss_trend.lower * 3600, 'B')} .. "
+            f"{rate(rss_trend.upper * 3600, 'B')}), {per_iteration} per iteration; {state(rss_trend, 'B')}"
         )
         heap_name = self._heap_name()
         heap_per_iteration = (
@@ -1062,9 +783,9 @@ class _Runner:
         lines.append(
             f"{heap_name}: not read (the soak watches another process)"
             if self.watched
-            else f"{heap_name}: {_rate(heap_trend.slope * 3600, self.heap_unit, True)} ({pct} CI "
-            f"{_rate(heap_trend.lower * 3600, self.heap_unit)} .. {_rate(heap_trend.upper * 3600, self.heap_unit)}), "
-            f"{heap_step} per iteration; {_state(heap_trend, self.heap_unit)}"
+            else f"{heap_name}: {rate(heap_trend.slope * 3600, self.heap_unit, True)} ({pct} CI "
+            f"{rate(heap_trend.lower * 3600, self.heap_unit)} .. {rate(heap_trend.upper * 3600, self.heap_unit)}), "
+            f"{heap_step} per iteration; {state(heap_trend, self.heap_unit)}"
         )
         if config.memory_limit is None:
             lines.append("memory_limit: none")
@@ -1167,24 +888,8 @@ def _finite(value: float) -> float:
     return value if math.isfinite(value) else 0.0
 
 
-def _rate(per_hour: float, unit: str, signed: bool = False) -> str:
-    if not math.isfinite(per_hour):
-        return "unbounded"
-    if unit == "B":
-        return format_size(per_hour, signed=signed) + "/h"
-    return (f"{per_hour:+,.0f}" if signed else f"{per_hour:,.0f}") + f" {unit}/h"
 
 
-def _state(trend: Trend, unit: str) -> str:
-    if not trend.sufficient:
-        return "too few samples"
-    if trend.persistent:
-        return "growth persists in the last half and the last third"
-    tail = trend.tail
-    tail_rate = _rate(tail.slope * 3600, unit, True) if tail is not None else "?"
-    if trend.plateaued:
-        return f"plateaued (last third {tail_rate})"
-    return f"no persistent growth (last third {tail_rate})"
 
 
 def _window_throughput(t: list[float], iterations: list[float], trend: Trend) -> float:
@@ -1209,62 +914,12 @@ def _throughput(t: list[float], iterations: list[float], a: float, b: float) -> 
     return (pairs[-1][1] - pairs[0][1]) / (pairs[-1][0] - pairs[0][0])
 
 
-def _chart_indices(n: int, points: int = CHART_POINTS) -> list[int]:
-    if n <= points:
-        return list(range(n))
-    return sorted({round(i * (n - 1) / (points - 1)) for i in range(points)})
 
 
 # -- summary -----------------------------------------------------------------------------
 
 
-def _verdict_word(result: SoakResult) -> str:
-    expect = result.expect_leak
-    if result.status == LEAK:
-        return {True: "LEAK (expected)", False: "LEAK (expected ok)", None: "LEAK"}[expect]
-    if result.status == CLEAN:
-        return {True: "ok (expected LEAK)", False: "ok (expected)", None: "ok"}[expect]
-    if result.status == INCONCLUSIVE:
-        return "inconclusive (expected LEAK)" if expect else "inconclusive"
-    return "no verdict"
 
 
-def summary_lines(results: list[SoakResult]) -> list[str]:
-    """A table for the terminal summary: one row per soak test, header first; [] for none.
-
-    Columns: scenario, variant, verdict (LEAK/ok and whether it matched its expectation),
-    growth per hour of RSS over the window (", then <rate>" over the last third when it
-    plateaued; the Python heap's rate when only the heap leaked), projected time to the
-    memory limit, iterations.
-    """
-    if not results:
-        return []
-    header = ("scenario", "variant", "verdict", "growth", "to memory limit", "iterations")
-    rows = [header]
-    for r in results:
-        judged = r.status in (LEAK, CLEAN)
-        growth = format_size(r.slope_per_hour, signed=True) + "/h" if judged else "-"
-        if judged and r.plateaued and r.slope_per_hour > 0:
-            growth += f", then {format_size(r.tail_slope_per_hour, signed=True)}/h"
-        if r.leaked_metrics == ["heap"]:
-            growth = "heap " + _rate(r.heap_slope_per_hour, r.heap_unit, True)
-        if not judged or r.memory_limit is None:
-            to_limit = "-"
-        elif r.time_to_limit is None:
-            to_limit = "never"
-        else:
-            to_limit = f"{format_duration(r.time_to_limit)} ({format_size(r.memory_limit)})"
-        rows.append((r.scenario or r.nodeid, r.variant or "-", _verdict_word(r), growth, to_limit, f"{r.iterations:,}"))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-
-    def line(row: tuple[str, ...]) -> str:
-        cells = [cell.ljust(w) for cell, w in zip(row[:-1], widths[:-1], strict=True)]
-        cells.append(row[-1].rjust(widths[-1]))
-        return "  ".join(cells).rstrip()
-
-    return [line(rows[0]), line(tuple("-" * w for w in widths)), *(line(row) for row in rows[1:])]
 
 
-def _saw_label(name: str, level: Level) -> str:
-    """What a verdict's trend is of: the series, or its troughs when it saws."""
-    return f"{name} troughs (after each of {level.troughs} clean-ups)" if level.troughs else name
