@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import gc
 import os
 import signal
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +17,7 @@ import pytest
 from pytest_memleak import compat
 from pytest_memleak.check import deciding
 from pytest_memleak.check.budget import START_MIN, CostBudget
+from pytest_memleak.check.guards import ProcessGuards
 from pytest_memleak.check.store import ResultStore
 from pytest_memleak.config import options
 from pytest_memleak.config.units import format_size
@@ -33,21 +32,6 @@ STARTED_KEY = pytest.StashKey[float]()  # when the test's protocol began (perf_c
 RERUNS_KEY = pytest.StashKey[bool]()  # a test left to pytest-rerunfailures' protocol
 TIMEOUT_SHARE = 0.5  # of a pytest-timeout timeout that the test and its windows may use (the rest: evidence, teardown)
 UNREACHED_KEY = pytest.StashKey[list[Any]]()  # [credit, passed so far, sessions ago when rested] of a test run as if the plugin were not there
-REFREEZE_GROWTH = 1.5  # the heap grown by this factor since the last full collection: collect it whole
-# the session's SIGTERM handler while it is installed, and the one it replaced
-_sigterm: dict[str, Any] = {"ours": None, "previous": None}
-_fork_hook_registered = [False]
-
-
-def _default_sigterm_in_child() -> None:
-    """A child forked while the session handles SIGTERM gets the handler it would have without
-    the plugin: multiprocessing's Pool.terminate() relies on SIGTERM ending its workers at once
-    (a worker that raised KeyboardInterrupt instead ran its exit handlers and could wait forever
-    on a lock the killed workers held)."""
-    with contextlib.suppress(ValueError, OSError, TypeError):  # (not the main thread; no signals here)
-        if _sigterm["ours"] is not None and signal.getsignal(signal.SIGTERM) is _sigterm["ours"]:
-            signal.signal(signal.SIGTERM, _sigterm["previous"] or signal.SIG_DFL)
-
 
 _SLIM: dict[str, dict[str, str]] = {}  # the status-only dict left on reports, one per status
 
@@ -69,17 +53,10 @@ class MemleakSession:
         self.renders: list[tuple[str, Any]] = []  # (nodeid, flamegraph.Render) under way while the tests go on
         self._counters_by_file: dict[Path, tuple[Any, ...]] = {}
         self.is_worker = hasattr(config, "workerinput")
-        self.froze = False
-        self.frozen_before = 0  # objects the session had frozen before the plugin first froze the heap
-        self.measured = 0
-        self.blocks_at_full = 0  # allocated blocks right after the last collection of the whole heap
         self.problems: list[str] = []
-        self.pid = os.getpid()
         self.report_dir_problem: str | None = None
         self.report_dir_checked = False
-        self.terminated = False
-        self._previous_sigterm: Any = None
-        self._fork_r = self._fork_w = -1  # made at the first checked test or soak (see _arm)
+        self.guards = ProcessGuards(self.is_worker)  # forks, SIGTERM and the frozen heap
         report_dir = Path(sources.get("report_dir"))
         self.report_dir = report_dir if report_dir.is_absolute() else Path(config.rootpath) / report_dir
         self.skip_all = bool(
@@ -189,19 +166,10 @@ class MemleakSession:
         return found
 
     # -- the protocol ---------------------------------------------------------------------
-    def _arm(self) -> None:
-        """Before the first checked test or soak: the fork channel and the SIGTERM handler (a run that checks nothing gets neither)."""
-        if self._fork_r >= 0:
-            return
-        # a forked child that returns into pytest says so here before it ends (see _child_returned)
-        self._fork_r, self._fork_w = os.pipe()
-        os.set_blocking(self._fork_r, False)
-        self._install_sigterm()
-
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None) -> bool | None:
         if (item.get_closest_marker("memleak_soak") is not None and not self.skip_all) or self.is_checked(item):
-            self._arm()
+            self.guards.arm()
         if item.get_closest_marker("memleak_soak") is not None and not self.skip_all:
             from pytest_memleak.soak import run as soak
 
@@ -241,7 +209,7 @@ class MemleakSession:
         began = time.perf_counter()
         primary = compat.runtestprotocol(item, log=False, nextitem=item.parent)  # type: ignore[arg-type]
         own_seconds = time.perf_counter() - began
-        self.exit_if_forked_child(item, primary)
+        self.guards.exit_if_forked_child(item, primary)
         setup, teardown = primary[0], primary[-1]
         call = primary[1] if len(primary) == 3 else None
         passed = call is not None and all(r.passed for r in primary) and not hasattr(call, "wasxfail")
@@ -274,46 +242,9 @@ class MemleakSession:
         reasons = []
         if gc.isenabled() != gc_before:
             reasons.append(f"the test {'disabled' if gc_before else 'enabled'} the garbage collector")
-        if self._child_returned():
+        if self.guards.child_returned():
             reasons.append("the test forked and the child process returned into pytest (it was ended there)")
         deciding.distrust(result, reasons)
-
-    # -- forks ------------------------------------------------------------------------------
-    def exit_if_forked_child(self, item: pytest.Item, reports: list[pytest.TestReport]) -> None:
-        """In the child of a fork the test made, back in pytest: end it before it runs the session again."""
-        if os.getpid() == self.pid:
-            return
-        with contextlib.suppress(OSError):
-            os.write(self._fork_w, (item.nodeid + "\n").encode())
-        os._exit(0 if all(r.passed for r in reports) else 1)
-
-    def _child_returned(self) -> bool:
-        try:
-            return bool(os.read(self._fork_r, 65536))
-        except (BlockingIOError, OSError):
-            return False
-
-    # -- SIGTERM --------------------------------------------------------------------------
-    def _install_sigterm(self) -> None:
-        """SIGTERM ends the run like Ctrl-C (reports written), then the process dies by SIGTERM all the same."""
-        if self.is_worker or threading.current_thread() is not threading.main_thread():
-            return
-        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-            return  # someone else handles it
-        _sigterm["ours"] = self._on_sigterm  # (the object signal.getsignal returns while it is installed)
-        self._previous_sigterm = _sigterm["previous"] = signal.signal(signal.SIGTERM, _sigterm["ours"])
-        if not _fork_hook_registered[0] and hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=_default_sigterm_in_child)
-            _fork_hook_registered[0] = True
-
-    def _on_sigterm(self, signum: int, frame: Any) -> None:
-        __tracebackhide__ = True  # pytest shows where the run was, not this handler
-        if self.terminated or os.getpid() != self.pid:  # a second SIGTERM (no more cleaning up), or a forked child
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGTERM)
-            return
-        self.terminated = True
-        raise KeyboardInterrupt("SIGTERM")
 
     @staticmethod
     def _final_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> pytest.TestReport:
@@ -372,9 +303,9 @@ class MemleakSession:
                 item,
                 settings,
                 self.classifier,
-                self._before_measuring,
+                self.guards.before_measuring,
                 tracing,
-                self.exit_if_forked_child,
+                self.guards.exit_if_forked_child,
                 own_seconds,
                 credit,
                 hard,
@@ -414,30 +345,6 @@ class MemleakSession:
             result.details.extend(hygiene.per_run_paths(base))
         except Exception as exc:  # evidence only: never the verdict
             result.problems.append(f"temporary-path scan failed: {type(exc).__name__}: {exc}")
-
-    def _before_measuring(self) -> None:
-        """Collect the session's garbage once, then freeze the heap so each run's collection is cheap."""
-        from pytest_memleak.check import measuring
-        from pytest_memleak.evidence import resources
-
-        self.measured += 1
-        if self.measured == 1:
-            resources.prepare()  # psutil imported now, not inside a measured window
-            measuring.rss()  # first reads (psutil's caches) before any baseline
-            measuring.open_fds()
-        if not self.froze:
-            self.frozen_before = gc.get_freeze_count()
-        # A collection of the whole heap, frozen part included, only once the heap has grown by
-        # half since the last (objects frozen alive that became cyclic garbage since are freed
-        # then): its cost, proportional to the heap, is paid once per such growth. (The block
-        # count is read in constant time; gc.get_freeze_count() walks the frozen heap.)
-        if self.froze and sys.getallocatedblocks() > REFREEZE_GROWTH * self.blocks_at_full:
-            measuring.unfreeze()
-            self.blocks_at_full = 0
-        gc.collect()  # the test's own run's garbage (the young heap only, when frozen)
-        measuring.freeze()
-        self.blocks_at_full = self.blocks_at_full or sys.getallocatedblocks()
-        self.froze = True
 
     def _flamegraph(self, item: pytest.Item, result: LeakResult, run: Any, settings: options.TestSettings) -> None:
         try:
@@ -661,16 +568,11 @@ class MemleakSession:
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        if os.getpid() != self.pid:
+        if os.getpid() != self.guards.pid:
             return  # a forked child that got this far: the parent reports
-        if self.terminated:
+        if self.guards.terminated:
             session.exitstatus = 128 + signal.SIGTERM  # 143: what a shell reports for a process ended by SIGTERM
-        if self.froze:
-            from pytest_memleak.check import measuring
-
-            if not self.frozen_before:  # a heap the session had frozen stays frozen
-                measuring.unfreeze()
-            self.froze = False
+        self.guards.thaw()
         self._finish_renders()
         if self.is_worker or not (self.store.counts or self.store.soaks):
             return
@@ -755,11 +657,5 @@ class MemleakSession:
         measuring = sys.modules.get(f"{__package__}.measuring")  # (not imported unless something was measured)
         if measuring is not None:
             measuring.close_heap_meter()
-        for fd in (self._fork_r, self._fork_w):
-            if fd >= 0:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-        if self._previous_sigterm is not None:
-            signal.signal(signal.SIGTERM, self._previous_sigterm)
-            _sigterm["ours"] = _sigterm["previous"] = None
+        self.guards.close()
 
