@@ -13,7 +13,7 @@ import textwrap
 import pytest
 from verdicts import assert_outcomes
 
-from pytest_memleak.check import budget, deciding, repeating
+from pytest_memleak.check import budget, deciding, repeating, runner
 
 # (in the suite's order: without the cache, rotating, the day's draw would order the credit)
 BASE_ARGS = ("--memleak", "--memleak-flamegraph=none", "-p", "no:cacheprovider", "--memleak-budget=0", "--memleak-rotate=false")
@@ -143,7 +143,7 @@ def test_a_suspect_is_followed_to_its_verdict_and_then_pytest_runs_the_tests_alo
     pytest's own protocol, and their reports still say why they were not checked; a failure stays
     the test's own."""
     many = 200
-    assert budget.CostBudget(0, tests=many).floor < repeating.MIN_SUSPECT_SECONDS < deciding.MIN_LEAK_RUNS * 0.003
+    assert budget.CostBudget(0, tests=many).floor < runner.MIN_SUSPECT_SECONDS < deciding.MIN_LEAK_RUNS * 0.003
     result = _session(
         pytester,
         """
@@ -202,7 +202,7 @@ def test_a_slow_suspect_the_credit_cannot_settle_ends_at_once(pytester: pytest.P
     inconclusive after its screen, saying so, instead of spending its windows (a hypothesis test
     once spent 1 s of python-dateutil's credit that way, and the 1,991 tests after it went
     unchecked)."""
-    assert max(repeating.MIN_SUSPECT_SECONDS, budget.CostBudget(0, tests=TESTS).floor) < repeating.SETTLE_RUNS * 0.1
+    assert max(runner.MIN_SUSPECT_SECONDS, budget.CostBudget(0, tests=TESTS).floor) < repeating.SETTLE_RUNS * 0.1
     result = _session(
         pytester,
         """

@@ -7,7 +7,7 @@ a developer runs), falling with the cube of the session's size beyond (a suite p
 way: a suite of 200 tests that takes 0.1 s would otherwise spend its floor, twice its own time). A suite then takes about 1.3 times as long as without the plugin, whatever its tests are like, with one exception: a suspect
 (growth that persisted through its whole screen) is always followed, and charged: within its
 own bound or what the credit has left, whichever is shorter, but 0.5 s at the least
-(``repeating.MIN_SUSPECT_SECONDS``), so a quick test's real leak is confirmed however little
+(``runner.MIN_SUSPECT_SECONDS``), so a quick test's real leak is confirmed however little
 credit is left, and a suspect that turns out a fill cannot spend the checks of the tests after it.
 
 The credit is spent in the order the tests come: a quick test costs less than it earns, and

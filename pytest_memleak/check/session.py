@@ -195,7 +195,7 @@ class MemleakSession:
         return True
 
     def _run_checked(self, item: pytest.Item, nextitem: pytest.Item | None) -> None:
-        from pytest_memleak.check.repeating import TracingOwner
+        from pytest_memleak.check.runner import TracingOwner
 
         settings = item.stash.get(SETTINGS_KEY, None) or options.settings_for(item, self.sources)
         tracing = TracingOwner()  # started for the screen, after the test's own (untraced) run
