@@ -22,7 +22,7 @@ import pytest
 from verdicts import assert_outcomes, verdict_lines
 
 from pytest_memleak.check import repeating
-from pytest_memleak.soak import target as soak_target
+from pytest_memleak.probe import contention as contention_mod
 
 BASE_ARGS = ("--memleak", "--memleak-flamegraph=none", "-p", "no:cacheprovider")
 
@@ -206,7 +206,7 @@ def test_pytest_asyncio_leak_is_caught(pytester: pytest.Pytester, mode: str) -> 
 
 
 @pytest.mark.skipif(
-    not hasattr(os, "sched_setaffinity") or not os.access(soak_target.SCHEDSTAT, os.R_OK), reason="needs CPU affinity and the kernel's wait count"
+    not hasattr(os, "sched_setaffinity") or not os.access(contention_mod.SCHEDSTAT, os.R_OK), reason="needs CPU affinity and the kernel's wait count"
 )
 def test_a_suspect_on_a_busy_cpu_runs_on_by_its_wait_and_is_caught(pytester: pytest.Pytester) -> None:
     """The pytest-asyncio leak (a bare call of a fraction of a ms, 10 ms and more traced, within a

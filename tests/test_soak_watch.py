@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from pytest_memleak.probe import contention as contention_mod
+from pytest_memleak.probe.contention import Contention
 from pytest_memleak.results import INCONCLUSIVE, LEAK, SoakResult
 from pytest_memleak.soak import run as soak
-from pytest_memleak.soak import target as soak_target
 from tests.test_soak import reports, run
 
 # A service stand-in: it grows by ``rate`` bytes a second (written, so resident) until it is
@@ -357,15 +358,15 @@ def busy_machine() -> Iterator[int]:
             loop.wait()
 
 
-needs_contention = pytest.mark.skipif(soak_target.Contention().source is None, reason="no /proc/thread-self/schedstat or /proc/loadavg")
+needs_contention = pytest.mark.skipif(Contention().source is None, reason="no /proc/thread-self/schedstat or /proc/loadavg")
 
 
-@pytest.mark.parametrize("source", [soak_target.SCHEDSTAT, soak_target.LOADAVG])
+@pytest.mark.parametrize("source", [contention_mod.SCHEDSTAT, contention_mod.LOADAVG])
 def test_contention_counts_the_time_a_busy_machine_kept_a_cpu_bound_loop_waiting(busy_machine: int, source: str) -> None:
     """The kernel's exact count, and the estimate where it is missing."""
     if not os.access(source, os.R_OK):
         pytest.skip(f"no {source}")
-    contention = soak_target.Contention()
+    contention = Contention()
     contention.source = source
     contention.begin()
     start = time.monotonic()

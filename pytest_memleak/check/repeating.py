@@ -43,8 +43,8 @@ from pytest_memleak.config.units import format_size
 from pytest_memleak.evidence import sites
 from pytest_memleak.probe import allocator
 from pytest_memleak.probe.census import census
+from pytest_memleak.probe.contention import Contention
 from pytest_memleak.results import INCONCLUSIVE, LeakResult
-from pytest_memleak.soak import target as soak_target
 
 STEPS = 4  # checkpoints of a window (plus its start)
 FIRST_STEP = 4  # runs per step of the first persistence window; doubled per window
@@ -386,7 +386,7 @@ def judged(
     run.deadline = began + bound
     # a busy machine's wait is not the check's cost: the bound runs on by it, up to twice its
     # length, as a soak does (not beyond the session's credit, which it would spend)
-    run.waits, run.wait_cap, run.credited = soak_target.Contention(), 0.0 if budgeted else bound, 0.0
+    run.waits, run.wait_cap, run.credited = Contention(), 0.0 if budgeted else bound, 0.0
     run.waits.begin()
     try:
         # a marked test's screen walked pymalloc's arenas (an object growing below 512 B shows

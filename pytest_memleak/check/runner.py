@@ -31,9 +31,9 @@ MAX_RUNS = 4096  # capacity of the per-run clock; no stage runs past it
 
 @functools.cache
 def _exact_wait() -> Any:
-    """The kernel's count of this thread's wait for a CPU (a soak_target.Contention), made once: its
-    mark() and since() keep no state, so every Runner shares it; None where there is no exact count."""
-    from pytest_memleak.soak.target import Contention
+    """The kernel's count of this thread's wait for a CPU (a probe.contention.Contention), made once:
+    its mark() and since() keep no state, so every Runner shares it; None where there is no exact count."""
+    from pytest_memleak.probe.contention import Contention
 
     waits = Contention()
     return waits if waits.exact else None
@@ -74,7 +74,7 @@ class Runner:
     deadline: float = float("inf")  # perf_counter time the next run must end by
     credit_until: float = float("inf")  # when the session's cost budget runs out: a suspect's bound ends there at the latest
     hard_until: float = float("inf")  # a bound nothing outlasts, MIN_SUSPECT_SECONDS included (pytest-timeout's timer)
-    waits: Any = None  # a suspect's soak_target.Contention: its wait for a CPU moves the deadline on, ...
+    waits: Any = None  # a suspect's probe.contention.Contention: its wait for a CPU moves the deadline on, ...
     wait_cap: float = 0.0  # ... by this much at the most
     credited: float = 0.0  # the wait the deadline has been moved on by
     _sections: int = 0

@@ -8,7 +8,7 @@ another process and its children (:mod:`pytest_memleak.soak.target`): a service 
 fixture started. Its exit ends the soak with that finding; a watched service judged leaking
 gets a live flamegraph (``memray attach``) while the body goes on driving it.
 
-A busy machine keeps the loop waiting for a CPU (:class:`~pytest_memleak.soak.target.Contention`):
+A busy machine keeps the loop waiting for a CPU (:class:`~pytest_memleak.probe.contention.Contention`):
 the loop runs on by that time, up to :data:`MAX_STRETCH` times its duration, so that it does
 the work a quiet machine would; a leak found in too little work, or where throughput collapsed
 and growth per second and per iteration disagree, is inconclusive (``_Runner._doubt``).
@@ -80,6 +80,7 @@ from pytest_memleak.config.units import (
     format_duration,
     format_size,
 )
+from pytest_memleak.probe.contention import Contention
 from pytest_memleak.results import (
     CLEAN,
     INCONCLUSIVE,
@@ -286,7 +287,7 @@ class _Runner:
         self.dropped_log_records = 0
         self.start = 0.0
         self.elapsed = 0.0
-        self.contention = soak_target.Contention()
+        self.contention = Contention()
         self.waited = 0.0  # seconds the busy machine kept the soak waiting for a CPU (an estimate)
 
     # The measuring loop. Everything it keeps is allocated before the first iteration.
@@ -519,7 +520,7 @@ class _Runner:
 
     def _owes_work(self, now: float) -> bool:
         """Whether the soak runs on past its duration: by the time a busy machine kept it waiting
-        for a CPU (:class:`~pytest_memleak.soak.target.Contention`, read at every check), up to
+        for a CPU (:class:`~pytest_memleak.probe.contention.Contention`, read at every check), up to
         :data:`MAX_STRETCH` times its duration, so that it does the work a quiet machine would
         have done (a structure that fills by iterations is not still filling because of the load)."""
         elapsed = now - self.start
