@@ -78,10 +78,10 @@ def test_a_module_global_is_named_with_keys_and_attributes(app: types.ModuleType
     assert re.fullmatch(r"myapp\.registry\.REGISTRY\['3f2a0\d…'\] -> Conversation\.messages -> list", lists[0].example)
 
 
-def test_paths_to_lines_group_and_count(app: types.ModuleType):
+def test_search_lines_group_and_count(app: types.ModuleType):
     for i in range(3):
         app.REGISTRY[i] = app.Conversation(1)
-    lines = retention.paths_to(["myapp.registry.Message"])
+    lines = retention.search(["myapp.registry.Message"]).lines()
     assert lines[0].startswith("myapp.registry.Message: 3 instance(s), ")
     assert re.fullmatch(
         r"  3 × myapp\.registry\.Message \(\d+ B\): myapp\.registry\.REGISTRY\[…\] -> Conversation\.messages\[…\] -> Message; "
@@ -95,7 +95,7 @@ def test_paths_are_found_in_a_frozen_heap(app: types.ModuleType, frozen: None):
         app.REGISTRY[i] = app.Conversation(1)  # REGISTRY itself is frozen: invisible to get_referrers
     count = gc.get_freeze_count()
     assert len(retention.find_instances(["myapp.registry.Conversation"])["myapp.registry.Conversation"]) == 4
-    lines = retention.paths_to(["myapp.registry.Conversation"])
+    lines = retention.search(["myapp.registry.Conversation"]).lines()
     assert "myapp.registry.REGISTRY[…] -> Conversation" in "\n".join(lines), lines
     # frozen again afterwards, the new objects included: they are no longer "new"
     assert gc.get_freeze_count() > count
@@ -200,7 +200,7 @@ def test_sampling_and_time_are_capped(app: types.ModuleType):
 
 
 def test_unknown_types_give_nothing():
-    assert retention.paths_to(["no.such.Type"]) == []
+    assert retention.search(["no.such.Type"]).lines() == []
 
 
 def test_explain_fills_retention_from_grown_types(app: types.ModuleType, tmp_path: Path, frozen: None):

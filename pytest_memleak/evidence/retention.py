@@ -598,16 +598,6 @@ def _sizeof(obj: Any) -> int:
         return 0
 
 
-def paths_to(
-    types: Sequence[str],
-    max_objects: int = MAX_OBJECTS,
-    max_depth: int = MAX_DEPTH,
-    budget: float = BUDGET,
-) -> list[str]:
-    """Readable retention lines for the instances of ``types`` (names as ``LeakResult.grown_types``)."""
-    return search(list(types), max_objects, max_depth, budget).lines()
-
-
 def paths_for(
     objs: Sequence[Any], max_depth: int = MAX_DEPTH, budget: float = BUDGET, exclude: Iterable[Any] = ()
 ) -> list[str | None]:
