@@ -1,4 +1,4 @@
-"""``python -m pytest_memleak compare OLD.json NEW.json``: two runs' leaks compared (see comparing.py)."""
+"""``python -m pytest_memleak compare OLD.json NEW.json``: two runs' leaks compared (see explicit/comparing.py)."""
 
 from __future__ import annotations
 

@@ -81,7 +81,7 @@ class LeakResult:
     grown_types: dict[str, float] = field(default_factory=dict)  # type name -> instances per run
     series: dict[str, list[float]] = field(default_factory=dict)  # metric -> values after each run
     retention: list[str] = field(default_factory=list)  # reference paths to leaked objects
-    retention_graph: str | None = None  # an SVG of the first path, drawn by objgraph and graphviz (diagnose.py)
+    retention_graph: str | None = None  # an SVG of the first path, drawn by objgraph and graphviz (evidence/diagnose.py)
     details: list[str] = field(default_factory=list)  # extra lines for the detail section
     problems: list[str] = field(default_factory=list)  # measurement problems worth reporting
     flamegraph: str | None = None
@@ -97,7 +97,7 @@ class LeakResult:
     peak_capture: str | None = None  # memray capture of the call: `memray flamegraph` shows the peak
     peak_over: str | None = None  # one line when the peak exceeded its budget: the test fails
     ignored_per_run: float = 0.0  # heap bytes per run at sites memleak_ignore left out
-    group: str | None = None  # a leak's innermost frame outside the test files, which its group shares (grouping.py)
+    group: str | None = None  # a leak's innermost frame outside the test files, which its group shares (evidence/grouping.py)
 
     @property
     def excused(self) -> bool:
