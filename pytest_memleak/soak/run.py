@@ -11,7 +11,7 @@ gets a live flamegraph (``memray attach``) while the body goes on driving it.
 A busy machine keeps the loop waiting for a CPU (:class:`~pytest_memleak.probe.contention.Contention`):
 the loop runs on by that time, up to :data:`MAX_STRETCH` times its duration, so that it does
 the work a quiet machine would; a leak found in too little work, or where throughput collapsed
-and growth per second and per iteration disagree, is inconclusive (``_Runner._doubt``).
+and growth per second and per iteration disagree, is inconclusive (:mod:`pytest_memleak.soak.verdict`).
 
 The protocol of a soak test (:func:`run_soak_protocol`): setup once, then the body
 (``item.runtest()``) repeatedly inside the *call* phase until the duration has elapsed, then
@@ -34,7 +34,7 @@ Lines of the JSONL file, each an object with a ``kind``:
 * ``guard`` -- the memory guard stopped the soak early (see below): what it read and its limit;
 * ``verdict`` -- last line of a completed soak: status, reason, rates.
 
-The verdict fits :func:`pytest_memleak.soak.trend.fit_level` to RSS and to the Python heap in bytes
+The verdict (:func:`pytest_memleak.soak.verdict.judge_soak`) fits :func:`pytest_memleak.soak.trend.fit_level` to RSS and to the Python heap in bytes
 (traced bytes when tracemalloc was already tracing, else the allocators' bytes; allocated blocks
 only where neither can be read, a block then counting as at least :data:`MIN_BLOCK_BYTES` bytes
 when compared with ``max_growth``): a trend of every sample, or of
@@ -76,19 +76,9 @@ import pytest
 from pytest_memleak import compat
 from pytest_memleak.check import measuring
 from pytest_memleak.config import options
-from pytest_memleak.config.units import (
-    format_duration,
-    format_size,
-)
+from pytest_memleak.config.units import format_size
 from pytest_memleak.probe.contention import Contention
-from pytest_memleak.results import (
-    CLEAN,
-    INCONCLUSIVE,
-    LEAK,
-    NO_VERDICT,
-    SoakResult,
-    Status,
-)
+from pytest_memleak.results import INCONCLUSIVE, LEAK, SoakResult
 from pytest_memleak.soak import guard as memory_guard
 from pytest_memleak.soak import target as soak_target
 from pytest_memleak.soak.config import (
@@ -98,52 +88,14 @@ from pytest_memleak.soak.config import (
     scenario_variant,
     soak_config,
 )
-from pytest_memleak.soak.progress import (
-    Progress,
-)
-from pytest_memleak.soak.samples import (
-    MAX_KEPT_SAMPLES,
-    SampleFile,
-    Series,
-    chart_indices,
-)
-from pytest_memleak.soak.table import rate, saw_label, state
-from pytest_memleak.soak.trend import Trend, fit_level, judge
+from pytest_memleak.soak.progress import Progress
+from pytest_memleak.soak.samples import MAX_KEPT_SAMPLES, SampleFile, Series
+from pytest_memleak.soak.verdict import MAX_STRETCH, Measured, failure, judge_soak, no_verdict
 
 GUARD_EVERY = 0.01  # seconds between the memory guard's readings between samples
 WATCH_EVERY = 0.05  # ...and between readings of a watched process tree (a walk of /proc)
 EXIT_GRACE = 2.0  # seconds a watched process may take to die after a request to it failed
 LIVE_SECONDS = 3.0  # seconds of a watched service's allocations that memray attach captures
-MAX_STRETCH = 2.0  # a busy machine's soak runs on by the time it was contended, up to this times its duration
-WORK_SHORT = 0.75  # ...and a leak found in less work than this share of its duration is inconclusive
-COLLAPSE = 0.5  # throughput of the window's last third below this share of its first third: a collapse
-MIN_BLOCK_BYTES = 32  # a pymalloc block holding an object is at least this big
-CONFIDENCE = 0.95
-
-
-
-# -- settings ----------------------------------------------------------------------------
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-# -- names -------------------------------------------------------------------------------
-
-
-
-
-
-
 
 
 # -- the protocol ------------------------------------------------------------------------
@@ -241,17 +193,9 @@ def _call_phase(
     return runner.result
 
 
-# -- measuring ---------------------------------------------------------------------------
-
-
-
-
-
-
-
-
 class _Runner:
-    """The loop that replaces ``item.runtest`` for the call phase, and its verdict."""
+    """The loop that replaces ``item.runtest`` for the call phase; what it measures goes into
+    :attr:`measured`, and :func:`pytest_memleak.soak.verdict.judge_soak` judges it."""
 
     def __init__(
         self,
@@ -270,25 +214,25 @@ class _Runner:
         self.result: SoakResult | None = None
         expected = int(math.ceil(config.duration / config.sample_every)) + 16
         self.series = Series(min(expected, MAX_KEPT_SAMPLES))
-        self.traced = False
-        self.heap_meter: measuring.HeapMeter | None = None
-        self.heap_unit = "B"
-        self.problems: list[str] = []
-        self.samples = 0
-        self.iterations = 0
-        self.objects_every = 1
-        self.first_rss = self.first_heap_blocks = math.nan
-        self.last_rss = math.nan
-        self.last_heap_blocks = 0
-        self.slow_iteration = 0.0
-        self.guards: list[memory_guard.MemoryGuard] = []
-        self.trip: memory_guard.Trip | None = None
-        self.exited: str | None = None  # how the watched process ended, when it did
-        self.dropped_log_records = 0
-        self.start = 0.0
-        self.elapsed = 0.0
         self.contention = Contention()
-        self.waited = 0.0  # seconds the busy machine kept the soak waiting for a CPU (an estimate)
+        scenario, variant = scenario_variant(item, config) if item is not None else ("", "")
+        self.measured = Measured(
+            nodeid=item.nodeid if item is not None else "",
+            name=item.name if item is not None else "",
+            scenario=scenario,
+            variant=variant,
+            config=config,
+            path=path,
+            series=self.series,
+            contention=self.contention,
+            watched_pid=self.target.pid if self.watched else None,
+            watched=self.target.describe() if isinstance(self.target, soak_target.Watched) else "",
+        )
+        self.problems = self.measured.problems
+        self.heap_meter: measuring.HeapMeter | None = None
+        self.objects_every = 1
+        self.guards: list[memory_guard.MemoryGuard] = []
+        self.start = 0.0
 
     # The measuring loop. Everything it keeps is allocated before the first iteration.
     def loop(self) -> None:
@@ -297,17 +241,19 @@ class _Runner:
         target = self.target
         watched = self.watched
         series = self.series
-        self.traced = tracemalloc.is_tracing() and not watched
+        m = self.measured
+        m.traced = tracemalloc.is_tracing() and not watched
         # the heap in bytes: tracemalloc's when it is tracing, else the allocators' own (pymalloc's
         # blocks and malloc's), a walk of ~1 ms a sample; allocated blocks where neither is readable.
         # A watched service's heap is not ours to read: its RSS is the series.
         meter = measuring.heap_meter()
-        self.heap_meter = meter if not self.traced and meter.available and not watched else None
-        self.heap_unit = "B" if self.traced or self.heap_meter is not None or watched else "blocks"
+        self.heap_meter = meter if not m.traced and meter.available and not watched else None
+        m.heap_unit = "B" if m.traced or self.heap_meter is not None or watched else "blocks"
+        m.heap_name = _heap_name(m, self.heap_meter)
         progress = Progress(item, config.duration)
         out = SampleFile(self.path)
         if out.error:
-            self.problems.append(f"cannot write the samples to {self.path}: {out.error}")
+            m.problems.append(f"cannot write the samples to {self.path}: {out.error}")
         last_sample_t, last_sample_iterations = 0.0, 0
         self.guards = self._guards()
         contention = self.contention
@@ -316,7 +262,7 @@ class _Runner:
 
         def take(force_objects: bool = False, force_keep: bool = False) -> None:
             nonlocal last_sample_t, last_sample_iterations
-            self.dropped_log_records += _clear_captured_logs(log_handlers)
+            m.dropped_log_records += _clear_captured_logs(log_handlers)
             gc_start = time.perf_counter()
             gc.collect()
             gc_ms = (time.perf_counter() - gc_start) * 1000.0
@@ -327,19 +273,19 @@ class _Runner:
             traced = tracemalloc.get_traced_memory()[0] if tracemalloc.is_tracing() else None
             heap_bytes = self.heap_meter(full=True) if self.heap_meter is not None else None
             objects = None
-            if force_objects or self.samples % self.objects_every == 0:
+            if force_objects or m.samples % self.objects_every == 0:
                 o_start = time.perf_counter()
                 objects = len(gc.get_objects())
                 cost = time.perf_counter() - o_start
                 # keep the object census under ~2% of the sampling interval
                 self.objects_every = max(1, int(math.ceil(cost / (0.02 * config.sample_every))))
             dt = t - last_sample_t
-            throughput = (self.iterations - last_sample_iterations) / dt if dt > 0 else 0.0
+            throughput = (m.iterations - last_sample_iterations) / dt if dt > 0 else 0.0
             record = {
                 "kind": "sample",
-                "i": self.samples,
+                "i": m.samples,
                 "t": round(t, 6),
-                "iterations": self.iterations,
+                "iterations": m.iterations,
                 "rss": rss,
                 "heap_blocks": blocks,
                 "heap_bytes": heap_bytes,
@@ -357,17 +303,17 @@ class _Runner:
             out.write(record)
             if watched:
                 heap = math.nan
-            elif self.traced:
+            elif m.traced:
                 heap = float(traced) if traced is not None else math.nan
             else:
                 heap = float(heap_bytes) if heap_bytes is not None else float(blocks)
-            series.add(t, float(self.iterations), rss, heap, force=force_keep)
-            if self.samples == 0 or not math.isfinite(self.first_rss):
-                self.first_rss, self.first_heap_blocks = rss, blocks
+            series.add(t, float(m.iterations), rss, heap, force=force_keep)
+            if m.samples == 0 or not math.isfinite(m.first_rss):
+                m.first_rss, m.first_heap_blocks = rss, blocks
             if math.isfinite(rss):  # a watched process may die between its check and its reading
-                self.last_rss, self.last_heap_blocks = rss, blocks
-            self.samples += 1
-            last_sample_t, last_sample_iterations = t, self.iterations
+                m.last_rss, m.last_heap_blocks = rss, blocks
+            m.samples += 1
+            last_sample_t, last_sample_iterations = t, m.iterations
             if self.guards:
                 self._check_guards(rss)
             progress.update(time.monotonic(), lambda: self._progress_text(t, rss), final=False)
@@ -377,11 +323,11 @@ class _Runner:
                 "kind": "meta",
                 "nodeid": item.nodeid,
                 "pid": os.getpid(),
-                "watched_pid": target.pid if watched else None,
+                "watched_pid": m.watched_pid,
                 "watched": target.describe() if isinstance(target, soak_target.Watched) else None,
                 "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "python": sys.version.split()[0],
-                "heap_unit": None if watched else self.heap_unit,
+                "heap_unit": None if watched else m.heap_unit,
                 "settings": config.as_dict(),
                 "guards": [g.describe() for g in self.guards],
                 "cpu_lost_source": contention.source,
@@ -400,7 +346,7 @@ class _Runner:
             check_every = WATCH_EVERY if watched else GUARD_EVERY
             next_check = start + check_every
             guards = self.guards
-            while running and self.trip is None:  # the guard may stop the soak, the service may exit
+            while running and m.trip is None:  # the guard may stop the soak, the service may exit
                 before = time.monotonic()
                 try:
                     self.body()
@@ -408,9 +354,9 @@ class _Runner:
                     if isinstance(target, soak_target.Watched) and target.gone(EXIT_GRACE):
                         break  # the request failed because the service died: that is the finding
                     raise
-                self.iterations += 1
+                m.iterations += 1
                 now = time.monotonic()
-                self.slow_iteration = max(self.slow_iteration, now - before)
+                m.slow_iteration = max(m.slow_iteration, now - before)
                 if now >= end and not self._owes_work(now):
                     break
                 if now >= next_check:  # between samples too: a fast leak fills a margin quickly
@@ -429,58 +375,51 @@ class _Runner:
             if target.alive():
                 take(force_objects=True, force_keep=True)
             elif isinstance(target, soak_target.Watched):
-                self.exited = target.exit_text()
-            self.elapsed = time.monotonic() - start
-            self.waited = contention.read()
+                m.exited = target.exit_text()
+            m.elapsed = time.monotonic() - start
+            m.waited = contention.read()
+            m.tracing_lost = m.traced and not tracemalloc.is_tracing()
             outcome = "completed"
-            if self.trip is not None:
-                out.write({"kind": "guard", "t": round(self.elapsed, 6), "iterations": self.iterations, **self.trip.as_dict()})
-            if self.exited is not None:
-                out.write({"kind": "exit", "t": round(self.elapsed, 6), "iterations": self.iterations, "status": self.exited})
-            if out.error and not any(p.startswith("cannot write the samples") for p in self.problems):
-                self.problems.append(f"cannot write the samples to {self.path}: {out.error}")
+            if m.trip is not None:
+                out.write({"kind": "guard", "t": round(m.elapsed, 6), "iterations": m.iterations, **m.trip.as_dict()})
+            if m.exited is not None:
+                out.write({"kind": "exit", "t": round(m.elapsed, 6), "iterations": m.iterations, "status": m.exited})
+            if out.error and not any(p.startswith("cannot write the samples") for p in m.problems):
+                m.problems.append(f"cannot write the samples to {self.path}: {out.error}")
         except BaseException as exc:
-            self.elapsed = time.monotonic() - start
+            m.elapsed = time.monotonic() - start
             if isinstance(exc, pytest.skip.Exception):
                 outcome = "skipped"
             elif isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 outcome = "interrupted"
             else:
                 outcome = "failed"
-            self.result = self._no_verdict(outcome, exc)
-            out.write({"kind": "end", "outcome": outcome, "iterations": self.iterations, "t": self.elapsed})
+            self.result = no_verdict(m, outcome, exc)
+            out.write({"kind": "end", "outcome": outcome, "iterations": m.iterations, "t": m.elapsed})
             raise
         finally:
             if outcome != "completed":
                 out.close()
                 progress.close()
         try:
-            result = self._verdict()
-            if self.trip is not None:
-                self._stopped_by_guard(result, self.trip)
-            if self.exited is not None:
-                self._stopped_by_exit(result)
+            result = judge_soak(m)
             self._live_flamegraph(result)
             self.result = result
             out.write(
                 {
                     "kind": "verdict",
-                    **{
-                        k: v
-                        for k, v in result.to_dict().items()
-                        if k not in ("t", "rss", "heap")
-                    },
-                    "stopped_by": "memory guard" if self.trip is not None else "exit" if self.exited else None,
-                    "guard": self.trip.as_dict() if self.trip is not None else None,
+                    **{k: v for k, v in result.to_dict().items() if k not in ("t", "rss", "heap")},
+                    "stopped_by": "memory guard" if m.trip is not None else "exit" if m.exited else None,
+                    "guard": m.trip.as_dict() if m.trip is not None else None,
                 }
             )
         finally:
             out.close()
-            progress.update(time.monotonic(), lambda: self._progress_text(self.elapsed, self.last_rss), final=True)
+            progress.update(time.monotonic(), lambda: self._progress_text(m.elapsed, m.last_rss), final=True)
             progress.close()
-        failure = self._failure(result)
-        if failure:
-            pytest.fail(failure, pytrace=False)
+        message = failure(m, result)
+        if message:
+            pytest.fail(message, pytrace=False)
         if result.status == INCONCLUSIVE:
             lineno = item.location[1]
             warnings.warn_explicit(
@@ -494,15 +433,15 @@ class _Runner:
         """A leaks flamegraph of the watched service, captured live with ``memray attach`` while
         the body goes on driving it for :data:`LIVE_SECONDS` (``--memleak-flamegraph``: failed
         soaks, all, or none)."""
-        target, wanted = self.target, self.config.flamegraph
+        target, wanted, m = self.target, self.config.flamegraph, self.measured
         if not isinstance(target, soak_target.Watched) or wanted == "none":
             return
         if wanted != "all" and result.status != LEAK:
             return
-        if self.exited is not None:
+        if m.exited is not None:
             result.problems.append("no live flamegraph: the service is no longer running")
             return
-        if self.trip is not None:
+        if m.trip is not None:
             result.problems.append("no live flamegraph: the memory guard stopped the soak near the limit")
             return
         from pytest_memleak.evidence import flamegraph
@@ -554,316 +493,33 @@ class _Runner:
     def _check_guards(self, rss: float) -> bool:
         for guard in self.guards:
             if guard.check(rss if guard.read is None else None):
-                self.trip = guard.trip
+                self.measured.trip = guard.trip
                 return True
         return False
 
-    def _stopped_by_guard(self, result: SoakResult, trip: memory_guard.Trip) -> None:
-        """A soak the guard stopped fails with the trend it measured, whatever the trend says."""
-        stopped = (
-            f"stopped by the memory guard after {result.duration:.1f} s of {self.config.duration:g} s "
-            f"({result.iterations:,} iterations): {trip.message()}"
-        )
-        _stopped_early(result, stopped, f"memory guard: {trip.message()}")
-
-    def _stopped_by_exit(self, result: SoakResult) -> None:
-        """A watched service that exited fails the soak, with the trend of the samples it left."""
-        died = (
-            f"the service exited with {self.exited} after {result.duration:.1f} s of {self.config.duration:g} s "
-            f"({result.iterations:,} iterations)"
-        )
-        result.exit = self.exited
-        _stopped_early(result, died, f"exit: {died}")
-
     def _progress_text(self, t: float, rss: float) -> str:
-        name = self.item.name
-        delta = rss - self.first_rss
+        m = self.measured
+        delta = rss - m.first_rss
         delta_text = format_size(delta, signed=True) if math.isfinite(delta) else "?"
         rss_text = format_size(rss) if math.isfinite(rss) else "?"
         whose = f"pid {self.target.pid} RSS" if self.watched else "RSS"
         return (
-            f"soak {name}: {t:.1f}/{self.config.duration:g} s, {self.iterations:,} iterations, "
+            f"soak {m.name}: {t:.1f}/{self.config.duration:g} s, {m.iterations:,} iterations, "
             f"{whose} {rss_text} ({delta_text})"
         )
 
-    # -- results ---------------------------------------------------------------------------
 
-    def _base_result(self, status: Status, reason: str) -> SoakResult:
-        config = self.config
-        scenario, variant = scenario_variant(self.item, self.config)
-        elapsed = self.elapsed
-        return SoakResult(
-            nodeid=self.item.nodeid,
-            status=status,
-            reason=reason,
-            scenario=scenario,
-            variant=variant,
-            expect_leak=config.expect_leak,
-            duration=elapsed,
-            iterations=self.iterations,
-            samples_path=str(self.path),
-            memory_limit=config.memory_limit,
-            throughput=self.iterations / elapsed if elapsed > 0 else 0.0,
-            samples=self.samples,
-            sample_every=config.sample_every,
-            warmup_seconds=config.warmup_fraction * elapsed,
-            max_growth=config.max_growth,
-            horizon=config.horizon,
-            duration_overridden=config.overridden,
-            heap_unit=self.heap_unit,
-            problems=list(self.problems),
-            watched_pid=self.target.pid if self.watched else None,
-            watched=self.target.describe() if isinstance(self.target, soak_target.Watched) else "",
-            exit=self.exited,
-            cpu_waited=self.waited if self.contention.source is not None else None,
-        )
-
-    def _no_verdict(self, outcome: str, exc: BaseException) -> SoakResult:
-        reason = f"the test body {outcome} after {self.iterations:,} iterations: no verdict"
-        result = self._base_result(NO_VERDICT, reason)
-        result.details = [f"{type(exc).__name__}: {exc}".strip(), f"samples: {self.path}"]
-        return result
-
-    def _verdict(self) -> SoakResult:
-        config = self.config
-        t, iterations, rss, heap = self.series.columns()
-        # a series that saws is judged, and projected, on its troughs (memory after each clean-up)
-        rss_level = fit_level(t, rss, warmup_fraction=config.warmup_fraction, confidence=CONFIDENCE)
-        heap_level = fit_level(t, heap, warmup_fraction=config.warmup_fraction, confidence=CONFIDENCE)
-        rss_trend, heap_trend = rss_level.trend, heap_level.trend
-        current_rss = rss[-1] if rss else math.nan
-        rss_leak, rss_reason = judge(
-            rss_trend,
-            max_growth_per_hour=config.max_growth,
-            memory_limit=config.memory_limit,
-            horizon_seconds=config.horizon,
-            current=rss_level.now,
-        )
-        heap_budget = config.max_growth if self.heap_unit == "B" else config.max_growth / MIN_BLOCK_BYTES
-        heap_leak, heap_reason = judge(
-            heap_trend,
-            max_growth_per_hour=heap_budget,
-            memory_limit=None,
-            horizon_seconds=None,
-            current=heap_level.now if math.isfinite(heap_level.now) else 0.0,
-            unit=self.heap_unit,
-        )
-        if self.watched:  # a watched service's heap is not read: its RSS is the verdict
-            heap_leak, heap_reason = False, "not read (the soak watches another process)"
-        rss_label = f"watched RSS (pid {self.target.pid} and children)" if self.watched else "RSS"
-        rss_name, heap_name = (saw_label(name, level) for name, level in ((rss_label, rss_level), ("Python heap", heap_level)))
-        if self.dropped_log_records:
-            self.problems.append(
-                f"{self.dropped_log_records:,} captured log records were dropped at the samples (pytest keeps "
-                "them in memory for the whole call phase); the report shows those since the last sample"
-            )
-        if self.traced and not tracemalloc.is_tracing():
-            self.problems.append("tracemalloc stopped tracing during the soak; the heap series is cut short")
-        if self.slow_iteration > config.sample_every:
-            self.problems.append(
-                f"an iteration took {format_duration(self.slow_iteration)}, longer than sample_every "
-                f"{format_duration(config.sample_every)}: samples are one per iteration"
-            )
-        if config.memory_limit is not None and current_rss >= config.memory_limit:
-            self.problems.append(
-                f"RSS {format_size(current_rss)} is above memory_limit {format_size(config.memory_limit)}"
-            )
-
-        leaked = [name for name, flag in (("rss", rss_leak), ("heap", heap_leak)) if flag]
-        if not rss_trend.sufficient:
-            status = INCONCLUSIVE
-            reason = f"RSS: {rss_reason} (sample_every {format_duration(config.sample_every)}, {self.samples} samples)"
-        elif leaked:
-            status = LEAK
-            parts = []
-            if rss_leak:
-                parts.append(f"{rss_name} {rss_reason}")
-            if heap_leak:
-                parts.append(f"{heap_name} {heap_reason}")
-            reason = "; ".join(parts)
-        else:
-            status = CLEAN
-            reason = f"{rss_name} {rss_reason}"
-        doubt = self._doubt(t, iterations, {"rss": rss, "heap": heap}, leaked, rss_trend)
-        if doubt and status != INCONCLUSIVE:
-            status = INCONCLUSIVE
-            reason = f"{doubt}; {reason}"
-
-        result = self._base_result(status, reason)
-        result.metric = "+".join(leaked) if leaked else "rss"
-        result.leaked_metrics = leaked
-        result.persistent = rss_trend.persistent
-        result.plateaued = rss_trend.plateaued
-        result.slope_per_hour = _finite(rss_trend.slope * 3600.0)
-        result.slope_lower = _finite(rss_trend.lower * 3600.0)
-        result.slope_upper = _finite(rss_trend.upper * 3600.0)
-        window_rate = _window_throughput(t, iterations, rss_trend)
-        result.slope_per_iteration = _finite(rss_trend.slope / window_rate) if window_rate > 0 else 0.0
-        if config.memory_limit is not None and rss_trend.sufficient:
-            result.time_to_limit = rss_level.time_to(config.memory_limit)
-        tail = rss_trend.tail
-        result.tail_slope_per_hour = _finite(tail.slope * 3600.0) if tail is not None else 0.0
-        result.heap_slope_per_hour = _finite(heap_trend.slope * 3600.0)
-        result.heap_slope_lower = _finite(heap_trend.lower * 3600.0)
-        result.heap_slope_upper = _finite(heap_trend.upper * 3600.0)
-        result.heap_plateaued = heap_trend.plateaued
-        result.fit_intercept = _finite(rss_trend.intercept)
-        result.fit_slope_per_second = _finite(rss_trend.slope)
-        result.fit_start = rss_trend.window_start
-        result.fit_end = rss_trend.window_end
-        pick = chart_indices(len(t))
-        result.t = [round(t[i], 4) for i in pick]
-        result.rss = [rss[i] for i in pick]
-        result.heap = [] if self.watched else [heap[i] if math.isfinite(heap[i]) else 0.0 for i in pick]
-        result.problems = list(self.problems)
-        result.details = self._details(result, rss_trend, heap_trend, window_rate)
-        return result
-
-    def _doubt(
-        self, t: list[float], iterations: list[float], series: dict[str, list[float]], leaked: list[str], trend: Trend
-    ) -> str | None:
-        """Why a busy machine leaves the verdict open, or None.
-
-        Growth is judged against time, and a machine that starves the soak of CPU changes how
-        much work a second holds: a structure that fills by iterations is still filling when a
-        starved soak ends. So a leak needs the work a quiet machine would have done (the loop ran
-        on for the time the CPUs were contended, up to :data:`MAX_STRETCH` times the duration);
-        and where throughput collapsed within the window, growth per second and per iteration
-        must agree: a leak per second that is none per iteration is in doubt, and so is a clean
-        verdict where a series grows per iteration. A leak confirmed per iteration stands though
-        the other series grows per iteration only (its rate per second fell with the throughput:
-        a registry leaking 34 KiB an iteration read "plateaued" per second under load).
-        """
-        config = self.config
-        stopped = self.trip is not None or self.exited is not None  # the limit or an exit: no fill ends that way
-        if leaked and not stopped and self.contention.source is not None:
-            work = self.elapsed - self.waited
-            if work < WORK_SHORT * config.duration:
-                return (
-                    f"the machine was too busy to tell a fill from a leak: the soak waited for a CPU about "
-                    f"{self.waited:.1f} s of its {self.elapsed:.1f} s, which leaves {max(work, 0.0):.1f} s of the "
-                    f"{config.duration:g} s of work asked for"
-                )
-        first, last = _thirds_throughput(t, iterations, trend)
-        if not (first > 0 and last < COLLAPSE * first):
-            return None
-        self.problems.append(f"throughput fell from {first:,.1f}/s to {last:,.1f}/s within the fitted window")
-        by_work: dict[str, bool] = {}
-        for name, values in series.items():
-            if self.watched and name == "heap":
-                continue
-            trend_by_work = fit_level(iterations, values, warmup_fraction=config.warmup_fraction, confidence=CONFIDENCE).trend
-            by_work[name] = trend_by_work.sufficient and trend_by_work.lower > 0 and (trend_by_work.persistent or trend_by_work.rising)
-        fell = f"throughput fell from {first:,.1f}/s to {last:,.1f}/s"
-        for name, grows in by_work.items():
-            if name in leaked and not grows:
-                return f"{fell}: {name} grows per second but not per iteration"
-        for name, grows in by_work.items():
-            if grows and not leaked:
-                return f"{fell}: {name} grows per iteration but not per second"
-        return None
-
-    def _details(self, result: SoakResult, rss_trend: Trend, heap_trend: Trend, window_rate: float) -> list[str]:
-        config = self.config
-        pct = f"{CONFIDENCE:.0%}"
-        lines = []
-        per_iteration = format_size(result.slope_per_iteration, signed=True)
-        lines.append(
-            f"{'watched RSS' if self.watched else 'RSS'}: {rate(rss_trend.slope * 3600, 'B', True)} ({pct} CI {rate(rss_trend.lower * 3600, 'B')} .. "
-            f"{rate(rss_trend.upper * 3600, 'B')}), {per_iteration} per iteration; {state(rss_trend, 'B')}"
-        )
-        heap_name = self._heap_name()
-        heap_per_iteration = (
-            heap_trend.slope / window_rate if window_rate > 0 and math.isfinite(heap_trend.slope) else 0.0
-        )
-        heap_step = (
-            format_size(heap_per_iteration, signed=True)
-            if self.heap_unit == "B"
-            else f"{heap_per_iteration:+,.2f} {self.heap_unit}"
-        )
-        lines.append(
-            f"{heap_name}: not read (the soak watches another process)"
-            if self.watched
-            else f"{heap_name}: {rate(heap_trend.slope * 3600, self.heap_unit, True)} ({pct} CI "
-            f"{rate(heap_trend.lower * 3600, self.heap_unit)} .. {rate(heap_trend.upper * 3600, self.heap_unit)}), "
-            f"{heap_step} per iteration; {state(heap_trend, self.heap_unit)}"
-        )
-        if config.memory_limit is None:
-            lines.append("memory_limit: none")
-        elif not rss_trend.sufficient:
-            lines.append(f"memory_limit {format_size(config.memory_limit)}: no projection (too few samples)")
-        elif result.time_to_limit is None:
-            lines.append(f"memory_limit {format_size(config.memory_limit)}: not reached at this rate (no persistent growth)")
-        else:
-            horizon = f" (horizon {format_duration(config.horizon)})" if config.horizon is not None else ""
-            lines.append(
-                f"memory_limit {format_size(config.memory_limit)}: reaches it in "
-                f"{format_duration(result.time_to_limit)} at this rate{horizon}"
-            )
-        overridden = " (duration from --memleak-soak-duration)" if config.overridden else ""
-        lines.append(
-            f"{result.iterations:,} iterations in {result.duration:.1f} s ({result.throughput:,.1f}/s), "
-            f"{result.samples} samples every {format_duration(config.sample_every)}; the first "
-            f"{format_duration(result.warmup_seconds)} left out as warm-up{overridden}"
-        )
-        if result.rss and math.isfinite(self.first_rss) and math.isfinite(self.last_rss):
-            heap = "" if self.watched else (
-                f"; Python heap {self.first_heap_blocks:,} -> {self.last_heap_blocks:,} blocks"
-            )
-            lines.append(
-                f"RSS {format_size(self.first_rss)} -> {format_size(self.last_rss)} "
-                f"({format_size(self.last_rss - self.first_rss, signed=True)}){heap}"
-            )
-        if self.watched:
-            lines.append(f"watched: {result.watched}; its heap is not read, its RSS is the verdict")
-        if result.cpu_waited is not None and result.cpu_waited > 0.05 * result.duration:
-            exact = self.contention.exact
-            how = "the kernel's count" if exact else f"tasks runnable beyond the {self.contention.cpus} CPUs"
-            lines.append(
-                f"a busy machine: the soak waited for a CPU {'' if exact else 'about '}{result.cpu_waited:.1f} s of its "
-                f"{result.duration:.1f} s ({how}, {self.contention.source}); it ran on by that time, up to {MAX_STRETCH:g}x its duration"
-            )
-        lines.append(f"samples: {self.path}")
-        return lines
-
-    def _heap_name(self) -> str:
-        """Where the heap series comes from."""
-        if self.watched:
-            return "Python heap"
-        if self.traced:
-            return "Python heap (tracemalloc)"
-        if self.heap_meter is None:
-            return "Python heap (allocated blocks)"
-        if self.heap_meter.missing is not None:  # malloc's bytes cannot be read: RSS shows them
-            return f"Python heap (pymalloc's bytes: {self.heap_meter.missing})"
-        return "Python heap (the allocators' bytes: pymalloc's and malloc's)"
-
-    def _failure(self, result: SoakResult) -> str | None:
-        """The failure message for a verdict that fails the test, or None."""
-        expect = self.config.expect_leak
-        body = "\n".join(["  " + line for line in result.details + result.problems])
-        name = self.item.name
-        if (self.exited is not None or self.trip is not None) and not (expect is True and result.status == LEAK):
-            stop = "service exited" if self.exited is not None else "memory limit"
-            kind = "memory leak" if result.status == LEAK else stop
-            return f"{kind} in soak {name}: {result.reason}\n{body}"
-        if result.status == LEAK and expect is not True:
-            return f"memory leak in soak {name}: {result.reason}\n{body}"
-        if expect is True and result.status == CLEAN:
-            word = "plateaued" if result.plateaued else "did not grow persistently"
-            return f"soak {name} expected a leak but memory {word}: {result.reason}\n{body}"
-        if expect is True and result.status == INCONCLUSIVE:
-            return f"soak {name} expected a leak but the soak could not tell: {result.reason}\n{body}"
-        return None
-
-
-def _stopped_early(result: SoakResult, why: str, detail: str) -> None:
-    """A soak that ended before its duration (the guard, the service's exit) keeps the trend it
-    measured, leads its reason with why, and is inconclusive unless that trend is a leak."""
-    if result.status != LEAK:
-        result.status = INCONCLUSIVE  # too close to the limit, or no service left, to go on
-    result.reason = f"{why}; {result.reason}"
-    result.details.insert(0, detail)
+def _heap_name(m: Measured, meter: measuring.HeapMeter | None) -> str:
+    """Where the heap series comes from."""
+    if m.is_watched:
+        return "Python heap"
+    if m.traced:
+        return "Python heap (tracemalloc)"
+    if meter is None:
+        return "Python heap (allocated blocks)"
+    if meter.missing is not None:  # malloc's bytes cannot be read: RSS shows them
+        return f"Python heap (pymalloc's bytes: {meter.missing})"
+    return "Python heap (the allocators' bytes: pymalloc's and malloc's)"
 
 
 def _log_capture_handlers(item: pytest.Item) -> list[Any]:
@@ -883,44 +539,3 @@ def _clear_captured_logs(handlers: list[Any]) -> int:
                 handler.clear()
                 dropped = max(dropped, count)
     return dropped
-
-
-def _finite(value: float) -> float:
-    return value if math.isfinite(value) else 0.0
-
-
-
-
-
-
-def _window_throughput(t: list[float], iterations: list[float], trend: Trend) -> float:
-    """Iterations per second over the fitted window."""
-    return _throughput(t, iterations, trend.window_start, math.inf)
-
-
-def _thirds_throughput(t: list[float], iterations: list[float], trend: Trend) -> tuple[float, float]:
-    """Iterations per second in the first and the last third of the fitted window."""
-    start, end = trend.window_start, max(t, default=0.0)
-    span = (end - start) / 3.0
-    if span <= 0:
-        return 0.0, 0.0
-    return _throughput(t, iterations, start, start + span), _throughput(t, iterations, end - span, end)
-
-
-def _throughput(t: list[float], iterations: list[float], a: float, b: float) -> float:
-    """Iterations per second between the samples at ``a`` and ``b`` seconds."""
-    pairs = [(x, n) for x, n in zip(t, iterations, strict=True) if a <= x <= b]
-    if len(pairs) < 2 or pairs[-1][0] <= pairs[0][0]:
-        return 0.0
-    return (pairs[-1][1] - pairs[0][1]) / (pairs[-1][0] - pairs[0][0])
-
-
-
-
-# -- summary -----------------------------------------------------------------------------
-
-
-
-
-
-
