@@ -8,7 +8,6 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -540,31 +539,11 @@ class MemleakSession:
         return None
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        store = self.store
-        if store.counts:
-            terminalreporter.write_sep("=", "memleak summary", yellow=True)
-            for line in reporting.summary_lines(store.notable, store.counts, store.over_budget, self.budget.describe(), store.ignored):
-                warned = line.startswith(("LEAK (", "warn-only", "baseline"))
-                terminalreporter.write_line(line, red=line.startswith(("LEAK", "PEAK")) and not warned, yellow=warned)
-        for line in self.baseline_lines:
-            terminalreporter.write_line(line, yellow=True)
-        if self.left_to_reruns:
-            terminalreporter.write_line(
-                f"memleak: {len(self.left_to_reruns)} test(s) not checked: pytest-rerunfailures reruns them when they fail "
-                "(--reruns or the flaky marker), and their reruns are its to make",
-                yellow=True,
-            )
-        if store.soaks:
-            from pytest_memleak.results import SoakResult
-            from pytest_memleak.soak.table import summary_lines
-
-            terminalreporter.write_sep("=", "memleak soak", yellow=True)
-            for line in summary_lines([SoakResult.from_dict(d) for d in store.soaks]):
-                terminalreporter.write_line(line)
         from pytest_memleak.check import measuring
+        from pytest_memleak.report.session_end import write_summary
 
-        for problem in [*self.problems, *measuring.problems()]:
-            terminalreporter.write_line(f"memleak: {problem}", yellow=True)
+        problems = [*self.problems, *measuring.problems()]
+        write_summary(terminalreporter, self.store, self.budget.describe(), self.baseline_lines, self.left_to_reruns, problems)
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
@@ -612,7 +591,7 @@ class MemleakSession:
 
     def _write_reports(self, session: pytest.Session) -> None:
         try:
-            from pytest_memleak import report
+            from pytest_memleak.report.session_end import write_files
         except ImportError:
             return
         problem = self._report_dir_unusable()
@@ -622,33 +601,10 @@ class MemleakSession:
         meta = {
             "rootdir": str(self.config.rootpath),
             "exitstatus": int(session.exitstatus) if session.exitstatus is not None else None,
-            "settings": {k: v for k, v in self.sources.values.items()},
+            "settings": dict(self.sources.values),
             "origin": dict(self.sources.origin),
         }
-        try:  # read once, typed, for every writer
-            tests = report.tests_of("the reports", self._rendered(self.store.iter("test")))
-            soaks = report.soaks_of("the reports", self.store.soaks)
-        except Exception as exc:  # never lose the run's verdicts over a report
-            self.problems.append(f"reports not written: {type(exc).__name__}: {exc}")
-            return
-        for name, writer in (("memleak.json", report.write_json), ("memleak.html", report.write_html)):
-            try:
-                writer(self.report_dir / name, tests, soaks, meta)
-            except Exception as exc:  # never lose the run's verdicts over a report
-                self.problems.append(f"{name} not written: {type(exc).__name__}: {exc}")
-        if os.environ.get("GITHUB_STEP_SUMMARY"):
-            text = report.github_summary(tests, soaks)
-            problem = report.append_github_summary(text)
-            if problem:
-                self.problems.append(problem)
-
-    @staticmethod
-    def _rendered(results: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-        """Results whose flamegraph is on disk name it (a render may have failed, here or in a worker)."""
-        for data in results:
-            if data.get("flamegraph") and not os.path.isfile(data["flamegraph"]):
-                data["flamegraph"] = None
-            yield data
+        self.problems.extend(write_files(self.report_dir, self.store, meta))
 
     def pytest_unconfigure(self) -> None:
         for _, render in self.renders:  # the session ended before they were waited for
