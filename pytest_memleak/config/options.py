@@ -243,20 +243,39 @@ class Marker:
 
 
 MEMLEAK_MARKER_KEYS = tuple(s.name for s in SETTINGS if s.marker)
-#: Every keyword of ``memleak_soak`` and its default (validated by ``soak.config.soak_config``).
-SOAK_DEFAULTS: Mapping[str, Any] = {
-    "duration": "30s",
-    "sample_every": "0.5s",
-    "memory_limit": "700 MiB",
-    "memory_margin": DEFAULT_MARGIN,
-    "max_growth": "0 B",
-    "horizon": "24h",
-    "warmup": "10%",
-    "expect_leak": None,
-    "scenario": None,
-    "variant": None,
-    "watch": None,
-}
+@dataclass(frozen=True)
+class SoakKeyword:
+    """A keyword of ``@pytest.mark.memleak_soak``: its default and the form it accepts (parsed and
+    checked by :func:`pytest_memleak.soak.config.soak_config`)."""
+
+    name: str
+    default: Any
+    form: str
+
+
+WATCH_ACCEPTED = "a pid (int), a subprocess.Popen or a psutil.Process of a running process"
+#: Every keyword of ``memleak_soak``: the marker's signature, its defaults and its errors read this.
+SOAK_KEYWORDS: tuple[SoakKeyword, ...] = (
+    SoakKeyword("duration", "30s", DURATION_FORM),
+    SoakKeyword("sample_every", "0.5s", DURATION_FORM + ", shorter than the duration"),
+    SoakKeyword("memory_limit", "700 MiB", SIZE_FORM + ", or None for no limit"),
+    SoakKeyword(
+        "memory_margin",
+        DEFAULT_MARGIN,
+        "a size such as '64 MiB', or a percentage of the limit such as '10%', smaller than memory_limit",
+    ),
+    SoakKeyword("max_growth", "0 B", "a growth per hour such as '0 B', '512 KiB' or '2 MiB/h'"),
+    SoakKeyword("horizon", "24h", DURATION_FORM + ", or None for no projection"),
+    SoakKeyword(
+        "warmup", "10%", "a fraction of the duration such as '10%', or a duration such as '5s', shorter than the duration"
+    ),
+    SoakKeyword("expect_leak", None, "True, False or None"),
+    SoakKeyword("scenario", None, "a name for the summary table's scenario column, or None (the test function's name)"),
+    SoakKeyword("variant", None, "a name for the summary table's variant column, or None (the parameter id)"),
+    SoakKeyword("watch", None, f"the name of a fixture of the test that returns {WATCH_ACCEPTED}, or None (this process)"),
+)
+SOAK_DEFAULTS: Mapping[str, Any] = {k.name: k.default for k in SOAK_KEYWORDS}
+SOAK_FORMS: Mapping[str, str] = {k.name: k.form for k in SOAK_KEYWORDS}
 SOAK_MARKER_KEYS = tuple(SOAK_DEFAULTS)
 MARKERS: tuple[Marker, ...] = (
     Marker(

@@ -12,8 +12,6 @@ import pytest
 
 from pytest_memleak.config import options
 from pytest_memleak.config.units import (
-    DURATION_FORM,
-    SIZE_FORM,
     format_duration,
     format_size,
     parse_duration,
@@ -21,38 +19,15 @@ from pytest_memleak.config.units import (
     parse_size,
 )
 from pytest_memleak.soak import guard as memory_guard
-from pytest_memleak.soak import target as soak_target
 
 _PER_HOUR = re.compile(r"\s*(/\s*(h|hr|hour)|per\s+hour)\s*$", re.IGNORECASE)
 
-DEFAULTS = options.SOAK_DEFAULTS
-
-
+DEFAULTS = options.SOAK_DEFAULTS  # the marker's keywords, their defaults and forms: one registry, in config/options.py
+_FORMS = options.SOAK_FORMS
 MIN_SAMPLES = 20  # below this many samples, a default or overridden sample_every scales down
-
-
 TARGET_SAMPLES = 30  # ...to give this many
-
-
 MAX_WARMUP_FRACTION = 0.9
-
-
 SAFE_NAME_LENGTH = 80
-
-
-_FORMS = {
-    "duration": DURATION_FORM,
-    "sample_every": DURATION_FORM + ", shorter than the duration",
-    "memory_limit": SIZE_FORM + ", or None for no limit",
-    "max_growth": "a growth per hour such as '0 B', '512 KiB' or '2 MiB/h'",
-    "horizon": DURATION_FORM + ", or None for no projection",
-    "warmup": "a fraction of the duration such as '10%', or a duration such as '5s', shorter than the duration",
-    "expect_leak": "True, False or None",
-    "memory_margin": "a size such as '64 MiB', or a percentage of the limit such as '10%', smaller than memory_limit",
-    "scenario": "a name for the summary table's scenario column, or None (the test function's name)",
-    "variant": "a name for the summary table's variant column, or None (the parameter id)",
-    "watch": f"the name of a fixture of the test that returns {soak_target.ACCEPTED}, or None (this process)",
-}
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,10 @@ from typing import Any
 
 import pytest
 
+from pytest_memleak.config import options
 from pytest_memleak.probe import process
 
-ACCEPTED = "a pid (int), a subprocess.Popen or a psutil.Process of a running process"
+ACCEPTED = options.WATCH_ACCEPTED
 NOT_OURS = "an exit status pytest cannot read (not its child)"
 TREE_EVERY = 1.0  # seconds between walks for new children (the tree is re-read at every sample)
 
