@@ -1,7 +1,7 @@
 """Issue 8, point 5: every setting, from every source, with an invalid value, end to end.
 
 The cases are generated from :data:`pytest_memleak.config.options.SETTINGS` (and the soak marker's
-keywords from :data:`pytest_memleak.soak.run.DEFAULTS`), so a new setting is covered as soon as it
+keywords from :data:`pytest_memleak.config.options.SOAK_KEYWORDS`), so a new setting is covered as soon as it
 is registered. Each case's value is checked to be one that the setting's own parser rejects.
 A case passes when pytest exits with a usage error (exit code 4), the one error line names the
 setting as the user wrote it and where it came from, and nothing prints a traceback.
