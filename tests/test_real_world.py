@@ -239,7 +239,7 @@ def test_a_suspect_on_a_busy_cpu_runs_on_by_its_wait_and_is_caught(pytester: pyt
 
 
 @pytest.mark.skipif(
-    not hasattr(os, "sched_setaffinity") or not os.access(soak_target.SCHEDSTAT, os.R_OK), reason="needs CPU affinity and the kernel's wait count"
+    not hasattr(os, "sched_setaffinity") or not os.access(contention_mod.SCHEDSTAT, os.R_OK), reason="needs CPU affinity and the kernel's wait count"
 )
 def test_a_cheap_call_that_waits_for_its_cpu_still_gets_ten_runs_a_stretch(pytester: pytest.Pytester) -> None:
     """A string rebuilt 100 B longer each run is below pymalloc's 512 B for its first five runs,

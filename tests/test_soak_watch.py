@@ -21,6 +21,7 @@ import pytest
 from pytest_memleak.probe import contention as contention_mod
 from pytest_memleak.probe.contention import Contention
 from pytest_memleak.results import INCONCLUSIVE, LEAK, SoakResult
+from pytest_memleak.soak import config as soak_cfg
 from pytest_memleak.soak import run as soak
 from tests.test_soak import reports, run
 
@@ -447,11 +448,13 @@ def test_a_leak_per_iteration_stands_when_throughput_collapses(tmp_path: Path) -
     """Under load, a registry that leaks 37 KiB an iteration slowed from 43 to 16 iterations a
     second: RSS grew per second to the end, the heap's rate per second fell with the throughput
     ("plateaued"), and both grew per iteration. The leak stands; a clean verdict there would not."""
-    from pytest_memleak.trend import fit_level
+    from pytest_memleak.soak import verdict
+    from pytest_memleak.soak.trend import fit_level
     from tests.test_guard import MarkedItem
 
-    runner = soak._Runner(None, soak.soak_config(MarkedItem(duration="3s")), tmp_path / "x.jsonl", lambda: None)  # type: ignore[arg-type]
-    runner.elapsed, runner.waited = 3.0, 0.0
+    runner = soak._Runner(None, soak_cfg.soak_config(MarkedItem(duration="3s")), tmp_path / "x.jsonl", lambda: None)  # type: ignore[arg-type]
+    measured = runner.measured
+    measured.elapsed, measured.waited = 3.0, 0.0
     t = [i * 0.05 for i in range(61)]
     iterations = [43.0 * x if x < 1.5 else 43.0 * 1.5 + 16.0 * (x - 1.5) for x in t]
     per_iteration = 37 * 1024
@@ -459,7 +462,8 @@ def test_a_leak_per_iteration_stands_when_throughput_collapses(tmp_path: Path) -
     heap = [40 * 2**20 + 0.9 * per_iteration * n for n in iterations]
     trend = fit_level(t, rss, warmup_fraction=0.3).trend
     series = {"rss": rss, "heap": heap}
-    assert runner._doubt(t, iterations, series, ["rss"], trend) is None
-    assert any(p.startswith("throughput fell from ") for p in runner.problems), runner.problems
-    doubt = runner._doubt(t, iterations, series, [], trend)
+    problems: list[str] = []
+    assert verdict._doubt(measured, t, iterations, series, ["rss"], trend, problems) is None
+    assert any(p.startswith("throughput fell from ") for p in problems), problems
+    doubt = verdict._doubt(measured, t, iterations, series, [], trend, problems)
     assert doubt is not None and doubt.endswith("grows per iteration but not per second"), doubt
