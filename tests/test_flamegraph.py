@@ -226,7 +226,7 @@ def test_a_capture_covers_enough_runs_for_the_leak_to_outweigh_pytests_noise(per
 def test_one_preempted_run_does_not_cut_a_capture_short() -> None:
     """Beside two busy loops the latest run took 5 ms (its work 0.2 ms): planned by it, a capture
     of a 450 B leak got 33 runs, and its leaking line held 49% of what the capture leaked."""
-    from pytest_memleak.flamegraph import run_time
+    from pytest_memleak.evidence.flamegraph import run_time
 
     quiet = [0.0002] * 8
     preempted = [*quiet, 0.005]
