@@ -21,7 +21,6 @@ from pytest_memleak.check.store import ResultStore
 from pytest_memleak.config import options
 from pytest_memleak.config.units import format_size
 from pytest_memleak.evidence import sites
-from pytest_memleak.report import terminal as reporting
 from pytest_memleak.results import CLEAN, LEAK, LeakResult
 
 SETTINGS_KEY = pytest.StashKey[options.TestSettings]()
@@ -421,6 +420,10 @@ class MemleakSession:
         if (result.leaked and not result.excused) or (result.peak_over and not warn):
             path, lineno, _ = item.location
             call.outcome = "failed"
+            from pytest_memleak.report import (
+                terminal as reporting,  # (not imported by a run that checks nothing)
+            )
+
             call.longrepr = reporting.LeakRepr(result, path, (lineno or 0) + 1)
 
     # -- the peak of a test's own call (memleak_peak) ---------------------------------------
@@ -478,6 +481,10 @@ class MemleakSession:
                 if result.peak_over and settings is not None and not settings.warn:
                     path, lineno, _ = item.location
                     report.outcome = "failed"
+                    from pytest_memleak.report import (
+                        terminal as reporting,  # (not imported by a run that checks nothing)
+                    )
+
                     report.longrepr = reporting.LeakRepr(result, path, (lineno or 0) + 1)
         return report
 
