@@ -31,7 +31,6 @@ RERUNS_KEY = pytest.StashKey[bool]()  # a test left to pytest-rerunfailures' pro
 TIMEOUT_SHARE = 0.5  # of a pytest-timeout timeout that the test and its windows may use (the rest: evidence, teardown)
 UNREACHED_KEY = pytest.StashKey[list[Any]]()  # [credit, passed so far, sessions ago when rested] of a test run as if the plugin were not there
 
-CAPTURE_PACE_RUNS = 9  # the latest runs whose median time plans a flamegraph's capture
 _SLIM: dict[str, dict[str, str]] = {}  # the status-only dict left on reports, one per status
 
 
@@ -360,7 +359,7 @@ class MemleakSession:
             result.problems.append(f"no flamegraph: cannot create {base.parent}: {exc.strerror or exc}")
             return
         per_run = max([result.retained_per_run, *(f.per_run for f in result.findings if f.unit == "B")])
-        wanted = flamegraph.capture_runs(per_run, flamegraph.run_time(run.durations(CAPTURE_PACE_RUNS)) or run.seconds)
+        wanted = flamegraph.capture_runs(per_run, flamegraph.run_time(run.durations(flamegraph.PACE_RUNS)) or run.seconds)
         until = time.perf_counter() + flamegraph.CAPTURE_SECONDS
         first, made = run.runs + 1, 0
 
