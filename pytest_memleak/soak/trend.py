@@ -82,6 +82,7 @@ class Trend:
     noise: float = 0.0  # robust standard deviation of the residuals (raw points)
     sufficient: bool = True  # enough points for a verdict
     segments: tuple[Segment, ...] = field(default_factory=tuple)  # window, last half, last third
+    resolution: float = 0.0  # what a point is known to within (a trough: one sampling step)
 
     def at(self, t: float) -> float:
         """The fitted value at t."""
@@ -104,15 +105,22 @@ class Trend:
         parts are too noisy to show persistence (a sawtooth's troughs, few in a short soak). A
         plateau is slower there, and what its last half rises by is within the noise (a plateau
         whose noise read as half the window's rate there, 58 KB against noise of 68 KB, projected
-        a limit 7 s away: hypothesis's example)."""
-        grown = self.growth > max(EFFECT_FLOOR * self.noise, MIN_RELATIVE_GROWTH * abs(self.at(self.window_end)))
+        a limit 7 s away: hypothesis's example). Points known only to within ``resolution`` (a
+        sawtooth's troughs) must grow by more than it over the window, and the last half's rise
+        may fall short of half the window's rate by as much."""
+        grown = self.growth > max(EFFECT_FLOOR * self.noise, self.resolution, MIN_RELATIVE_GROWTH * abs(self.at(self.window_end)))
         late = self.segments[1:]
         # the last half's rate, and the last third not surely slower, than half the window's
         return (
             self.sufficient
             and self.lower > 0
             and grown
-            and all(s.slope >= PERSIST_RATIO * self.slope and s.slope * (s.end - s.start) > EFFECT_FLOOR * self.noise for s in late[:1])
+            and all(
+                # (a point known to within ``resolution``: the last half's rise is known to within it)
+                (s.slope - PERSIST_RATIO * self.slope) * (s.end - s.start) >= -self.resolution
+                and s.slope * (s.end - s.start) > EFFECT_FLOOR * self.noise
+                for s in late[:1]
+            )
             and all(s.upper >= PERSIST_RATIO * self.slope for s in late)
         )
 
@@ -152,11 +160,16 @@ class Level:
 
 
 def troughs(t: Sequence[float], y: Sequence[float]) -> tuple[list[float], list[float], float] | None:
-    """The memory after each clean-up of a series that saws, as (t, y) of the lowest point after
-    each drop, and the typical step between samples (what a trough is known to within); None when
-    it does not saw. The trend of the troughs is the leak signal of a
-    sawtooth (as memory after GC is for a JVM heap): a slope over the raw points swings with
-    where the last clean-up fell, and read "plateaued" for a process that died minutes later."""
+    """The memory after each clean-up of a series that saws, as (t, y), and the typical step
+    between samples (what a trough is known to within); None when it does not saw. The trend of
+    the troughs is the leak signal of a sawtooth (as memory after GC is for a JVM heap): a slope
+    over the raw points swings with where the last clean-up fell, and read "plateaued" for a
+    process that died minutes later.
+
+    Each trough is where the fill that follows a clean-up started: the line through that fill's
+    samples, at the middle of the sampling step the clean-up fell in (:func:`_trough`). Its
+    lowest sample is above that by where in the step the clean-up fell, up to a step, and by its
+    own noise: troughs read from it did not show a leak of a few fill steps in a short soak."""
     pairs = sorted((float(a), float(b)) for a, b in zip(t, y, strict=True) if _finite(a) and _finite(b))
     if len(pairs) < 2 * MIN_DROPS + 2:
         return None
@@ -172,9 +185,28 @@ def troughs(t: Sequence[float], y: Sequence[float]) -> tuple[list[float], list[f
     for k, i in enumerate(drops):
         end = drops[k + 1] if k + 1 < len(drops) else len(pairs)
         j = min(range(i, end), key=lambda m: ys[m])  # (a clean-up can take more than one sample)
-        tt.append(pairs[j][0])
-        ty.append(ys[j])
+        at, value = _trough(pairs[j - 1 : end])
+        tt.append(at)
+        ty.append(value)
     return tt, ty, typical
+
+
+def _trough(cycle: Sequence[tuple[float, float]]) -> tuple[float, float]:
+    """Where a fill started: ``cycle`` is the sample before a clean-up's lowest one, then the
+    fill's samples up to the next clean-up. The least-squares line through the fill (three
+    samples at the least, rising), at the middle of the step before it; else its lowest sample."""
+    (before, _), fill = cycle[0], cycle[1:]
+    if len(fill) < MIN_SEGMENT_POINTS:
+        return fill[0]
+    n = len(fill)
+    mt = sum(a for a, _ in fill) / n
+    my = sum(b for _, b in fill) / n
+    sxx = sum((a - mt) ** 2 for a, _ in fill)
+    slope = sum((a - mt) * (b - my) for a, b in fill) / sxx if sxx > 0 else 0.0
+    if not slope > 0:
+        return fill[0]
+    at = (before + fill[0][0]) / 2
+    return at, my + slope * (at - mt)
 
 
 def fit_level(t: Sequence[float], y: Sequence[float], *, warmup_fraction: float = 0.1, confidence: float = 0.95) -> Level:
@@ -184,10 +216,16 @@ def fit_level(t: Sequence[float], y: Sequence[float], *, warmup_fraction: float 
     if saw is not None:
         trend = fit_trend(*saw[:2], warmup_fraction=warmup_fraction, confidence=confidence)
         if trend.sufficient:
-            # a trough is known to within one sampling step (the clean-up fell between two samples):
-            # growth of the troughs within that is none
+            # a trough is known to within one sampling step (the clean-up fell somewhere in it):
+            # growth of the troughs within that is none, and where in the step it fell is noise
+            # (uniform over the step: its standard deviation is the step over the root of 12)
             resolution = saw[2]
-            trend = replace(trend, noise=max(trend.noise, resolution), persistent=trend.persistent and trend.growth > resolution)
+            trend = replace(
+                trend,
+                noise=max(trend.noise, resolution / math.sqrt(12)),
+                persistent=trend.persistent and trend.growth > resolution,
+                resolution=resolution,
+            )
             pairs = [(float(a), float(b)) for a, b in zip(t, y, strict=True) if _finite(a) and _finite(b)]
             end = max(a for a, _ in pairs)
             later = [b - trend.at(a) for a, b in pairs if a >= (trend.window_start + end) / 2]
