@@ -14,12 +14,11 @@ from typing import Any
 import pytest
 
 from pytest_memleak import compat
-from pytest_memleak.check import deciding
+from pytest_memleak.check import deciding, protocol
 from pytest_memleak.check.budget import START_MIN, CostBudget
 from pytest_memleak.check.guards import ProcessGuards
 from pytest_memleak.check.store import ResultStore
 from pytest_memleak.config import options
-from pytest_memleak.config.units import format_size
 from pytest_memleak.evidence import sites
 from pytest_memleak.results import CLEAN, LEAK, LeakResult
 
@@ -204,9 +203,7 @@ class MemleakSession:
 
     def _run_primary(self, item: pytest.Item, nextitem: pytest.Item | None, settings: options.TestSettings, tracing: Any) -> None:
         gc_before = gc.isenabled()
-        began = time.perf_counter()
-        primary = compat.runtestprotocol(item, log=False, nextitem=item.parent)  # type: ignore[arg-type]
-        own_seconds = time.perf_counter() - began
+        primary, own_seconds = protocol.run_once(item)
         self.guards.exit_if_forked_child(item, primary)
         setup, teardown = primary[0], primary[-1]
         call = primary[1] if len(primary) == 3 else None
@@ -225,13 +222,11 @@ class MemleakSession:
                 result = deciding.inconclusive(item.nodeid, "interrupted during the repeated runs: no verdict")
             else:
                 self._distrust(result, gc_before)
-        final = self._final_teardown(item, nextitem)
+        final = protocol.final_teardown(item, nextitem)
         if final.failed or not teardown.failed:
             teardown = final
         self._attach(item, call or setup, teardown, result, settings.warn)
-        for report in (setup, call, teardown):
-            if report is not None:
-                item.ihook.pytest_runtest_logreport(report=report)
+        protocol.log(item, (setup, call, teardown))
         if interrupted is not None:
             raise interrupted
 
@@ -243,23 +238,6 @@ class MemleakSession:
         if self.guards.child_returned():
             reasons.append("the test forked and the child process returned into pytest (it was ended there)")
         deciding.distrust(result, reasons)
-
-    @staticmethod
-    def _final_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> pytest.TestReport:
-        """Tear down the scopes the next test does not need (the runs kept module and class scope up).
-
-        The teardown hooks already ran once for this item, so only the setup state is unwound
-        here; the report is made the ordinary way.
-        """
-        reraise = (pytest.exit.Exception,) if item.config.getoption("usepdb", False) else (pytest.exit.Exception, KeyboardInterrupt)
-        call = pytest.CallInfo.from_call(lambda: compat.teardown_exact(item, nextitem), when="teardown", reraise=reraise)
-        has_request = compat.start_request(item)  # report hooks may read item.funcargs
-        try:
-            report: pytest.TestReport = item.ihook.pytest_runtest_makereport(item=item, call=call)
-            return report
-        finally:
-            if has_request:
-                compat.end_request(item)
 
     def _measure(self, item: pytest.Item, settings: options.TestSettings, tracing: Any, own_seconds: float) -> LeakResult:
         """The check, charged to the session's cost budget (a test marked memleak is exempt)."""
@@ -320,67 +298,26 @@ class MemleakSession:
                 if result.leaked:
                     result.problems.append("no retention paths and no flamegraph: pytest-timeout's timeout left no time for them")
                 return result
+            from pytest_memleak.evidence import gather
+
             if result.leaked:
                 from pytest_memleak.evidence import diagnose
 
                 diagnose.explain(result, run, self.report_dir, run.resources_before, None, draw=self._report_dir_unusable() is None)
-                self._hygiene(item, result)
-            if result.leaked and settings.flamegraph != "none" or settings.flamegraph == "all" and result.status == CLEAN:
-                self._flamegraph(item, result, run, settings)
+                gather.temporary_paths(item, result)
+            wanted = result.leaked and settings.flamegraph != "none" or settings.flamegraph == "all" and result.status == CLEAN
+            if wanted and not self._report_dir_unusable():  # (unusable: said once, at the end: "reports not written")
+                from pytest_memleak.evidence.flamegraph import safe_name
+
+                base = self.report_dir / "flamegraphs" / safe_name(item.nodeid)
+                pending, shared = gather.flamegraph(result, run, base, settings.native_stacks, settings.capture == "aggregated")
+                if pending is not None:  # rendered beside the next tests, on another core; finished at the end
+                    self.renders.append((item.nodeid, pending))
+                if shared is not None and shared not in self.problems:  # the same gap for every test: said once
+                    self.problems.append(shared)
         finally:
             run.close()
         return result
-
-    @staticmethod
-    def _hygiene(item: pytest.Item, result: LeakResult) -> None:
-        """Say so when the growth holds a fresh temporary path per run (the re-run's own doing)."""
-        from pytest_memleak.evidence import hygiene
-
-        base = hygiene.basetemp(item.config)
-        if base is None:
-            return
-        try:
-            result.details.extend(hygiene.per_run_paths(base))
-        except Exception as exc:  # evidence only: never the verdict
-            result.problems.append(f"temporary-path scan failed: {type(exc).__name__}: {exc}")
-
-    def _flamegraph(self, item: pytest.Item, result: LeakResult, run: Any, settings: options.TestSettings) -> None:
-        try:
-            from pytest_memleak.evidence import flamegraph
-        except ImportError as exc:  # pragma: no cover - a partial install
-            result.problems.append(f"no flamegraph: {exc}")
-            return
-        if self._report_dir_unusable():
-            return  # said once, at the end: "reports not written"
-        base = self.report_dir / "flamegraphs" / flamegraph.safe_name(item.nodeid)
-        try:
-            base.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            result.problems.append(f"no flamegraph: cannot create {base.parent}: {exc.strerror or exc}")
-            return
-        per_run = max([result.retained_per_run, *(f.per_run for f in result.findings if f.unit == "B")])
-        wanted = flamegraph.capture_runs(per_run, flamegraph.run_time(run.durations(flamegraph.PACE_RUNS)) or run.seconds)
-        until = time.perf_counter() + flamegraph.CAPTURE_SECONDS
-        first, made = run.runs + 1, 0
-
-        def runs() -> None:
-            nonlocal made
-            made = run.repeat_for_capture(wanted, until)
-
-        aggregated = settings.capture == "aggregated"
-        outcome = flamegraph.capture_run(runs, base, native=settings.native_stacks, aggregated=aggregated, background=True)
-        if made:
-            held = f", {format_size(made * per_run)} of the leak at its rate" if per_run > 0 else ""
-            result.details.append(f"flamegraph: {made:,} runs under memray (runs {first:,}-{first + made - 1:,}){held}")
-        if outcome.pending is not None:  # rendered beside the next tests, on another core; finished at the end
-            self.renders.append((item.nodeid, outcome.pending))
-        result.flamegraph = str(outcome.html) if outcome.html else None
-        result.capture = str(outcome.capture) if outcome.capture else None
-        if outcome.problem and outcome.problem.startswith("no flamegraph: memray"):
-            if outcome.problem not in self.problems:  # the same gap for every test: said once
-                self.problems.append(outcome.problem)
-        elif outcome.problem:
-            result.problems.append(outcome.problem)
 
     def _report_dir_unusable(self) -> str | None:
         if not self.report_dir_checked:
@@ -407,23 +344,9 @@ class MemleakSession:
             deciding.against_baseline(result, known)
         result.warned = result.leaked and warn  # warn-only: reported, and the test's outcome stands
         self._peak(item, result)
-        data = result.to_dict()
-        call.memleak = data  # type: ignore[attr-defined]
-        teardown.user_properties.extend(
-            [
-                ("memleak_status", str(result.status)),
-                ("memleak_retained_per_run", f"{result.retained_per_run:.1f}"),
-                ("memleak_runs", str(result.runs)),
-            ]
-        )
+        protocol.attach(call, teardown, result)
         if (result.leaked and not result.excused) or (result.peak_over and not warn):
-            path, lineno, _ = item.location
-            call.outcome = "failed"
-            from pytest_memleak.report import (
-                terminal as reporting,  # (not imported by a run that checks nothing)
-            )
-
-            call.longrepr = reporting.LeakRepr(result, path, (lineno or 0) + 1)
+            protocol.fail(call, item, result)
 
     # -- the peak of a test's own call (memleak_peak) ---------------------------------------
     @pytest.hookimpl(wrapper=True)
@@ -478,13 +401,7 @@ class MemleakSession:
                 self._peak(item, result)
                 settings = item.stash.get(SETTINGS_KEY, None)
                 if result.peak_over and settings is not None and not settings.warn:
-                    path, lineno, _ = item.location
-                    report.outcome = "failed"
-                    from pytest_memleak.report import (
-                        terminal as reporting,  # (not imported by a run that checks nothing)
-                    )
-
-                    report.longrepr = reporting.LeakRepr(result, path, (lineno or 0) + 1)
+                    protocol.fail(report, item, result)
         return report
 
     @pytest.hookimpl(wrapper=True)

@@ -1,1 +1,1 @@
-"""What a found leak is shown with: allocation sites, retention paths, resources, native stacks, flamegraphs, groups."""
+"""What a found leak is shown with (gathered by ``gather``): allocation sites, retention paths, resources, native stacks, flamegraphs, groups."""
