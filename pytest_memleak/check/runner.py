@@ -30,7 +30,7 @@ MAX_RUNS = 4096  # capacity of the per-run clock; no stage runs past it
 
 
 @functools.cache
-def _exact_wait() -> Any:
+def exact_wait() -> Any:
     """The kernel's count of this thread's wait for a CPU (a probe.contention.Contention), made once:
     its mark() and since() keep no state, so every Runner shares it; None where there is no exact count."""
     from pytest_memleak.probe.contention import Contention
@@ -118,7 +118,7 @@ class Runner:
         self.light = isinstance(self.item, pytest.Function) and fixturenames is not None and "caplog" not in fixturenames
         # (with --pdb, pytest's unittest support defers tearDown to the teardown of each setup)
         self.bare = self.light and _no_function_fixtures(self.item) and not self.item.config.getoption("usepdb", False)
-        self.cpu_wait = _exact_wait()
+        self.cpu_wait = exact_wait()
 
     @property
     def counted(self) -> tuple[str, ...]:

@@ -307,7 +307,7 @@ class _Runner:
                 heap = float(traced) if traced is not None else math.nan
             else:
                 heap = float(heap_bytes) if heap_bytes is not None else float(blocks)
-            series.add(t, float(m.iterations), rss, heap, force=force_keep)
+            series.add(t, float(m.iterations), rss, heap, math.nan if watched else float(blocks), force=force_keep)
             if m.samples == 0 or not math.isfinite(m.first_rss):
                 m.first_rss, m.first_heap_blocks = rss, blocks
             if math.isfinite(rss):  # a watched process may die between its check and its reading

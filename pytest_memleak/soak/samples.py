@@ -62,27 +62,34 @@ class Series:
         self.iterations = array("d", zeros)
         self.rss = array("d", zeros)
         self.heap = array("d", zeros)
+        self.blocks = array("d", zeros)  # allocated blocks (sys.getallocatedblocks), beside a heap in bytes
         self.count = 0
         self.stride = 1
         self.seen = 0
 
-    def add(self, t: float, iterations: float, rss: float, heap: float, force: bool = False) -> None:
+    def add(self, t: float, iterations: float, rss: float, heap: float, blocks: float, force: bool = False) -> None:
         index = self.seen
         self.seen += 1
         if index % self.stride and not force:
             return
         if self.count == self.capacity:
-            for column in (self.t, self.iterations, self.rss, self.heap):
+            for column in (self.t, self.iterations, self.rss, self.heap, self.blocks):
                 column[: self.capacity // 2] = column[::2]
             self.count = self.capacity // 2
             self.stride *= 2
         n = self.count
-        self.t[n], self.iterations[n], self.rss[n], self.heap[n] = t, iterations, rss, heap
+        self.t[n], self.iterations[n], self.rss[n], self.heap[n], self.blocks[n] = t, iterations, rss, heap, blocks
         self.count = n + 1
 
-    def columns(self) -> tuple[list[float], list[float], list[float], list[float]]:
+    def columns(self) -> tuple[list[float], list[float], list[float], list[float], list[float]]:
         n = self.count
-        return self.t[:n].tolist(), self.iterations[:n].tolist(), self.rss[:n].tolist(), self.heap[:n].tolist()
+        return (
+            self.t[:n].tolist(),
+            self.iterations[:n].tolist(),
+            self.rss[:n].tolist(),
+            self.heap[:n].tolist(),
+            self.blocks[:n].tolist(),
+        )
 
 
 def chart_indices(n: int, points: int = CHART_POINTS) -> list[int]:

@@ -108,7 +108,7 @@ def judge_soak(m: Measured) -> SoakResult:
     """The verdict on a completed soak: RSS and the Python heap, each fitted and judged; a soak
     the memory guard or the service's exit stopped keeps its trend and leads with why."""
     config = m.config
-    t, iterations, rss, heap = m.series.columns()
+    t, iterations, rss, heap, blocks = m.series.columns()
     # a series that saws is judged, and projected, on its troughs (memory after each clean-up)
     rss_level = fit_level(t, rss, warmup_fraction=config.warmup_fraction, confidence=CONFIDENCE)
     heap_level = fit_level(t, heap, warmup_fraction=config.warmup_fraction, confidence=CONFIDENCE)
@@ -130,6 +130,22 @@ def judge_soak(m: Measured) -> SoakResult:
         current=heap_level.now if math.isfinite(heap_level.now) else 0.0,
         unit=m.heap_unit,
     )
+    blocks_reason = None
+    if m.heap_unit == "B" and not heap_leak and not m.is_watched and heap_trend.slope * 3600.0 > heap_budget:
+        # the heap's bytes rise, but too unevenly to show it surely (a few bytes an iteration, beside
+        # pymalloc's pools and arenas coming and going): its allocated blocks are an exact count, in
+        # which a leak of small objects persists plainly (an object() an iteration, under load)
+        blocks_level = fit_level(t, blocks, warmup_fraction=config.warmup_fraction, confidence=CONFIDENCE)
+        blocks_leak, blocks_reason = judge(
+            blocks_level.trend,
+            max_growth_per_hour=heap_budget / MIN_BLOCK_BYTES,
+            memory_limit=None,
+            horizon_seconds=None,
+            current=blocks_level.now,
+            unit="blocks",
+        )
+        if blocks_leak:
+            heap_leak, heap_reason = True, f"grows {rate(heap_trend.slope * 3600.0, 'B')}; allocated blocks: {blocks_reason}"
     if m.is_watched:  # a watched service's heap is not read: its RSS is the verdict
         heap_leak, heap_reason = False, "not read (the soak watches another process)"
     rss_label = f"watched RSS (pid {m.watched_pid} and children)" if m.is_watched else "RSS"
@@ -199,6 +215,8 @@ def judge_soak(m: Measured) -> SoakResult:
     result.heap = [] if m.is_watched else [heap[i] if math.isfinite(heap[i]) else 0.0 for i in pick]
     result.problems = problems
     result.details = _details(m, result, rss_trend, heap_trend, window_rate)
+    if blocks_reason is not None:
+        result.details.insert(2, f"allocated blocks: {blocks_reason}")
     if m.trip is not None:  # a soak the guard stopped fails with the trend it measured, whatever the trend says
         stopped = (
             f"stopped by the memory guard after {result.duration:.1f} s of {config.duration:g} s "
