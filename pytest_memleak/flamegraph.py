@@ -19,6 +19,7 @@ import os
 import pathlib
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -373,17 +374,14 @@ LEAK_SHARE = 4  # runs until the leak is this many times the noise: four fifths 
 CAPTURE_SECONDS = 0.5  # at most, for the runs under the tracker
 TRACKED_SLOWDOWN = 3.0  # a run under memray's tracker (Python allocators traced) takes about this much longer
 MAX_CAPTURE_RUNS = 2000
+PACE_RUNS = 9  # the latest runs whose median time (run_time) plans a capture
 
 
 def run_time(durations: Sequence[float]) -> float:
     """What a run takes, to plan a capture by: the median of the latest runs (0.0 for none). One
     preempted run is not the pace: beside two busy loops, the latest run's 5 ms (its work, 0.2 ms)
     planned 33 runs of a 450 B leak, which then held 49% of what the capture leaked."""
-    ordered = sorted(durations)
-    if not ordered:
-        return 0.0
-    mid = len(ordered) // 2
-    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2.0
+    return statistics.median(durations) if durations else 0.0
 
 
 def capture_runs(per_run: float, run_seconds: float, seconds: float = CAPTURE_SECONDS) -> int:

@@ -46,7 +46,6 @@ def _default_sigterm_in_child() -> None:
             signal.signal(signal.SIGTERM, _sigterm["previous"] or signal.SIG_DFL)
 
 
-CAPTURE_PACE_RUNS = 9  # the latest runs whose median time plans a flamegraph's capture
 _SLIM: dict[str, dict[str, str]] = {}  # the status-only dict left on reports, one per status
 
 
@@ -498,7 +497,7 @@ class MemleakSession:
             result.problems.append(f"no flamegraph: cannot create {base.parent}: {exc.strerror or exc}")
             return
         per_run = max([result.retained_per_run, *(f.per_run for f in result.findings if f.unit == "B")])
-        wanted = flamegraph.capture_runs(per_run, flamegraph.run_time(run.durations(CAPTURE_PACE_RUNS)) or run.seconds)
+        wanted = flamegraph.capture_runs(per_run, flamegraph.run_time(run.durations(flamegraph.PACE_RUNS)) or run.seconds)
         until = time.perf_counter() + flamegraph.CAPTURE_SECONDS
         first, made = run.runs + 1, 0
 
