@@ -126,7 +126,7 @@ class Runner:
     counters: tuple[Counter, ...] = ()  # the project's counters (pytest_memleak_counters), read at every measurement
     counter_errors: dict[str, str] = field(default_factory=dict)  # a counter that failed to read, and why
     cpu_wait: Any = None  # a soak_target.Contention that counts exactly (the kernel's), for repeat()'s time-bounded stretches
-    call_wait: bool = False  # the next light setup's first call is timed less its wait for a CPU (then this turns off)
+    call_wait: bool = False  # each light setup's first call is timed less its wait for a CPU (the screen's first stretch)
 
     def __post_init__(self) -> None:
         self._exception_queues = compat.exception_queues(self.item.config)
@@ -230,7 +230,8 @@ class Runner:
         other test makes light runs (or full ones).
         """
         made = 0
-        span, mark, credited = until - time.perf_counter(), self._wait_mark(until), 0.0
+        span, credited = until - time.perf_counter(), 0.0
+        mark = self._wait_mark() if until != float("inf") else None
         while made < n:
             if made and time.perf_counter() + self.seconds > until:
                 # a busy machine's wait for a CPU is not the stretch's cost (up to STRETCH_WAIT spans more)
@@ -249,10 +250,9 @@ class Runner:
                 made += 1
         return made
 
-    def _wait_mark(self, until: float) -> int | None:
-        """The thread's wait for a CPU so far, for a stretch bounded by ``until`` (None: unbounded, or
-        not counted exactly here)."""
-        if self.cpu_wait is None or until == float("inf"):
+    def _wait_mark(self) -> int | None:
+        """The thread's wait for a CPU so far (None: not counted exactly here)."""
+        if self.cpu_wait is None:
             return None
         return int(self.cpu_wait.mark())
 
@@ -332,14 +332,13 @@ class Runner:
             compat.setup(item)
             while True:
                 made += 1
-                waited_from = self._wait_mark(0.0) if made == 1 and self.call_wait else None
+                waited_from = self._wait_mark() if made == 1 and self.call_wait else None
                 called = time.perf_counter()
                 item.runtest()
                 if made == 1:
                     took = time.perf_counter() - called
                     if waited_from is not None:  # one preemption of a 1 ms call costs it 20-60 ms beside busy loops
                         took = max(took - self.cpu_wait.since(waited_from), 0.0)
-                        self.call_wait = False
                     self._call[0] = took
                 if made >= calls or time.perf_counter() + self.seconds > until:
                     break
