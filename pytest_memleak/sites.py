@@ -1,7 +1,7 @@
 """Where retained memory was allocated: tracemalloc traces grouped by the line in user code.
 
 A trace belongs to the *machinery* (and is ignored) when the nearest frame that is not the
-standard library belongs to pytest, pluggy, importlib, tracemalloc or this plugin: pytest's
+standard library belongs to pytest, pluggy, importlib, tracemalloc, hypothesis or this plugin: pytest's
 own call path grows for a while under some tests and that is not the test's leak.
 Everything else is grouped by its *site*: the innermost frame under the project's root
 directory if there is one, else the innermost frame outside the standard library, else the
@@ -26,11 +26,26 @@ RawFrames = Sequence[tuple[str, int]]  # innermost first, as tracemalloc stores 
 _PLUGIN_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
+_MACHINERY = ("_pytest", "pluggy", "pytest", "xdist", "execnet", "pytest_memray", "memray", "hypothesis")
+
+
 def _machinery_dirs() -> tuple[str, ...]:
+    """The directories of the packages that run tests, found whether or not they are imported yet:
+    the session's classifier is made at configure, and a suite's test files import hypothesis
+    later (its pytest plugin does not), which left its engine's bookkeeping charged to the test
+    that called it (a clean hypothesis test read as a leak on a loaded machine)."""
+    from importlib.util import find_spec
+
     dirs = [_PLUGIN_DIR + os.sep]
-    for name in ("_pytest", "pluggy", "pytest", "xdist", "execnet", "pytest_memray", "memray", "hypothesis"):
+    for name in _MACHINERY:
         module = sys.modules.get(name)
         path = getattr(module, "__file__", None)
+        if not path:
+            try:
+                spec = find_spec(name)  # (a top-level name: nothing is imported)
+            except (ImportError, ValueError):
+                spec = None
+            path = spec.origin if spec is not None and spec.has_location else None
         if path:
             dirs.append(os.path.dirname(os.path.abspath(path)) + os.sep)
     return tuple(dirs)
