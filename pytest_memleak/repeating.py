@@ -74,7 +74,7 @@ class TracingOwner:
 
 
 @functools.cache
-def _exact_wait() -> Any:
+def exact_wait() -> Any:
     """The kernel's count of this thread's wait for a CPU (a soak_target.Contention), made once: its
     mark() and since() keep no state, so every Runner shares it; None where there is no exact count."""
     from .soak_target import Contention
@@ -150,7 +150,7 @@ class Runner:
         self.light = isinstance(self.item, pytest.Function) and fixturenames is not None and "caplog" not in fixturenames
         # (with --pdb, pytest's unittest support defers tearDown to the teardown of each setup)
         self.bare = self.light and _no_function_fixtures(self.item) and not self.item.config.getoption("usepdb", False)
-        self.cpu_wait = _exact_wait()
+        self.cpu_wait = exact_wait()
 
     @property
     def counted(self) -> tuple[str, ...]:

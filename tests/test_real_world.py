@@ -642,6 +642,43 @@ def test_slow_buffer_growing_in_place_is_never_clean(pytester: pytest.Pytester) 
     assert marked["sites"][0]["site"] == f"test_slow_buffer.py:{_line_of(source)}"
 
 
+@pytest.mark.skipif(
+    not hasattr(os, "sched_setaffinity") or not os.access(soak_target.SCHEDSTAT, os.R_OK), reason="needs CPU affinity and the kernel's wait count"
+)
+def test_a_slow_test_whose_own_run_waited_for_its_cpu_gets_no_cheap_stretch(pytester: pytest.Pytester) -> None:
+    """Ten calls under one setup are cheap when they cost no more than two of the test's own runs.
+    Beside two busy loops in CI, a clean test that sleeps 0.2 s had an own run of a second or more,
+    so its calls read as cheap: 21 runs, where a slow test gets 9 at the most. Here its own run
+    yields its CPU to a busy loop pinned beside it for a second: that wait is not its cost."""
+    cpu = min(os.sched_getaffinity(0))
+    pin = f"import os; os.sched_setaffinity(0, {{{cpu}}})\nwhile True: pass"
+    loop = subprocess.Popen([sys.executable, "-c", pin])
+    saved = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpu})  # (this thread's: the inner pytest inherits it)
+    try:
+        source = """
+            import os
+            import time
+            FIRST = [True]
+            def test_sleeps():
+                if FIRST[0]:  # its own run: the busy loop holds the CPU for a second
+                    FIRST[0] = False
+                    end = time.perf_counter() + 1.0
+                    while time.perf_counter() < end:
+                        os.sched_yield()
+                time.sleep(0.2)
+        """
+        result = run(pytester, {"test_yielding": source}, "--memleak-budget=none")
+    finally:
+        os.sched_setaffinity(0, saved)
+        loop.kill()
+        loop.wait()
+    assert_outcomes(result, pytester, passed=1)
+    found = _report(pytester)["test_yielding.py::test_sleeps"]
+    most = 2 + repeating.SCREEN_STRETCHES + repeating.STEPS  # its own, the warm-up, the screen, one window
+    assert found["status"] == "clean" and found["runs"] <= most, (found["runs"], found["reason"])
+
+
 def test_slow_clean_test_is_run_only_a_few_times(pytester: pytest.Pytester) -> None:
     """A clean test of ~0.2 s a run (a socket round trip through a thread, then a wait) costs a few runs, not 30:
     its own, the screen's and, when the thread's allocator noise grows in every stretch (seen under load in CI),

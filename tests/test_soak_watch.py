@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from pytest_memleak import soak, soak_target
-from pytest_memleak.results import INCONCLUSIVE, LEAK, SoakResult
+from pytest_memleak.results import CLEAN, INCONCLUSIVE, LEAK, SoakResult
 from tests.test_soak import reports, run
 
 # A service stand-in: it grows by ``rate`` bytes a second (written, so resident) until it is
@@ -439,6 +439,41 @@ def test_collapse():
     assert any(p.startswith("throughput fell from ") for p in res.problems)
     assert res.status == INCONCLUSIVE, res.reason
     assert "grows per iteration but not per second" in res.reason
+
+
+# A loaded CI run's soak of `OBJECTS.append(object())` and a 5 ms sleep an iteration (tests/test_soak.py,
+# objects_small), 2.5 s beside two busy loops: seconds, iterations, and the growth of the allocated
+# blocks and of the heap's bytes since the first sample. RSS did not move.
+OBJECTS_T = [0.017, 0.093, 0.155, 0.225, 0.291, 0.354, 0.424, 0.491, 0.56, 0.631, 0.692, 0.757, 0.827, 0.901, 0.965, 1.029, 1.089, 1.16, 1.22, 1.29, 1.36, 1.426, 1.486, 1.559, 1.619, 1.692, 1.758, 1.824, 1.888, 1.96, 2.018, 2.091, 2.159, 2.215, 2.29, 2.361, 2.422, 2.489, 2.52]
+OBJECTS_ITERATIONS = [0, 9, 16, 24, 31, 39, 47, 55, 63, 71, 78, 86, 94, 102, 108, 114, 121, 129, 136, 145, 153, 161, 168, 177, 185, 194, 202, 210, 218, 227, 234, 243, 251, 258, 267, 275, 282, 289, 291]
+OBJECTS_BLOCKS = [0, 20, 30, 38, 45, 53, 61, 69, 77, 85, 92, 100, 108, 116, 122, 128, 135, 143, 150, 159, 167, 175, 182, 191, 199, 208, 216, 224, 232, 241, 248, 257, 265, 273, 283, 291, 298, 305, 307]
+OBJECTS_BYTES = [0, 1360, 2144, 2336, 2512, 2704, 2928, 3152, 3280, 2896, 3760, 4480, 4736, 5696, 6784, 7760, 7872, 8160, 9280, 9424, 9744, 9872, 9984, 10352, 10480, 10624, 11008, 11136, 11264, 11408, 11808, 11952, 12080, 12224, 12400, 12848, 12960, 13616, 13648]
+
+
+@pytest.mark.parametrize("leaking", [True, False], ids=["an object an iteration", "the same bytes, no blocks kept"])
+def test_a_heap_whose_bytes_rise_unevenly_is_judged_on_its_allocated_blocks(tmp_path: Path, leaking: bool) -> None:
+    """The bytes rose 47 B an iteration, faster early on (pools and arenas coming), so their trend's
+    lower bound was below zero and the soak read "ok": the allocated blocks, an exact count, rose one
+    an iteration throughout. The heap leaks on them, in the bytes' unit; flat blocks leave it clean."""
+    from pytest_memleak import measuring
+    from tests.test_guard import MarkedItem
+
+    item = MarkedItem(duration="2s")
+    item.name = "test_objects_small"  # type: ignore[attr-defined]
+    runner = soak._Runner(item, soak.soak_config(item), tmp_path / "x.jsonl", lambda: None)  # type: ignore[arg-type]
+    runner.elapsed, runner.waited, runner.iterations, runner.samples = 2.52, 0.0, 291, len(OBJECTS_T)
+    for t, n, blocks, heap in zip(OBJECTS_T, OBJECTS_ITERATIONS, OBJECTS_BLOCKS, OBJECTS_BYTES, strict=True):
+        runner.series.add(t, float(n), 99164160.0, 76032592.0 + heap, 226488.0 + (blocks if leaking else blocks % 3))
+    runner.heap_meter = measuring.heap_meter()  # (the bytes are the allocators')
+    result = runner._verdict()
+    blocks = [d for d in result.details if d.startswith("allocated blocks: ")]
+    assert len(blocks) == 1, result.details  # (judged: the bytes rose)
+    if not leaking:
+        assert result.status == CLEAN and "persists" not in blocks[0], (result.reason, blocks)
+        return
+    assert result.status == LEAK and result.leaked_metrics == ["heap"], result.reason
+    assert "Python heap grows " in result.reason and "B/h; allocated blocks: grows " in result.reason, result.reason
+    assert "persists in the last third" in blocks[0], blocks
 
 
 def test_a_leak_per_iteration_stands_when_throughput_collapses(tmp_path: Path) -> None:
