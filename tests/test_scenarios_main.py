@@ -71,7 +71,7 @@ def main_subset(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.Co
         sys.executable, "-m", "pytest", "--memleak", *SUBSET,
         "--memleak-soak-duration=8s", f"--memleak-report-dir={reports}", "-p", "no:cacheprovider",
     ]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=ROOT, env=clean_env(), capture_output=True, text=True, timeout=240)
+    proc = subprocess.run(cmd, cwd=ROOT, env=clean_env(), capture_output=True, text=True, timeout=420)
     return proc, reports
 
 

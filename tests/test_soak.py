@@ -152,7 +152,7 @@ def test_objects_small():
     assert 50 * 1024 < leak.slope_per_iteration < 200 * 1024  # ~100 KiB per iteration
     assert leak.slope_lower > 0 and leak.time_to_limit is not None
     assert leak.samples >= 10 and 0 < len(leak.t) == len(leak.rss) == len(leak.heap) <= 300
-    assert 2.4 < leak.duration < 8 and leak.iterations > 50
+    assert 2.4 < leak.duration < soak.MAX_STRETCH * 2.5 + 1.5 and leak.iterations > 50
     assert leak.scenario == "append_leak" and leak.variant == ""  # nothing guessed from the name
 
     small = SoakResult.from_dict(by_name["test_objects_small"]["memleak_soak"])
@@ -258,9 +258,9 @@ def test_ring_hourly():
     result = run(pytester, "-v", "--memleak-soak-duration=1.5s")
     result.assert_outcomes(passed=1)
     # at least its 1.5 s: longer when a busy machine kept it waiting (it runs on by that time)
-    result.stdout.fnmatch_lines(["soak test_ring_hourly: [1-3].[0-9]/1.5 s, * iterations, RSS * MiB (*)", "*PASSED*"])
+    result.stdout.fnmatch_lines(["soak test_ring_hourly: [1-4].[0-9]/1.5 s, * iterations, RSS * MiB (*)", "*PASSED*"])
     res = SoakResult.from_dict(reports(pytester)["test_ring_hourly"]["memleak_soak"])
-    assert res.duration_overridden and 1.4 < res.duration < 5  # not an hour
+    assert res.duration_overridden and 1.4 < res.duration < soak.MAX_STRETCH * 1.5 + 1.0  # not an hour
     assert res.sample_every == pytest.approx(1.5 / soak.TARGET_SAMPLES)  # not the marker's 0.5 s
     assert res.samples >= 10  # ~30, fewer on a loaded machine (gc.collect() before each sample)
     assert res.warmup_seconds == pytest.approx(0.1 * res.duration)  # 6 min of 1 h
