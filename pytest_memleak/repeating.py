@@ -1157,11 +1157,12 @@ def _measure(
                     )
                 finally:
                     waits, run.waits = run.waits, None  # (what follows the verdict, a memray capture, has its own bound)
-                if run.credited > 0.0:
+                waited = waits.read() if waits is not None else 0.0
+                if run.credited > 0.0 or waited >= WAIT_SHARE * max(run.wait_cap, MIN_SUSPECT_SECONDS):
+                    # (said also when the bound did not need to run on: a busy machine is context for the verdict)
                     about = "" if waits.exact else "about "
-                    result.details.append(
-                        f"a busy machine: the checks waited for a CPU {about}{run.credited:.2f} s, and their time bound ran on by that"
-                    )
+                    ran_on = "their time bound ran on by that" if run.credited > 0.0 else "their time bound did not need to run on"
+                    result.details.append(f"a busy machine: the checks waited for a CPU {about}{max(waited, run.credited):.2f} s, and {ran_on}")
                 if result.status == INCONCLUSIVE:  # stopped before a traced window could settle it
                     result = _counted_before_stop(run, settings, counters, first, result)
         except NotRepeatable as exc:
