@@ -10,12 +10,14 @@ Inner sources mark the line a failure must name with ``# LEAK-LINE``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from fnmatch import fnmatch
 
 import pytest
@@ -206,9 +208,29 @@ def test_pytest_asyncio_leak_is_caught(pytester: pytest.Pytester, mode: str) -> 
     expect_leak(pytester, "test_async_leak", source, ini=STRICT_ASYNCIO_INI if mode == "strict" else AUTO_ASYNCIO_INI)
 
 
-@pytest.mark.skipif(
+PINNED = pytest.mark.skipif(
     not hasattr(os, "sched_setaffinity") or not os.access(contention_mod.SCHEDSTAT, os.R_OK), reason="needs CPU affinity and the kernel's wait count"
 )
+
+
+@contextlib.contextmanager
+def _beside_busy_loops(n: int) -> Iterator[None]:
+    """This thread, and the inner pytest it starts, on one CPU with ``n`` busy loops pinned to it."""
+    cpu = min(os.sched_getaffinity(0))
+    pin = f"import os; os.sched_setaffinity(0, {{{cpu}}})\nwhile True: pass"
+    loops = [subprocess.Popen([sys.executable, "-c", pin]) for _ in range(n)]
+    saved = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpu})  # (this thread's: the inner pytest inherits it)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, saved)
+        for loop in loops:
+            loop.kill()
+            loop.wait()
+
+
+@PINNED
 def test_a_suspect_on_a_busy_cpu_runs_on_by_its_wait_and_is_caught(pytester: pytest.Pytester) -> None:
     """The pytest-asyncio leak (a bare call of a fraction of a ms, 10 ms and more traced, within a
     0.5 s bound) on one CPU shared with two busy loops, so it gets a third of it: the leak is caught
@@ -217,25 +239,15 @@ def test_a_suspect_on_a_busy_cpu_runs_on_by_its_wait_and_is_caught(pytester: pyt
     "4 steps of 10 do not fit in the 0.5 s bound"; here, without it, the traced window's overrun
     still catches it, and the line is missing.)"""
     pytest.importorskip("pytest_asyncio")
-    cpu = min(os.sched_getaffinity(0))
-    pin = f"import os; os.sched_setaffinity(0, {{{cpu}}})\nwhile True: pass"
-    loops = [subprocess.Popen([sys.executable, "-c", pin]) for _ in range(2)]
-    saved = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {cpu})  # (this thread's: the inner pytest inherits it)
-    try:
-        source = """
-            import asyncio
-            HISTORY = []
-            async def test_leak():
-                await asyncio.sleep(0)
-                HISTORY.append({"role": "user", "text": "hi"})  # LEAK-LINE
-        """
+    source = """
+        import asyncio
+        HISTORY = []
+        async def test_leak():
+            await asyncio.sleep(0)
+            HISTORY.append({"role": "user", "text": "hi"})  # LEAK-LINE
+    """
+    with _beside_busy_loops(2):
         result = expect_leak(pytester, "test_busy_cpu", source, ini=AUTO_ASYNCIO_INI)
-    finally:
-        os.sched_setaffinity(0, saved)
-        for loop in loops:
-            loop.kill()
-            loop.wait()
     # (whether the bound had to run on depends on where the waits fell: a loaded CI run's did not)
     result.stdout.fnmatch_lines(["*a busy machine: the checks waited for a CPU *s, and their time bound *"])
 
@@ -274,9 +286,7 @@ def test_a_suspects_bound_runs_on_by_its_wait_up_to_its_length_and_never_past_th
     assert run.deadline == 101.0
 
 
-@pytest.mark.skipif(
-    not hasattr(os, "sched_setaffinity") or not os.access(contention_mod.SCHEDSTAT, os.R_OK), reason="needs CPU affinity and the kernel's wait count"
-)
+@PINNED
 def test_a_cheap_call_that_waits_for_its_cpu_still_gets_ten_runs_a_stretch(pytester: pytest.Pytester) -> None:
     """A string rebuilt 100 B longer each run is below pymalloc's 512 B for its first five runs,
     where the unmarked screen cannot see it: its stretches need ten runs, which a call costing
@@ -284,24 +294,15 @@ def test_a_cheap_call_that_waits_for_its_cpu_still_gets_ten_runs_a_stretch(pytes
     pinned beside it, so its wall time is a timeslice while its work is microseconds (what one
     preemption did to a cold first call in a loaded CI run: the stretch was one run, and the leak
     read clean after three). The call is timed less its wait: the leak is caught at its line."""
-    cpu = min(os.sched_getaffinity(0))
-    pin = f"import os; os.sched_setaffinity(0, {{{cpu}}})\nwhile True: pass"
-    loop = subprocess.Popen([sys.executable, "-c", pin])
-    saved = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {cpu})  # (this thread's: the inner pytest inherits it)
-    try:
-        source = """
-            import os
-            S = [""]
-            def test_leak():
-                S[0] = S[0] + "x" * 100  # LEAK-LINE
-                os.sched_yield()  # the busy loop runs its timeslice: the call waits for the CPU
-        """
+    source = """
+        import os
+        S = [""]
+        def test_leak():
+            S[0] = S[0] + "x" * 100  # LEAK-LINE
+            os.sched_yield()  # the busy loop runs its timeslice: the call waits for the CPU
+    """
+    with _beside_busy_loops(1):
         expect_leak(pytester, "test_yielding", source, "--memleak-confirm-seconds=60")
-    finally:
-        os.sched_setaffinity(0, saved)
-        loop.kill()
-        loop.wait()
 
 
 def test_anyio_leak_is_caught(pytester: pytest.Pytester) -> None:
@@ -679,37 +680,26 @@ def test_slow_buffer_growing_in_place_is_never_clean(pytester: pytest.Pytester) 
     assert marked["sites"][0]["site"] == f"test_slow_buffer.py:{_line_of(source)}"
 
 
-@pytest.mark.skipif(
-    not hasattr(os, "sched_setaffinity") or not os.access(contention_mod.SCHEDSTAT, os.R_OK), reason="needs CPU affinity and the kernel's wait count"
-)
+@PINNED
 def test_a_slow_test_whose_own_run_waited_for_its_cpu_gets_no_cheap_stretch(pytester: pytest.Pytester) -> None:
     """Ten calls under one setup are cheap when they cost no more than two of the test's own runs.
     Beside two busy loops in CI, a clean test that sleeps 0.2 s had an own run of a second or more,
     so its calls read as cheap: 21 runs, where a slow test gets 9 at the most. Here its own run
     yields its CPU to a busy loop pinned beside it for a second: that wait is not its cost."""
-    cpu = min(os.sched_getaffinity(0))
-    pin = f"import os; os.sched_setaffinity(0, {{{cpu}}})\nwhile True: pass"
-    loop = subprocess.Popen([sys.executable, "-c", pin])
-    saved = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {cpu})  # (this thread's: the inner pytest inherits it)
-    try:
-        source = """
-            import os
-            import time
-            FIRST = [True]
-            def test_sleeps():
-                if FIRST[0]:  # its own run: the busy loop holds the CPU for a second
-                    FIRST[0] = False
-                    end = time.perf_counter() + 1.0
-                    while time.perf_counter() < end:
-                        os.sched_yield()
-                time.sleep(0.2)
-        """
+    source = """
+        import os
+        import time
+        FIRST = [True]
+        def test_sleeps():
+            if FIRST[0]:  # its own run: the busy loop holds the CPU for a second
+                FIRST[0] = False
+                end = time.perf_counter() + 1.0
+                while time.perf_counter() < end:
+                    os.sched_yield()
+            time.sleep(0.2)
+    """
+    with _beside_busy_loops(1):
         result = run(pytester, {"test_yielding": source}, "--memleak-budget=none")
-    finally:
-        os.sched_setaffinity(0, saved)
-        loop.kill()
-        loop.wait()
     assert_outcomes(result, pytester, passed=1)
     found = _report(pytester)["test_yielding.py::test_sleeps"]
     most = 2 + repeating.SCREEN_STRETCHES + repeating.STEPS  # its own, the warm-up, the screen, one window
