@@ -307,10 +307,7 @@ class MemleakSession:
                 gather.temporary_paths(item, result)
             wanted = result.leaked and settings.flamegraph != "none" or settings.flamegraph == "all" and result.status == CLEAN
             if wanted and not self._report_dir_unusable():  # (unusable: said once, at the end: "reports not written")
-                from pytest_memleak.evidence.flamegraph import safe_name
-
-                base = self.report_dir / "flamegraphs" / safe_name(item.nodeid)
-                pending, shared = gather.flamegraph(result, run, base, settings.native_stacks, settings.capture == "aggregated")
+                pending, shared = gather.flamegraph(result, run, self.report_dir, settings.native_stacks, settings.capture == "aggregated")
                 if pending is not None:  # rendered beside the next tests, on another core; finished at the end
                     self.renders.append((item.nodeid, pending))
                 if shared is not None and shared not in self.problems:  # the same gap for every test: said once

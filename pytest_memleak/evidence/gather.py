@@ -31,16 +31,17 @@ def temporary_paths(item: pytest.Item, result: LeakResult) -> None:
         result.problems.append(f"temporary-path scan failed: {type(exc).__name__}: {exc}")
 
 
-def flamegraph(result: LeakResult, run: Any, base: Path, native: bool, aggregated: bool) -> tuple[Any, str | None]:
+def flamegraph(result: LeakResult, run: Any, report_dir: Path, native: bool, aggregated: bool) -> tuple[Any, str | None]:
     """More runs of the test under memray, as many as hold enough of the leak to show (planned by
-    the median of its latest runs), rendered to ``base``.html in the background. Returns the
-    render under way (None when finished or not started) and a problem that is the session's
-    to say once (memray missing), not this test's."""
+    the median of its latest runs), rendered under ``report_dir``/flamegraphs in the background.
+    Returns the render under way (None when finished or not started) and a problem that is the
+    session's to say once (memray missing), not this test's."""
     try:
         from pytest_memleak.evidence import flamegraph as memray_capture
     except ImportError as exc:  # pragma: no cover - a partial install
         result.problems.append(f"no flamegraph: {exc}")
         return None, None
+    base = report_dir / "flamegraphs" / memray_capture.safe_name(result.nodeid)
     try:
         base.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

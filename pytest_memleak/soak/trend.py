@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from statistics import NormalDist
+from statistics import NormalDist, linear_regression
 
 from pytest_memleak.config.units import format_duration, format_size
 
@@ -196,17 +196,14 @@ def _trough(cycle: Sequence[tuple[float, float]]) -> tuple[float, float]:
     fill's samples up to the next clean-up. The least-squares line through the fill (three
     samples at the least, rising), at the middle of the step before it; else its lowest sample."""
     (before, _), fill = cycle[0], cycle[1:]
-    if len(fill) < MIN_SEGMENT_POINTS:
+    ts, ys = [a for a, _ in fill], [b for _, b in fill]
+    if len(fill) < MIN_SEGMENT_POINTS or ts[-1] <= ts[0]:
         return fill[0]
-    n = len(fill)
-    mt = sum(a for a, _ in fill) / n
-    my = sum(b for _, b in fill) / n
-    sxx = sum((a - mt) ** 2 for a, _ in fill)
-    slope = sum((a - mt) * (b - my) for a, b in fill) / sxx if sxx > 0 else 0.0
+    slope, intercept = linear_regression(ts, ys)
     if not slope > 0:
         return fill[0]
-    at = (before + fill[0][0]) / 2
-    return at, my + slope * (at - mt)
+    at = (before + ts[0]) / 2
+    return at, intercept + slope * at
 
 
 def fit_level(t: Sequence[float], y: Sequence[float], *, warmup_fraction: float = 0.1, confidence: float = 0.95) -> Level:
