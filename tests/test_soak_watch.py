@@ -479,6 +479,45 @@ def test_a_heap_whose_bytes_rise_unevenly_is_judged_on_its_allocated_blocks(tmp_
     assert "persists in the last third" in blocks[0], blocks
 
 
+def _settling_service(tmp_path: Path, page_every: float) -> SoakResult:
+    """The verdict on an 8 s soak of a service whose heap is flat and whose RSS settles: 400 KiB in
+    the warm-up, then a 4 KiB page every ``page_every`` seconds (a 3.13 CI run's fixed connections
+    service: sqlite's 512 KiB page cache filling, and pymalloc's pools)."""
+    from pytest_memleak.soak import verdict
+    from tests.test_guard import MarkedItem
+
+    runner = soak._Runner(None, soak_cfg.soak_config(MarkedItem(duration="8s", warmup="30%", memory_limit="500 MiB")), tmp_path / "x.jsonl", lambda: None)  # type: ignore[arg-type]
+    m = runner.measured
+    m.elapsed, m.waited, m.iterations, m.samples, m.heap_unit = 8.25, 0.0, 330, 34, "B"
+    m.heap_name = "Python heap (the allocators' bytes: pymalloc's and malloc's)"
+    for i in range(34):
+        t = 0.25 * i
+        settled = 4096 * (50 * min(t, 2.0) // 1) + (4096 * ((t - 2.5) // page_every) if t > 2.5 else 0)
+        wobble = (i * 7919) % 13 - 6  # the heap churns around a flat level
+        m.series.add(t, 40.0 * t, 72.3 * 2**20 + settled, 43.4e6 + 20_000 * wobble, 291_500.0 + 80 * wobble)
+    return verdict.judge_soak(m)
+
+
+def test_rss_that_settles_a_few_pages_is_not_a_leak_and_growth_past_its_resolution_is(tmp_path: Path) -> None:
+    """A fixed service failed a 3.13 CI run: its RSS rose 30 KiB in the 5.7 s window, a page at a
+    time, so surely and persistently that "grows 18.8 MiB/h, reaches 500 MiB in 22 h 46 min" fell
+    inside the 24 h horizon. A soak resolves RSS to a mebibyte (an arena, a heap-top step, a page
+    cache): the same staircase reads ok, saying why, and RSS past that in the window is a leak."""
+    from pytest_memleak.results import CLEAN
+    from pytest_memleak.soak.trend import fit_level
+    from pytest_memleak.soak.verdict import RSS_RESOLUTION
+
+    settling = _settling_service(tmp_path, page_every=0.3)
+    assert fit_level(settling.t, settling.rss, warmup_fraction=0.3).trend.persistent  # (what the old verdict judged)
+    assert settling.status == CLEAN and settling.time_to_limit is None, settling.reason
+    assert "grows only " in settling.reason and "within its resolution of 1.0 MiB" in settling.reason, settling.reason
+    assert any("within its resolution of 1.0 MiB" in d for d in settling.details if d.startswith("RSS: ")), settling.details
+    leaking = _settling_service(tmp_path, page_every=0.0134)  # 430 pages, 1.7 MiB, in the window
+    assert RSS_RESOLUTION < 430 * 4096
+    assert leaking.status == LEAK and leaking.leaked_metrics == ["rss"], leaking.reason
+    assert leaking.time_to_limit is not None and "persists in the last third" in leaking.reason, leaking.reason
+
+
 def test_a_leak_per_iteration_stands_when_throughput_collapses(tmp_path: Path) -> None:
     """Under load, a registry that leaks 37 KiB an iteration slowed from 43 to 16 iterations a
     second: RSS grew per second to the end, the heap's rate per second fell with the throughput

@@ -358,6 +358,27 @@ def test_only_a_persistent_trend_is_projected_beyond_a_hundred_windows(n, seed, 
         assert ttl <= RISING_REACH * (trend.window_end - trend.window_start)
 
 
+@PROPERTY
+@given(n=st.integers(12, 80), seed=seeds, resolution=st.floats(4 * KiB, 4 * MiB), saw=st.booleans())
+def test_growth_within_the_resolution_is_never_a_leak_nor_projected(n, seed, resolution, saw):
+    """A series known to within ``resolution`` (RSS, to what the allocators settle by) that grows by
+    no more than it over the window is neither persistent nor rising: never a leak, never projected."""
+    from pytest_memleak.soak.trend import fit_level
+
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) * 0.25
+    y = 80 * MiB + np.cumsum(rng.choice([0, 0, 4096, 8192, 64 * KiB], size=n))
+    if saw:
+        y = y + np.where(np.arange(n) % 7 == 6, 0, (np.arange(n) % 7) * 256 * KiB)
+    level = fit_level(list(t), list(y), warmup_fraction=0.3, resolution=resolution)
+    trend = level.trend
+    if trend.growth <= resolution:
+        assert not trend.persistent and not trend.rising and level.time_to(float(y[-1]) + 1 * MiB) is None
+        leak, reason = judge(trend, max_growth_per_hour=0, memory_limit=500 * MiB, horizon_seconds=24 * HOUR, current=level.now)
+        assert not leak, reason
+        assert trend.within_resolution == (trend.lower > 0 and trend.growth > 0)
+
+
 def test_count_units_are_formatted_as_counts():
     t = np.arange(200.0)
     trend = fit_trend(list(t), list(1000 + 3.0 * t))

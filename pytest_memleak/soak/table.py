@@ -14,7 +14,7 @@ from pytest_memleak.results import (
     LEAK,
     SoakResult,
 )
-from pytest_memleak.soak.trend import Level, Trend
+from pytest_memleak.soak.trend import Level, Trend, within_resolution
 
 
 def rate(per_hour: float, unit: str, signed: bool = False) -> str:
@@ -30,6 +30,8 @@ def state(trend: Trend, unit: str) -> str:
         return "too few samples"
     if trend.persistent:
         return "growth persists in the last half and the last third"
+    if trend.within_resolution:
+        return within_resolution(trend, unit)
     tail = trend.tail
     tail_rate = rate(tail.slope * 3600, unit, True) if tail is not None else "?"
     if trend.plateaued:

@@ -124,6 +124,12 @@ class Trend:
             and all(s.upper >= PERSIST_RATIO * self.slope for s in late)
         )
 
+    @property
+    def within_resolution(self) -> bool:
+        """Growth sure over the window, but by no more than what a point is known to within:
+        none, as far as the series can tell (RSS a few pages up as the allocators settle)."""
+        return self.sufficient and self.lower > 0 and 0.0 < self.growth <= self.resolution
+
     def time_to(self, limit: float, now_value: float) -> float | None:
         """Units of t (seconds) until ``limit`` at the fitted rate; None when not growing
         (neither persistent nor :attr:`rising`), and when the trend only rises and the limit is
@@ -206,9 +212,18 @@ def _trough(cycle: Sequence[tuple[float, float]]) -> tuple[float, float]:
     return at, intercept + slope * at
 
 
-def fit_level(t: Sequence[float], y: Sequence[float], *, warmup_fraction: float = 0.1, confidence: float = 0.95) -> Level:
+def fit_level(
+    t: Sequence[float],
+    y: Sequence[float],
+    *,
+    warmup_fraction: float = 0.1,
+    confidence: float = 0.95,
+    resolution: float = 0.0,
+) -> Level:
     """The trend of a memory series and where it stands: of its troughs when it saws and they are
-    enough for a trend, with the peaks' rise above them, else of every point."""
+    enough for a trend, with the peaks' rise above them, else of every point. ``resolution`` is
+    what the series' level is known to within (in its unit): growth over the window within it is
+    none (neither persistent nor rising, so never projected)."""
     saw = troughs(t, y)
     if saw is not None:
         trend = fit_trend(*saw[:2], warmup_fraction=warmup_fraction, confidence=confidence)
@@ -216,20 +231,21 @@ def fit_level(t: Sequence[float], y: Sequence[float], *, warmup_fraction: float 
             # a trough is known to within one sampling step (the clean-up fell somewhere in it):
             # growth of the troughs within that is none, and where in the step it fell is noise
             # (uniform over the step: its standard deviation is the step over the root of 12)
-            resolution = saw[2]
-            trend = replace(
-                trend,
-                noise=max(trend.noise, resolution / math.sqrt(12)),
-                persistent=trend.persistent and trend.growth > resolution,
-                resolution=resolution,
-            )
+            trend = _resolved(replace(trend, noise=max(trend.noise, saw[2] / math.sqrt(12))), max(saw[2], resolution))
             pairs = [(float(a), float(b)) for a, b in zip(t, y, strict=True) if _finite(a) and _finite(b)]
             end = max(a for a, _ in pairs)
             later = [b - trend.at(a) for a, b in pairs if a >= (trend.window_start + end) / 2]
             return Level(trend, trend.at(end) + max([0.0, *later]), len(saw[0]))
-    trend = fit_trend(t, y, warmup_fraction=warmup_fraction, confidence=confidence)
+    trend = _resolved(fit_trend(t, y, warmup_fraction=warmup_fraction, confidence=confidence), resolution)
     last = next((float(b) for b in reversed(y) if _finite(b)), math.nan)
     return Level(trend, last)
+
+
+def _resolved(trend: Trend, resolution: float) -> Trend:
+    """``trend`` of points known to within ``resolution``: growth within it does not persist."""
+    if resolution <= 0.0 or not trend.sufficient:
+        return trend
+    return replace(trend, persistent=trend.persistent and trend.growth > resolution, resolution=resolution)
 
 
 def fit_trend(
@@ -372,6 +388,8 @@ def judge(
         return hits_limit, f"{head}, {within}{limit_part}"
     if hits_limit:  # rising, too noisy late in the window to show persistence, and the limit is near
         return True, f"rises {fmt(rate)}/h ({pct} lower bound {fmt(lower)}/h){limit_part}"
+    if trend.within_resolution:
+        return False, f"{within_resolution(trend, unit)}: {fmt(rate, True)}/h ({pct} CI {fmt(lower)}/h .. {fmt(upper)}/h)"
     if trend.plateaued and trend.slope > 0 and tail is not None and tail.slope < PERSIST_RATIO * trend.slope:
         return False, (
             f"plateaued: {fmt(rate, True)}/h over the window but {fmt(tail_rate, True)}/h "
@@ -383,6 +401,12 @@ def judge(
         f"no persistent growth: {fmt(rate, True)}/h ({pct} CI {fmt(lower)}/h .. {fmt(upper)}/h), "
         f"{fmt(tail_rate, True)}/h in the last third{limit_part}"
     )
+
+
+def within_resolution(trend: Trend, unit: str = "B") -> str:
+    """How a trend's growth fell within its resolution (see :attr:`Trend.within_resolution`)."""
+    fmt = _formatter(unit)
+    return f"grows only {fmt(trend.growth)} over the window, within its resolution of {fmt(trend.resolution)}"
 
 
 # -- internals ---------------------------------------------------------------------------
