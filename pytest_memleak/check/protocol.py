@@ -7,8 +7,6 @@ ones pytest makes, with the verdict on them.
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from pytest_memleak import compat
@@ -21,16 +19,10 @@ def run_once(item: pytest.Item) -> tuple[list[pytest.TestReport], float]:
     the check may spend is measured by it, and a busy machine's wait is not its cost (under load a
     0.2 s sleep's own run took 1 s, so ten of its calls read as cheap, and a clean test got 21 runs
     where its bound allows 9)."""
-    from pytest_memleak.check.runner import exact_wait
+    from pytest_memleak.check.runner import exact_wait, less_wait
 
-    waits = exact_wait()
-    waited_from = waits.mark() if waits is not None else None
-    began = time.perf_counter()
-    reports = compat.runtestprotocol(item, log=False, nextitem=item.parent)  # type: ignore[arg-type]
-    own_seconds = time.perf_counter() - began
-    if waited_from is not None:
-        own_seconds = max(own_seconds - waits.since(waited_from), 1e-6)
-    return reports, own_seconds
+    reports, own_seconds = less_wait(exact_wait(), lambda: compat.runtestprotocol(item, log=False, nextitem=item.parent))  # type: ignore[arg-type]
+    return reports, max(own_seconds, 1e-6)
 
 
 def final_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> pytest.TestReport:

@@ -55,6 +55,8 @@ SCREEN_FACTOR = 0.25  # a clean test's quiet stretch may take a quarter of its o
 SCREEN_MIN = 0.0001  # ... plus this many seconds
 CHEAP_STRETCH = 10  # runs in a stretch at the least, when as many calls under one setup (the first one timed, ...
 CHEAP_SHARE = 2.0  # ... cold, so dearer than the rest) cost no more than this many of the test's own runs
+RETIME_SHARE = 2.0  # a first call within this many times the cheap share is timed again: on a busy machine its
+# cache goes cold between timeslices (an empty test's first call took 116 us less its wait for a CPU, against 25 us)
 SCREEN_STRETCHES = 3  # stretches the screen makes at most: growth in each of them is a suspect
 SUSPECT_FACTOR = 20  # ... or as long as this many of its runs, within confirm_seconds
 TRACED_SHARE = 0.5  # of what is left of a suspect's time, for the traced window
@@ -188,8 +190,12 @@ def screen(run: Runner, settings: TestSettings, own_seconds: float, thorough: bo
     else:  # the first stretch: as many runs as fit in a quarter of its own run's time, and a little
         run.call_wait = True  # its first call, timed less its wait for a CPU, says whether ten more runs are cheap
         stretch = run.repeat(settings.runs, time.perf_counter() + SCREEN_FACTOR * own_seconds + SCREEN_MIN)
+        call = run.call_seconds
+        if run.bare and stretch < CHEAP_STRETCH and CHEAP_SHARE < CHEAP_STRETCH * call / own_seconds <= RETIME_SHARE * CHEAP_SHARE:
+            run.repeat(1)  # (in the first stretch, whose length stays: growth every stretch-th run still cannot pass)
+            call = min(call, run.call_seconds)
         run.call_wait = False
-        if run.bare and CHEAP_STRETCH * run.call_seconds <= CHEAP_SHARE * own_seconds and stretch < CHEAP_STRETCH:
+        if run.bare and CHEAP_STRETCH * call <= CHEAP_SHARE * own_seconds and stretch < CHEAP_STRETCH:
             stretch += run.repeat(min(settings.runs, CHEAP_STRETCH) - stretch)  # growth every few runs costs little to see
         quiet, cap = stretch, SCREEN_STRETCHES * stretch
     while True:
@@ -715,8 +721,8 @@ def _measure(
         except NotRepeatable as exc:
             result = deciding.inconclusive(item.nodeid, str(exc))
         except SlowingDown:
-            recent = run.durations(deciding.SLOWING_RUNS + 1)
-            result = deciding.slowed_down(item.nodeid, min(run.clock[: deciding.SLOWING_RUNS + 1]), max(recent), run.runs)
+            n = deciding.SLOWING_RUNS + 1  # (each run less its wait for a CPU, as the slowdown was judged)
+            result = deciding.slowed_down(item.nodeid, min(run.busy(0, n)), max(run.busy(run.runs - n, run.runs)), run.runs)
             result = _counted_before_stop(run, settings, counters, first, result)
         except OutOfTime as exc:
             result = deciding.unsettled(item.nodeid, f"the screen did not settle within its bound ({exc})", f"{run.runs} runs")

@@ -60,7 +60,11 @@ class Contention:
         if not self.exact:
             return 0
         try:
-            return int(self._read().split()[1])
+            # (the second field, cut out without a list: a check reads this at every run of a test, and a
+            # list made and dropped there can stay in its free list, a block the screen counted as growth)
+            data = self._read()
+            start = data.index(b" ") + 1
+            return int(data[start : data.index(b" ", start)])
         except (OSError, ValueError, IndexError):
             return 0
 
