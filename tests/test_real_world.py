@@ -811,3 +811,32 @@ def test_slow_clean_test_is_run_only_a_few_times(pytester: pytest.Pytester) -> N
     status, reason = statuses["test_slow_clean.py::test_socket_round_trip"]
     # (or the time bound, on a slow or loaded machine, before a 0.2 s test showed which: it says so)
     assert status == "clean" or (status == "inconclusive" and ("glibc's per-thread caches" in reason or "mark the test memleak" in reason)), statuses
+
+
+def test_a_run_keeps_as_many_blocks_whether_its_wait_was_read_or_not(request: pytest.FixtureRequest) -> None:
+    """The runner's own state holds the same blocks after a run whose wait for a CPU was read (one
+    after a run of WAIT_READ_MIN or more) as after one whose was not. The mark was an int attribute:
+    a block when read, the cached -1 when not, so a test of about a millisecond a run, read at some
+    runs and not at others, stepped [+2, 0] for a block a run, and CI read its leak clean."""
+    from pytest_memleak.check.runner import WAIT_READ_MIN
+    from pytest_memleak.probe.contention import Contention
+
+    waits = Contention()
+    if not waits.exact:
+        pytest.skip("the kernel does not count this thread's wait for a CPU here (/proc/thread-self/schedstat)")
+    run = Runner(request.node)
+    run.cpu_wait = waits
+
+    def one(seconds: float) -> int:
+        began = run._begin_run()
+        time.sleep(seconds)
+        run._account(began, None, torn_down=False)
+        return sys.getallocatedblocks()
+
+    slow, quick = 2 * WAIT_READ_MIN, 0.0
+    steps = []
+    for _ in range(8):
+        before = one(slow)  # the next run reads its wait
+        read = one(quick)  # ... and the one after it does not
+        steps.append((read - before, one(slow) - read))
+    assert steps[3:] == [(0, 0)] * 5, steps  # (the first cycles settle the free lists)

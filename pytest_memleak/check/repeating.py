@@ -190,12 +190,13 @@ def screen(run: Runner, settings: TestSettings, own_seconds: float, thorough: bo
     else:  # the first stretch: as many runs as fit in a quarter of its own run's time, and a little
         run.call_wait = True  # its first call, timed less its wait for a CPU, says whether ten more runs are cheap
         stretch = run.repeat(settings.runs, time.perf_counter() + SCREEN_FACTOR * own_seconds + SCREEN_MIN)
-        call = run.call_seconds
-        if run.bare and stretch < CHEAP_STRETCH and CHEAP_SHARE < CHEAP_STRETCH * call / own_seconds <= RETIME_SHARE * CHEAP_SHARE:
+        own = max(own_seconds, 1e-6)  # (as protocol.run_once times it)
+        share = CHEAP_STRETCH * run.call_seconds / own  # what ten calls cost, in the test's own runs
+        if run.bare and stretch < CHEAP_STRETCH and CHEAP_SHARE < share <= RETIME_SHARE * CHEAP_SHARE:
             run.repeat(1)  # (in the first stretch, whose length stays: growth every stretch-th run still cannot pass)
-            call = min(call, run.call_seconds)
+            share = min(share, CHEAP_STRETCH * run.call_seconds / own)
         run.call_wait = False
-        if run.bare and CHEAP_STRETCH * call <= CHEAP_SHARE * own_seconds and stretch < CHEAP_STRETCH:
+        if run.bare and share <= CHEAP_SHARE and stretch < CHEAP_STRETCH:
             stretch += run.repeat(min(settings.runs, CHEAP_STRETCH) - stretch)  # growth every few runs costs little to see
         quiet, cap = stretch, SCREEN_STRETCHES * stretch
     while True:

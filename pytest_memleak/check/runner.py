@@ -101,7 +101,9 @@ class Runner:
     _capman: Any = None
     clock: array[float] = field(default_factory=lambda: array("d", bytes(8 * MAX_RUNS)))
     waited: array[float] = field(default_factory=lambda: array("d", bytes(8 * MAX_RUNS)))  # each run's wait for a CPU (where read)
-    _run_mark: int = -1  # the thread's wait when the current run began (-1: not read)
+    # the thread's wait when the current run began (-1: not read), in place: an int kept is a block only when the
+    # wait was read, and a test of about WAIT_READ_MIN a run then read [+2, 0] blocks for a block a run
+    _run_mark: array[int] = field(default_factory=lambda: array("q", [-1]))
     resources_before: Any = None  # what was alive when the last attribution window began
     watch_slowing: bool = True  # off while traced: tracing itself slows the runs down
     watch_slowing_from: int = 0  # the run from which durations are comparable again (after tracing)
@@ -212,7 +214,8 @@ class Runner:
     def _begin_run(self) -> float:
         """A run begins: its clock, then (after a run of WAIT_READ_MIN or more) the thread's wait."""
         began = time.perf_counter()
-        self._run_mark = int(self.cpu_wait.mark()) if self.cpu_wait is not None and self.seconds >= WAIT_READ_MIN else -1
+        mark = self._wait_mark() if self.seconds >= WAIT_READ_MIN else None
+        self._run_mark[0] = -1 if mark is None else mark
         return began
 
     def __call__(self) -> None:
@@ -298,7 +301,7 @@ class Runner:
         self._tidy(torn_down)
         if self.runs < MAX_RUNS:
             # (the wait, then the clock: a wait read inside the run's span)
-            self.waited[self.runs] = self.cpu_wait.since(self._run_mark) if self._run_mark >= 0 else 0.0
+            self.waited[self.runs] = self.cpu_wait.since(self._run_mark[0]) if self._run_mark[0] >= 0 else 0.0
             self.clock[self.runs] = time.perf_counter() - began
         self.runs += 1
         if failure is not None:
