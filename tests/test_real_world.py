@@ -709,25 +709,30 @@ def test_a_slow_test_whose_own_run_waited_for_its_cpu_gets_no_cheap_stretch(pyte
 
 class _Preempted:
     """The kernel's count of this thread's wait for a CPU, with the waits set by the test (a real
-    preemption does not fall where a test asks): ``waits`` are added, in seconds, at each reading;
-    ``sleep`` sleeps that long first, so that the clock sees the wait the count reports."""
+    preemption does not fall where a test asks): ``pending`` seconds are added at each reading,
+    ``ns`` by the test; ``sleep`` sleeps each added wait, so that the clock sees the wait the count
+    reports. ``kernel`` (a probe.contention.Contention counting exactly) adds the thread's real waits,
+    so that on a loaded machine a sleep that ends late for want of a CPU is not read as work."""
 
-    def __init__(self, sleep: bool = False) -> None:
-        self.ns, self.sleep, self.pending = 0, sleep, 0.0
+    def __init__(self, sleep: bool = False, kernel: contention_mod.Contention | None = None) -> None:
+        self.ns, self.sleep, self.pending, self.kernel = 0, sleep, 0.0, kernel
 
     def wait(self, seconds: float) -> None:
         if self.sleep:
             time.sleep(seconds)
         self.ns += int(seconds * 1e9)
 
+    def _count(self) -> int:
+        return self.ns + (self.kernel.mark() if self.kernel is not None else 0)
+
     def mark(self) -> int:
-        mark = self.ns
+        mark = self._count()
         self.wait(self.pending)  # just after the reading
         return mark
 
     def since(self, mark: int) -> float:
         self.wait(self.pending)  # just before the reading
-        return (self.ns - mark) / 1e9
+        return (self._count() - mark) / 1e9
 
 
 @pytest.mark.parametrize("counted", [True, False], ids=["waits counted", "waits not counted"])
@@ -740,7 +745,8 @@ def test_runs_that_only_wait_longer_for_their_cpu_are_no_slowdown(request: pytes
     from pytest_memleak.check.runner import SlowingDown
 
     run = Runner(request.node)
-    waits = _Preempted()
+    kernel = contention_mod.Contention()
+    waits = _Preempted(kernel=kernel if kernel.exact else None)  # (a loaded machine's own waits are no work either)
     run.cpu_wait, run._inside, run.watch_slowing = waits, True, True
     began = run._begin_run()
     run._account(began, None, torn_down=False)  # a quick first run
