@@ -562,6 +562,59 @@ def test_big_temporaries_and_dropped_cycles_are_clean(pytester: pytest.Pytester)
     expect_clean(pytester, {"test_temporaries": source}, 2)
 
 
+@pytest.mark.skipif(not hasattr(sys, "_deactivate_opcache"), reason="only Python 3.10 builds a code object's opcode cache after 1,024 calls")
+def test_code_that_gets_hot_over_the_runs_is_no_suspect(pytester: pytest.Pytester) -> None:
+    """Python 3.10 gives a code object its opcode cache, two pymalloc blocks kept as long as the code, at its
+    1,024th call: a function a test calls k times a run gets them at run 1024/k. Here helper i reaches that call
+    in run i + 2, so without the cache turned off (as regrtest -R turns it off) the blocks step up run after run,
+    and the clean test was made a suspect (166 to 294 runs)."""
+    source = """
+        import math
+
+        HELPERS = []
+        for i in range(300):  # a code object each (functions made in a loop would share one)
+            exec(compile(f"def helper_{i}(x):\\n    return math.floor(x)\\n", __file__, "exec"))
+            HELPERS.append((globals()[f"helper_{i}"], -(-1024 // (i + 2))))
+
+        def test_helpers():
+            for helper, calls in HELPERS:
+                for _ in range(calls):
+                    helper(1.5)
+    """
+    expect_clean(pytester, {"test_hot_code": source}, 1)
+    _assert_no_suspect(_report(pytester)["test_hot_code.py::test_helpers"])
+
+
+def test_one_slow_run_of_a_quick_test_is_no_suspect(pytester: pytest.Pytester) -> None:
+    """One run of a quick test is slow, as a busy machine makes one: the runner reads the next run's wait for a CPU
+    and its slowdown watch looks, for the first time. On Python 3.10 a code object's first call keeps a frame, a
+    block, so the screen's blocks stepped by 5 and then 1 (the screen's own tests, reached for the first time by
+    that growth), and the test was made a suspect (254 runs where 13 clear it)."""
+    source = """
+        import time
+        import pytest
+
+        RUNS = [0]
+
+        @pytest.mark.memleak
+        def test_one_slow_run():
+            RUNS[0] += 1
+            d = {i: str(i) for i in range(200)}
+            if RUNS[0] == 9:
+                time.sleep(0.05)
+            del d
+    """
+    expect_clean(pytester, {"test_slow_once": source}, 1)
+    _assert_no_suspect(_report(pytester)["test_slow_once.py::test_one_slow_run"])
+
+
+def _assert_no_suspect(test: dict) -> None:
+    """The test was cleared by its screen: it made no more runs than the screen makes at most (the
+    first call timed again among them), where a suspect's windows make hundreds."""
+    screen_runs = repeating.SCREEN_STRETCHES * test["settings"]["runs"] + 1
+    assert test["measured_runs"] <= screen_runs, (test["measured_runs"], test["reason"], test["series"])
+
+
 # -- re-run hygiene: growth the re-run itself causes ------------------------------------------------------------
 
 

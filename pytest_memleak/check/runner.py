@@ -253,6 +253,19 @@ class Runner:
                 made += 1
         return made
 
+    def warm(self) -> None:
+        """Call what a run reaches only on some timings: the wait read after a run of WAIT_READ_MIN
+        or more, the slowdown watch after a run past its floor, the wait credited near a bound
+        (see :func:`pytest_memleak.check.repeating.warm`). Changes nothing."""
+        mark = self._wait_mark()
+        if mark is not None:
+            self.cpu_wait.since(mark)
+        durations = self.busy(0, 0) + [1.0] * (deciding.SLOWING_RUNS + 1)
+        deciding.slowing(durations)
+        deciding.slowed(durations, durations)
+        if self.waits is None:  # (returns at once: nothing to credit)
+            self.credit_wait()
+
     def _wait_mark(self) -> int | None:
         """The thread's wait for a CPU so far (None: not counted exactly here)."""
         if self.cpu_wait is None:
