@@ -246,6 +246,7 @@ class _Runner:
         # the heap in bytes: tracemalloc's when it is tracing, else the allocators' own (pymalloc's
         # blocks and malloc's), a walk of ~1 ms a sample; allocated blocks where neither is readable.
         # A watched service's heap is not ours to read: its RSS is the series.
+        measuring.settle_interpreter()
         meter = measuring.heap_meter()
         self.heap_meter = meter if not m.traced and meter.available and not watched else None
         m.heap_unit = "B" if m.traced or self.heap_meter is not None or watched else "blocks"
