@@ -99,7 +99,6 @@ class ProcessGuards:
             resources.prepare()  # psutil imported now, not inside a measured window
             measuring.rss()  # first reads (psutil's caches) before any baseline
             measuring.open_fds()
-            measuring.settle_interpreter()
         if not self.froze:
             self.frozen_before = gc.get_freeze_count()
         # A collection of the whole heap, frozen part included, only once the heap has grown by

@@ -224,10 +224,12 @@ def warm(run: Runner) -> None:
     of frames that would lend one), so each such first call was a step in a clean test's
     blocks: one slow run of a quick test (its wait read, the slowdown watch) stepped them by 5,
     then by 1 (the screen's own tests, reached for the first time by that growth), and the
-    test was made a suspect."""
+    test was made a suspect. The opcode cache is turned off then too
+    (:func:`measuring.settle_interpreter`)."""
     if _warmed[0]:
         return
     _warmed[0] = True
+    measuring.settle_interpreter()
     run.warm()
     for values in ([0.0, 0.0, 0.0], [0.0, 1.0, 2.0]):  # a screen that clears, one that suspects
         deciding.screen_state({"blocks": values}, {"blocks": 0.0}, 1, 2)
