@@ -273,6 +273,21 @@ def test_growth_below_max_growth_is_not_a_leak(p):
     assert "within max_growth" in reason
 
 
+@PROPERTY
+@given(p=leak_strategy(), snr=st.floats(0.5, 30), clear=st.floats(1, 10))
+def test_a_rise_must_clear_the_noise_by_as_much_as_is_asked(p, snr, clear):
+    """A leak only when the window's rise is more than ``clear_of_noise`` times the noise; a
+    persistent trend that is not says so, with both figures."""
+    t, y, _, _ = linear_leak({**p, "snr": snr})
+    trend = fit_trend(list(t), list(y))
+    leak, reason = judge(
+        trend, max_growth_per_hour=0, memory_limit=None, horizon_seconds=None, current=float(y[-1]), clear_of_noise=clear
+    )
+    assert leak == (trend.persistent and trend.growth > clear * trend.noise), reason
+    if trend.persistent and not leak:
+        assert f"within {clear:g} times its noise" in reason, reason
+
+
 def test_iterations_as_t_give_bytes_per_iteration():
     iterations = np.arange(0, 5000, 10)
     y = 80 * MiB + 1000.0 * iterations + np.random.default_rng(1).normal(0, 20 * KiB, len(iterations))

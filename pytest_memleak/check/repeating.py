@@ -70,30 +70,6 @@ MAX_LONG_STEP = 64  # runs per step of a long window at most: windows of 256 run
 MAX_WINDOW_GROWTH = 64 * 1024 * 1024  # no longer window when it would retain more than this
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 @dataclass
 class Checkpoints:
     """The attribution window's measurements, one entry per checkpoint, after a full collection."""
@@ -623,8 +599,6 @@ def _confirm(nodeid: str, settings: TestSettings, cps: Checkpoints, per_step: in
         }
     )
     return result
-
-
 
 
 def _counted_before_stop(run: Runner, settings: TestSettings, counters: measuring.Counters, first: int, result: LeakResult) -> LeakResult:

@@ -340,6 +340,7 @@ def judge(
     horizon_seconds: float | None,
     current: float,
     unit: str = "B",
+    clear_of_noise: float = EFFECT_FLOOR,
 ) -> tuple[bool, str]:
     """A verdict on a trend whose t is in seconds: ``(leak, one-line reason)``.
 
@@ -347,6 +348,9 @@ def judge(
     third) exceeds ``max_growth_per_hour``, or when growth persists and ``memory_limit``
     would be reached from ``current`` within ``horizon_seconds`` at the fitted rate.
     ``unit`` is "B" (sizes are formatted as KiB/MiB) or a count unit such as "blocks".
+    Persisting growth must also rise over the window by more than ``clear_of_noise`` times the
+    series' noise (a persistent trend already rose by more than :data:`EFFECT_FLOOR` times it):
+    a second look at a question another series could not settle asks for a plain rise.
     """
     fmt = _formatter(unit)
     pct = f"{trend.confidence * 100:g}%"
@@ -382,6 +386,9 @@ def judge(
     if trend.persistent:
         over = trend.lower > threshold and tail is not None and tail.slope > threshold
         head = f"grows {fmt(rate)}/h ({pct} lower bound {fmt(lower)}/h)"
+        if trend.growth <= clear_of_noise * trend.noise:
+            within_noise = f"by {fmt(trend.growth)} over the window, within {clear_of_noise:g} times its noise ({fmt(trend.noise)})"
+            return hits_limit, f"{head}, but {within_noise}{limit_part}"
         if over:
             return True, f"{head}, persists in the last third{limit_part}"
         within = f"within max_growth {fmt(max_growth_per_hour)}/h"
