@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -489,6 +490,21 @@ FIXED_BYTES = [43212400, 43150720, 43397600, 43041744, 43306400, 43364704, 43101
 FIXED_BLOCKS = [289669, 289323, 290479, 289045, 290063, 290109, 289173, 289974, 288983, 289111, 289496, 288723, 289422, 288636, 289143, 289553, 288564, 289259, 287989, 288840, 289257, 288569, 288616, 289841, 288225, 288531, 287721, 288513, 289551, 289377, 290230, 288575, 289301, 289807, 289875, 289073, 287774, 289084, 289487, 288355, 288914, 289372, 289141, 289678, 288783, 289298, 289961, 289322, 289914, 289029, 289394, 290464, 290154]
 
 
+def _judge_chat_soak(tmp_path: Path, elapsed: float, waited: float, *columns: list[Any]) -> SoakResult:
+    """The verdict on a recorded 8 s chat scenario soak (warm-up 30%, memory_limit 500 MiB): its
+    seconds, iterations, RSS in KiB, heap bytes and allocated blocks, one list each."""
+    from pytest_memleak.soak import verdict
+    from tests.test_guard import MarkedItem
+
+    runner = soak._Runner(None, soak_cfg.soak_config(MarkedItem(duration="8s", warmup="30%", memory_limit="500 MiB")), tmp_path / "x.jsonl", lambda: None)  # type: ignore[arg-type]
+    m = runner.measured
+    m.elapsed, m.waited, m.iterations, m.samples, m.heap_unit = elapsed, waited, int(columns[1][-1]), len(columns[0]), "B"
+    m.heap_name = "Python heap (the allocators' bytes: pymalloc's and malloc's)"
+    for t, n, rss_kib, heap, blocks in zip(*columns, strict=True):
+        m.series.add(t, float(n), 1024.0 * rss_kib, float(heap), float(blocks))
+    return verdict.judge_soak(m)
+
+
 def test_blocks_that_wander_up_within_their_noise_do_not_make_a_clean_heap_leak(tmp_path: Path) -> None:
     """The heap's bytes rose over the window but unsurely, so its blocks were judged too: they rose
     1,078 over the 9 s window against noise of 664, and each part of the window's lower bound was above
@@ -497,15 +513,8 @@ def test_blocks_that_wander_up_within_their_noise_do_not_make_a_clean_heap_leak(
     times its noise, and is still a leak (the test above)."""
     from pytest_memleak.results import CLEAN
     from pytest_memleak.soak import verdict
-    from tests.test_guard import MarkedItem
 
-    runner = soak._Runner(None, soak_cfg.soak_config(MarkedItem(duration="8s", warmup="30%", memory_limit="500 MiB")), tmp_path / "x.jsonl", lambda: None)  # type: ignore[arg-type]
-    m = runner.measured
-    m.elapsed, m.waited, m.iterations, m.samples, m.heap_unit = 13.03, 4.99, 514, len(FIXED_T), "B"
-    m.heap_name = "Python heap (the allocators' bytes: pymalloc's and malloc's)"
-    for row in zip(FIXED_T, FIXED_ITERATIONS, FIXED_RSS_KIB, FIXED_BYTES, FIXED_BLOCKS, strict=True):
-        m.series.add(row[0], float(row[1]), 1024.0 * row[2], float(row[3]), float(row[4]))
-    result = verdict.judge_soak(m)
+    result = _judge_chat_soak(tmp_path, 13.03, 4.99, FIXED_T, FIXED_ITERATIONS, FIXED_RSS_KIB, FIXED_BYTES, FIXED_BLOCKS)
     blocks = [d for d in result.details if d.startswith("allocated blocks: ")]
     assert len(blocks) == 1, result.details  # (judged: the bytes rose)
     assert result.status == CLEAN and not result.leaked_metrics, (result.reason, blocks)
@@ -531,16 +540,7 @@ LEAKY_BLOCKS = [306175, 306882, 308577, 307921, 310278, 309613, 311279, 313056, 
 def test_a_leak_whose_throughput_dipped_mid_window_is_still_a_leak(tmp_path: Path) -> None:
     """RSS rose from 108 to 154 MiB in 17.8 s, and the soak read "no persistent growth: +7.5 GiB/h (95% CI
     0 B/h .. 22.6 GiB/h)": the fixed 500 MiB limit was "never" reached, the brief's own complaint."""
-    from pytest_memleak.soak import verdict
-    from tests.test_guard import MarkedItem
-
-    runner = soak._Runner(None, soak_cfg.soak_config(MarkedItem(duration="8s", warmup="30%", memory_limit="500 MiB")), tmp_path / "x.jsonl", lambda: None)  # type: ignore[arg-type]
-    m = runner.measured
-    m.elapsed, m.waited, m.iterations, m.samples, m.heap_unit = 17.82, 9.78, 559, len(LEAKY_T), "B"
-    m.heap_name = "Python heap (the allocators' bytes: pymalloc's and malloc's)"
-    for row in zip(LEAKY_T, LEAKY_ITERATIONS, LEAKY_RSS_KIB, LEAKY_BYTES, LEAKY_BLOCKS, strict=True):
-        m.series.add(row[0], float(row[1]), 1024.0 * row[2], float(row[3]), float(row[4]))
-    result = verdict.judge_soak(m)
+    result = _judge_chat_soak(tmp_path, 17.82, 9.78, LEAKY_T, LEAKY_ITERATIONS, LEAKY_RSS_KIB, LEAKY_BYTES, LEAKY_BLOCKS)
     assert result.status == LEAK and result.time_to_limit is not None, result.reason
 
 
