@@ -10,7 +10,7 @@ reads the process: the loop in :mod:`pytest_memleak.soak.run` does, into a :clas
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pytest_memleak.config.units import format_duration, format_size
@@ -20,21 +20,24 @@ from pytest_memleak.soak.config import SoakConfig
 from pytest_memleak.soak.guard import Trip
 from pytest_memleak.soak.samples import Series, chart_indices
 from pytest_memleak.soak.table import rate, saw_label, state
-from pytest_memleak.soak.trend import Trend, fit_level, judge
+from pytest_memleak.soak.trend import EFFECT_FLOOR, Level, Trend, fit_level, judge
 
 MAX_STRETCH = 3.0  # a busy machine's soak runs on by the time it was contended, up to this times its duration
 # (beside two busy loops and a second xdist worker a soak waited 63% of its time: at 2x, 6.0 s of 8 s of work)
 WORK_SHORT = 0.75  # ...and a leak found in less work than this share of its duration is inconclusive
-COLLAPSE = 0.5  # throughput of the window's last third below this share of its first third: a collapse
+UNSTEADY = 0.5  # throughput of a sixth of the window below this share of another's: it varied
+THROUGHPUT_PARTS = 6  # (in thirds, a stop of 1.5 s in a 10 s window went unseen and a leak per iteration read ok)
 RSS_RESOLUTION = 1024 * 1024  # what a soak resolves RSS to: a process settling climbs by up to this
 # (pymalloc touches a 1 MiB arena a 16 KiB pool at a time, malloc grows its heap top in steps of
 # 128 KiB and more, sqlite fills its page cache): a fixed service's RSS rose 30 KiB, persistently,
 # in the 5.7 s window of an 8 s soak and read as reaching 500 MiB in 23 h
 MIN_BLOCK_BYTES = 32  # a pymalloc block holding an object is at least this big
-BLOCKS_CLEAR_OF_NOISE = 3.0  # the heap's blocks, judged where its bytes did not settle it, must rise by this many
-# times their noise over the window: an object() an iteration rose 75 to 378 times it beside two busy loops,
-# while a fixed service's blocks (a sqlite connection opened and closed every 100 requests: 2,800 blocks
-# in flight) wandered up 1.6 times it, surely at 95% in each part of the window, and failed a loaded CI run
+SECOND_LOOK_CLEAR_OF_NOISE = 3.0  # a second look at a question the first could not settle (the heap's blocks
+# where its bytes rose unsurely, a series per iteration where throughput varied) asks for a rise of this many
+# times the noise over the window, as a second test at the same strength doubles the false positives: an
+# object() an iteration rose 75 to 378 times it beside two busy loops, while a fixed service's blocks (a
+# sqlite connection opened and closed every 100 requests: 2,800 blocks in flight) wandered up 1.6 times it,
+# surely at 95% in each part of the window, and failed a loaded CI run
 CONFIDENCE = 0.95
 
 
@@ -118,46 +121,20 @@ def judge_soak(m: Measured) -> SoakResult:
     the memory guard or the service's exit stopped keeps its trend and leads with why."""
     config = m.config
     t, iterations, rss, heap, blocks = m.series.columns()
-    # a series that saws is judged, and projected, on its troughs (memory after each clean-up)
-    rss_level = fit_level(
-        t, rss, warmup_fraction=config.warmup_fraction, confidence=CONFIDENCE, resolution=RSS_RESOLUTION
-    )
-    heap_level = fit_level(t, heap, warmup_fraction=config.warmup_fraction, confidence=CONFIDENCE)
+    by_time = _judge_memory(m, t, rss, heap, blocks)
+    window_rate = _window_throughput(t, iterations, by_time.rss_level.trend)
+    low, high = _throughput_range(t, iterations, by_time.rss_level.trend)
+    by_work, varied = None, None
+    if window_rate > 0 and low < UNSTEADY * high:  # the same growth per iteration is no line over seconds
+        varied = f"throughput ranged from {low:,.1f}/s to {high:,.1f}/s over the sixths of the fitted window"
+        work = [n / window_rate for n in iterations]
+        by_work = _judge_memory(m, work, rss, heap, blocks, clear_of_noise=SECOND_LOOK_CLEAR_OF_NOISE)
+    judged, per_iteration = _per_iteration(m, by_time, by_work, window_rate)
+    rss_level, heap_level = judged.rss_level, judged.heap_level
     rss_trend, heap_trend = rss_level.trend, heap_level.trend
+    rss_leak, rss_reason, heap_leak, heap_reason = judged.rss_leak, judged.rss_reason, judged.heap_leak, judged.heap_reason
+    blocks_reason = judged.blocks_reason
     current_rss = rss[-1] if rss else math.nan
-    rss_leak, rss_reason = judge(
-        rss_trend,
-        max_growth_per_hour=config.max_growth,
-        memory_limit=config.memory_limit,
-        horizon_seconds=config.horizon,
-        current=rss_level.now,
-    )
-    heap_budget = config.max_growth if m.heap_unit == "B" else config.max_growth / MIN_BLOCK_BYTES
-    heap_leak, heap_reason = judge(
-        heap_trend,
-        max_growth_per_hour=heap_budget,
-        memory_limit=None,
-        horizon_seconds=None,
-        current=heap_level.now if math.isfinite(heap_level.now) else 0.0,
-        unit=m.heap_unit,
-    )
-    blocks_reason = None
-    if m.heap_unit == "B" and not heap_leak and not m.is_watched and heap_trend.slope * 3600.0 > heap_budget:
-        # the heap's bytes rise, but too unevenly to show it surely (a few bytes an iteration, beside
-        # pymalloc's pools and arenas coming and going): its allocated blocks are an exact count, in
-        # which a leak of small objects persists plainly (an object() an iteration, under load)
-        blocks_level = fit_level(t, blocks, warmup_fraction=config.warmup_fraction, confidence=CONFIDENCE)
-        blocks_leak, blocks_reason = judge(
-            blocks_level.trend,
-            max_growth_per_hour=heap_budget / MIN_BLOCK_BYTES,
-            memory_limit=None,
-            horizon_seconds=None,
-            current=blocks_level.now,
-            unit="blocks",
-            clear_of_noise=BLOCKS_CLEAR_OF_NOISE,
-        )
-        if blocks_leak:
-            heap_leak, heap_reason = True, f"grows {rate(heap_trend.slope * 3600.0, 'B')}; allocated blocks: {blocks_reason}"
     if m.is_watched:  # a watched service's heap is not read: its RSS is the verdict
         heap_leak, heap_reason = False, "not read (the soak watches another process)"
     rss_label = f"watched RSS (pid {m.watched_pid} and children)" if m.is_watched else "RSS"
@@ -175,6 +152,8 @@ def judge_soak(m: Measured) -> SoakResult:
             f"an iteration took {format_duration(m.slow_iteration)}, longer than sample_every "
             f"{format_duration(config.sample_every)}: samples are one per iteration"
         )
+    if varied is not None:
+        problems.append(varied)
     if config.memory_limit is not None and current_rss >= config.memory_limit:
         problems.append(f"RSS {format_size(current_rss)} is above memory_limit {format_size(config.memory_limit)}")
 
@@ -194,7 +173,7 @@ def judge_soak(m: Measured) -> SoakResult:
     else:
         status = CLEAN
         reason = f"{rss_name} {rss_reason}"
-    doubt = _doubt(m, t, iterations, {"rss": rss, "heap": heap}, leaked, rss_trend, problems)
+    doubt = _doubt(m, leaked, by_work, varied)
     if doubt and status != INCONCLUSIVE:
         status = INCONCLUSIVE
         reason = f"{doubt}; {reason}"
@@ -207,7 +186,6 @@ def judge_soak(m: Measured) -> SoakResult:
     result.slope_per_hour = _finite(rss_trend.slope * 3600.0)
     result.slope_lower = _finite(rss_trend.lower * 3600.0)
     result.slope_upper = _finite(rss_trend.upper * 3600.0)
-    window_rate = _window_throughput(t, iterations, rss_trend)
     result.slope_per_iteration = _finite(rss_trend.slope / window_rate) if window_rate > 0 else 0.0
     if config.memory_limit is not None and rss_trend.sufficient:
         result.time_to_limit = rss_level.time_to(config.memory_limit)
@@ -217,10 +195,8 @@ def judge_soak(m: Measured) -> SoakResult:
     result.heap_slope_lower = _finite(heap_trend.lower * 3600.0)
     result.heap_slope_upper = _finite(heap_trend.upper * 3600.0)
     result.heap_plateaued = heap_trend.plateaued
-    result.fit_intercept = _finite(rss_trend.intercept)
-    result.fit_slope_per_second = _finite(rss_trend.slope)
-    result.fit_start = rss_trend.window_start
-    result.fit_end = rss_trend.window_end
+    drawn = _drawn(rss_trend, t, judged.rss_clock)
+    result.fit_intercept, result.fit_slope_per_second, result.fit_start, result.fit_end = (_finite(v) for v in drawn)
     pick = chart_indices(len(t))
     result.t = [round(t[i], 4) for i in pick]
     result.rss = [rss[i] for i in pick]
@@ -229,6 +205,8 @@ def judge_soak(m: Measured) -> SoakResult:
     result.details = _details(m, result, rss_trend, heap_trend, window_rate)
     if blocks_reason is not None:
         result.details.insert(2, f"allocated blocks: {blocks_reason}")
+    if per_iteration is not None:
+        result.details.insert(0, per_iteration)
     if m.trip is not None:  # a soak the guard stopped fails with the trend it measured, whatever the trend says
         stopped = (
             f"stopped by the memory guard after {result.duration:.1f} s of {config.duration:g} s "
@@ -266,27 +244,20 @@ def failure(m: Measured, result: SoakResult) -> str | None:
 # -- internals ---------------------------------------------------------------------------
 
 
-def _doubt(
-    m: Measured,
-    t: list[float],
-    iterations: list[float],
-    series: dict[str, list[float]],
-    leaked: list[str],
-    trend: Trend,
-    problems: list[str],
-) -> str | None:
-    """Why a busy machine leaves the verdict open, or None.
+def _doubt(m: Measured, leaked: list[str], by_work: _Judged | None, varied: str | None) -> str | None:
+    """Why a busy machine, or a throughput that varied, leaves the verdict open, or None.
 
     Growth is judged against time, and a machine that starves the soak of CPU changes how
     much work a second holds: a structure that fills by iterations is still filling when a
     starved soak ends. So a leak needs the work a quiet machine would have done (the loop ran
-    on for the time the CPUs were contended, up to :data:`MAX_STRETCH` times the duration);
-    and where throughput collapsed within the window, growth per second and per iteration
-    must agree: a leak per second that is none per iteration is in doubt, and so is a clean
-    verdict where a series grows per iteration. A leak confirmed per iteration stands though
-    the other series grows per iteration only (its rate per second fell with the throughput:
-    a registry leaking 34 KiB an iteration read "plateaued" per second under load). A collapse
-    is added to ``problems``.
+    on for the time the CPUs were contended, up to :data:`MAX_STRETCH` times the duration).
+    Where throughput varied within the window (``by_work`` is the verdict per iteration, and
+    ``varied`` says how), growth per second and per iteration must agree: a leak per second
+    that is none per iteration is in doubt, and so is a clean verdict where a series grows per
+    iteration (a fill the soak did too little work late to finish, or a leak). A leak confirmed
+    per iteration stands though the other series grows per iteration only (its rate per second
+    fell with the throughput: a registry leaking 34 KiB an iteration read "plateaued" per second
+    under load).
     """
     config = m.config
     stopped = m.trip is not None or m.exited is not None  # the limit or an exit: no fill ends that way
@@ -298,24 +269,130 @@ def _doubt(
                 f"{m.waited:.1f} s of its {m.elapsed:.1f} s, which leaves {max(work, 0.0):.1f} s of the "
                 f"{config.duration:g} s of work asked for"
             )
-    first, last = _thirds_throughput(t, iterations, trend)
-    if not (first > 0 and last < COLLAPSE * first):
+    if by_work is None or varied is None:
         return None
-    problems.append(f"throughput fell from {first:,.1f}/s to {last:,.1f}/s within the fitted window")
-    by_work: dict[str, bool] = {}
-    for name, values in series.items():
-        if m.is_watched and name == "heap":
-            continue
-        trend_by_work = fit_level(iterations, values, warmup_fraction=config.warmup_fraction, confidence=CONFIDENCE).trend
-        by_work[name] = trend_by_work.sufficient and trend_by_work.lower > 0 and (trend_by_work.persistent or trend_by_work.rising)
-    fell = f"throughput fell from {first:,.1f}/s to {last:,.1f}/s"
-    for name, grows in by_work.items():
-        if name in leaked and not grows:
-            return f"{fell}: {name} grows per second but not per iteration"
-    for name, grows in by_work.items():
-        if grows and not leaked:
-            return f"{fell}: {name} grows per iteration but not per second"
+    by_iteration = {"rss": by_work.rss_level.trend} if m.is_watched else {"rss": by_work.rss_level.trend, "heap": by_work.heap_level.trend}
+    grows = {name: trend.sufficient and trend.lower > 0 and (trend.persistent or trend.rising) for name, trend in by_iteration.items()}
+    for name, grew in grows.items():
+        if name in leaked and not grew:
+            return f"{varied}: {name} grows per second but not per iteration"
+    for name, grew in grows.items():
+        if grew and not leaked:
+            return f"{varied}: {name} grows per iteration but not per second"
     return None
+
+
+@dataclass(frozen=True)
+class _Judged:
+    """RSS and the Python heap, each fitted and judged on a clock: seconds, or iterations at a throughput."""
+
+    rss_clock: list[float]  # what RSS was fitted over
+    rss_level: Level
+    rss_leak: bool
+    rss_reason: str
+    heap_level: Level
+    heap_leak: bool
+    heap_reason: str
+    blocks_reason: str | None  # the heap's allocated blocks, where its bytes rose unsurely
+
+
+def _judge_memory(
+    m: Measured,
+    clock: list[float],
+    rss: list[float],
+    heap: list[float],
+    blocks: list[float],
+    clear_of_noise: float = EFFECT_FLOOR,
+) -> _Judged:
+    """RSS and the heap fitted over ``clock`` (seconds of the soak, or of work) and judged."""
+    config = m.config
+    # a series that saws is judged, and projected, on its troughs (memory after each clean-up)
+    rss_level = fit_level(
+        clock, rss, warmup_fraction=config.warmup_fraction, confidence=CONFIDENCE, resolution=RSS_RESOLUTION
+    )
+    heap_level = fit_level(clock, heap, warmup_fraction=config.warmup_fraction, confidence=CONFIDENCE)
+    heap_trend = heap_level.trend
+    rss_leak, rss_reason = judge(
+        rss_level.trend,
+        max_growth_per_hour=config.max_growth,
+        memory_limit=config.memory_limit,
+        horizon_seconds=config.horizon,
+        current=rss_level.now,
+        clear_of_noise=clear_of_noise,
+    )
+    heap_budget = config.max_growth if m.heap_unit == "B" else config.max_growth / MIN_BLOCK_BYTES
+    heap_leak, heap_reason = judge(
+        heap_trend,
+        max_growth_per_hour=heap_budget,
+        memory_limit=None,
+        horizon_seconds=None,
+        current=heap_level.now if math.isfinite(heap_level.now) else 0.0,
+        unit=m.heap_unit,
+        clear_of_noise=clear_of_noise,
+    )
+    blocks_reason = None
+    if m.heap_unit == "B" and not heap_leak and not m.is_watched and heap_trend.slope * 3600.0 > heap_budget:
+        # the heap's bytes rise, but too unevenly to show it surely (a few bytes an iteration, beside
+        # pymalloc's pools and arenas coming and going): its allocated blocks are an exact count, in
+        # which a leak of small objects persists plainly (an object() an iteration, under load)
+        blocks_level = fit_level(clock, blocks, warmup_fraction=config.warmup_fraction, confidence=CONFIDENCE)
+        blocks_leak, blocks_reason = judge(
+            blocks_level.trend,
+            max_growth_per_hour=heap_budget / MIN_BLOCK_BYTES,
+            memory_limit=None,
+            horizon_seconds=None,
+            current=blocks_level.now,
+            unit="blocks",
+            clear_of_noise=SECOND_LOOK_CLEAR_OF_NOISE,
+        )
+        if blocks_leak:
+            heap_leak, heap_reason = True, f"grows {rate(heap_trend.slope * 3600.0, 'B')}; allocated blocks: {blocks_reason}"
+    return _Judged(clock, rss_level, rss_leak, rss_reason, heap_level, heap_leak, heap_reason, blocks_reason)
+
+
+def _per_iteration(m: Measured, by_time: _Judged, by_work: _Judged | None, window_rate: float) -> tuple[_Judged, str | None]:
+    """The verdicts to give, and a line saying why where some are judged per iteration.
+
+    A leak that is steady per iteration bends over seconds where throughput varies: a dip
+    mid-window leaves a curve whose residuals' autocorrelation widens the trend's interval to
+    zero (a sqlite connection an iteration under load: 46 MiB in 18 s read "no persistent
+    growth", "never" reaching its limit). Where throughput varied (``by_work`` is the verdict per
+    iteration, asking a rise of :data:`SECOND_LOOK_CLEAR_OF_NOISE` times the noise), a series that
+    did not leak per second, and did not slow in the last third per second (a plateau there is
+    left to :func:`_doubt`), leaks when it leaks per iteration."""
+    if by_work is None:
+        return by_time, None
+    judged, names = by_time, []
+    if by_work.rss_leak and not by_time.rss_leak and not by_time.rss_level.trend.plateaued:
+        judged = replace(
+            judged, rss_clock=by_work.rss_clock, rss_level=by_work.rss_level, rss_leak=True,
+            rss_reason=f"{by_work.rss_reason} (judged per iteration)",
+        )
+        names.append("RSS")
+    if by_work.heap_leak and not by_time.heap_leak and not by_time.heap_level.trend.plateaued and not m.is_watched:
+        judged = replace(
+            judged, heap_level=by_work.heap_level, heap_leak=True,
+            heap_reason=f"{by_work.heap_reason} (judged per iteration)", blocks_reason=by_work.blocks_reason,
+        )
+        names.append("the Python heap")
+    if not names:
+        return by_time, None
+    return judged, (
+        f"judged per iteration: {' and '.join(names)}, as throughput varied within the window; rates are per "
+        f"hour at the window's {window_rate:,.1f} iterations/s"
+    )
+
+
+def _drawn(trend: Trend, t: list[float], clock: list[float]) -> tuple[float, float, float, float]:
+    """The fitted line as the report draws it over seconds: intercept, slope per second, start and
+    end. A trend fitted per iteration is drawn from its value where its window starts to its value
+    at the end."""
+    inside = [a for a, c in zip(t, clock, strict=True) if c >= trend.window_start]
+    if clock is t or not inside or t[-1] <= inside[0]:
+        return trend.intercept, trend.slope, trend.window_start, trend.window_end
+    start, end = inside[0], t[-1]
+    slope = (trend.at(trend.window_end) - trend.at(trend.window_start)) / (end - start)
+    return trend.at(trend.window_start) - slope * start, slope, start, end
 
 
 def _details(m: Measured, result: SoakResult, rss_trend: Trend, heap_trend: Trend, window_rate: float) -> list[str]:
@@ -393,13 +470,14 @@ def _window_throughput(t: list[float], iterations: list[float], trend: Trend) ->
     return _throughput(t, iterations, trend.window_start, math.inf)
 
 
-def _thirds_throughput(t: list[float], iterations: list[float], trend: Trend) -> tuple[float, float]:
-    """Iterations per second in the first and the last third of the fitted window."""
+def _throughput_range(t: list[float], iterations: list[float], trend: Trend) -> tuple[float, float]:
+    """The lowest and the highest throughput (iterations per second) of the parts of the fitted window."""
     start, end = trend.window_start, max(t, default=0.0)
-    span = (end - start) / 3.0
+    span = (end - start) / THROUGHPUT_PARTS
     if span <= 0:
         return 0.0, 0.0
-    return _throughput(t, iterations, start, start + span), _throughput(t, iterations, end - span, end)
+    parts = [_throughput(t, iterations, start + k * span, start + (k + 1) * span) for k in range(THROUGHPUT_PARTS)]
+    return min(parts), max(parts)
 
 
 def _throughput(t: list[float], iterations: list[float], a: float, b: float) -> float:
