@@ -1,8 +1,9 @@
 """A soak's verdict: from what its loop measured (:class:`Measured`) to a :class:`SoakResult`.
 
 :func:`judge_soak` fits RSS and the Python heap (:func:`pytest_memleak.soak.trend.fit_level`),
-judges each (:func:`~pytest_memleak.soak.trend.judge`), leaves the verdict open where a busy
-machine starved the soak of work (:func:`_doubt`), and writes the reason and the details.
+judges each (:func:`~pytest_memleak.soak.trend.judge`) over seconds, and over iterations too where
+throughput varied (:func:`_per_iteration`), leaves the verdict open where a busy machine starved
+the soak of work or the two disagree (:func:`_doubt`), and writes the reason and the details.
 :func:`failure` says whether the verdict fails the test. Nothing here runs the test body or
 reads the process: the loop in :mod:`pytest_memleak.soak.run` does, into a :class:`Measured`.
 """
