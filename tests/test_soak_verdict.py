@@ -220,40 +220,38 @@ def test_a_leak_confirmed_per_iteration_stands_when_throughput_collapses_and_gro
     ), heap_only.reason
 
 
+def _judge_profile(tmp_path: Path, rates: list[float], wobble: list[int], level: float, per_iteration: float) -> SoakResult:
+    """The verdict on a 15 s soak at ``rates`` (a second, by sixth), whose RSS and heap hold
+    ``level`` bytes and ``per_iteration`` more an iteration, and churn by ``wobble`` pages a sample."""
+    n = _iterations_at(rates)
+    rss_kib = [(level + per_iteration * k + 4096 * w) / 1024 for k, w in zip(n, wobble, strict=True)]
+    heap = [level / 2 + per_iteration * k + 4096 * w for k, w in zip(n, wobble, strict=True)]
+    blocks = [200_000.0 + 16 * w for w in wobble]
+    return _judge_chat_soak(tmp_path, DIP_T[-1], 0.0, DIP_T, n, rss_kib, heap, blocks, duration="15s")
+
+
+RATES = st.lists(st.floats(1.0, 60.0), min_size=6, max_size=6)  # a throughput a second in each sixth of the soak
+WOBBLE = st.lists(st.integers(-8, 8), min_size=len(DIP_T), max_size=len(DIP_T))  # churn of up to 8 pages
+
+
 @settings(max_examples=60, deadline=None)
-@given(
-    rates=st.lists(st.floats(1.0, 60.0), min_size=6, max_size=6),
-    wobble=st.lists(st.integers(-8, 8), min_size=61, max_size=61),
-    level=st.floats(50e6, 500e6),
-)
+@given(rates=RATES, wobble=WOBBLE, level=st.floats(50e6, 500e6))
 def test_memory_that_does_not_grow_is_never_a_leak_whatever_the_throughput(
     tmp_path_factory: pytest.TempPathFactory, rates: list[float], wobble: list[int], level: float
 ) -> None:
     """Flat memory with churn of up to 8 pages, at throughputs that dip, surge or collapse in any
     sixth of a 15 s soak: per second or per iteration, no verdict reads a leak."""
-    n = _iterations_at(rates)
-    rss_kib = [(level + 4096 * w) / 1024 for w in wobble]
-    heap = [level / 2 + 4096 * w for w in wobble]
-    blocks = [200_000.0 + 16 * w for w in wobble]
-    result = _judge_chat_soak(tmp_path_factory.mktemp("flat"), DIP_T[-1], 0.0, DIP_T, n, rss_kib, heap, blocks, duration="15s")
+    result = _judge_profile(tmp_path_factory.mktemp("flat"), rates, wobble, level, 0.0)
     assert result.status != LEAK, (result.reason, result.problems)
 
 
 @settings(max_examples=60, deadline=None)
-@given(
-    rates=st.lists(st.floats(1.0, 60.0), min_size=6, max_size=6),
-    wobble=st.lists(st.integers(-8, 8), min_size=61, max_size=61),
-    per_iteration=st.floats(100_000, 300_000),
-)
+@given(rates=RATES, wobble=WOBBLE, per_iteration=st.floats(100_000, 300_000))
 def test_a_leak_per_iteration_is_never_ok_whatever_the_throughput(
     tmp_path_factory: pytest.TempPathFactory, rates: list[float], wobble: list[int], per_iteration: float
 ) -> None:
     """100 to 300 KB kept an iteration, at throughputs that dip, surge or collapse in any sixth of a
     15 s soak: a leak, or inconclusive where growth slowed per second late in the window; never ok.
     (Judged per second alone, 1 iteration a second but 2 in the fifth sixth read "no persistent growth".)"""
-    n = _iterations_at(rates)
-    rss_kib = [(80e6 + per_iteration * k + 4096 * w) / 1024 for k, w in zip(n, wobble, strict=True)]
-    heap = [40e6 + per_iteration * k + 4096 * w for k, w in zip(n, wobble, strict=True)]
-    blocks = [200_000.0 + 16 * w for w in wobble]
-    result = _judge_chat_soak(tmp_path_factory.mktemp("leak"), DIP_T[-1], 0.0, DIP_T, n, rss_kib, heap, blocks, duration="15s")
+    result = _judge_profile(tmp_path_factory.mktemp("leak"), rates, wobble, 80e6, per_iteration)
     assert result.status != CLEAN, (result.reason, result.problems)
