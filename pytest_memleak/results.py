@@ -87,6 +87,7 @@ class LeakResult:
     flamegraph: str | None = None
     capture: str | None = None
     seconds: float = 0.0
+    own_seconds: float = 0.0  # the test's own run, less its wait for a CPU: what the screen's stretches are sized by
     settings: dict[str, Any] = field(default_factory=dict)
     over_budget: bool = False  # the session's cost budget did not reach it: unchecked
     warned: bool = False  # a leak reported only (memleak_warn): the test's own outcome stands

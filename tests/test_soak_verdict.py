@@ -231,7 +231,7 @@ def _judge_profile(tmp_path: Path, rates: list[float], wobble: list[int], level:
 
 
 RATES = st.lists(st.floats(1.0, 60.0), min_size=6, max_size=6)  # a throughput a second in each sixth of the soak
-WOBBLE = st.lists(st.integers(-8, 8), min_size=len(DIP_T), max_size=len(DIP_T))  # churn of up to 8 pages
+WOBBLE = st.lists(st.integers(-25, 25), min_size=len(DIP_T), max_size=len(DIP_T))  # churn of up to 25 pages (100 KiB)
 
 
 @settings(max_examples=60, deadline=None)
@@ -239,10 +239,12 @@ WOBBLE = st.lists(st.integers(-8, 8), min_size=len(DIP_T), max_size=len(DIP_T)) 
 def test_memory_that_does_not_grow_is_never_a_leak_whatever_the_throughput(
     tmp_path_factory: pytest.TempPathFactory, rates: list[float], wobble: list[int], level: float
 ) -> None:
-    """Flat memory with churn of up to 8 pages, at throughputs that dip, surge or collapse in any
-    sixth of a 15 s soak: per second or per iteration, no verdict reads a leak."""
+    """Flat memory with churn of up to a 100 KiB buffer, at throughputs that dip, surge or collapse
+    in any sixth of a 15 s soak: ok, per second and per iteration. (Asked only whether it grew per
+    iteration at 95%, a bounded ring's soak beside two busy loops read "inconclusive: heap grows per
+    iteration but not per second".)"""
     result = _judge_profile(tmp_path_factory.mktemp("flat"), rates, wobble, level, 0.0)
-    assert result.status != LEAK, (result.reason, result.problems)
+    assert result.status == CLEAN, (result.reason, result.problems)
 
 
 @settings(max_examples=60, deadline=None)

@@ -735,6 +735,7 @@ def _measure(
     result.runs = run.runs + 1
     result.measured_runs = max(0, run.runs - (settings.warmup - 1))
     result.seconds = time.perf_counter() - started
+    result.own_seconds = own_seconds
     result.settings = settings.as_dict()
     if not run.light:
         result.details.append("runs went through pytest's full protocol (a light run was not possible)")
