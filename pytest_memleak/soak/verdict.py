@@ -393,10 +393,12 @@ def _drawn(trend: Trend, t: list[float], clock: list[float]) -> tuple[float, flo
     """The fitted line as the report draws it over seconds: intercept, slope per second, start and
     end. A trend fitted per iteration is drawn from its value where its window starts to its value
     at the end."""
-    inside = [a for a, c in zip(t, clock, strict=True) if c >= trend.window_start]
-    if clock is t or not inside or t[-1] <= inside[0]:
+    if clock is t:  # (fitted over seconds: drawn as it is)
         return trend.intercept, trend.slope, trend.window_start, trend.window_end
-    start, end = inside[0], t[-1]
+    start = next((a for a, c in zip(t, clock, strict=True) if c >= trend.window_start), t[-1] if t else 0.0)
+    if not t or t[-1] <= start:
+        return trend.intercept, trend.slope, trend.window_start, trend.window_end
+    end = t[-1]
     slope = (trend.at(trend.window_end) - trend.at(trend.window_start)) / (end - start)
     return trend.at(trend.window_start) - slope * start, slope, start, end
 
