@@ -202,6 +202,13 @@ for _ in range(500):
     most = max(most, abs(allocator.allocated_bytes() - before))
 out["clean_moved"], out["cached"] = most, cached()
 
+glibc = ctypes.CDLL("libc.so.6")  # its own malloc, beside jemalloc's: glibc's arena
+glibc.malloc.restype, glibc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+# (before the threads: a joined thread's cache is flushed as it exits, which join() does not wait for)
+before = allocator.allocated_bytes()
+ctypes.memset(glibc.malloc(1 << 20), 1, 1 << 20)
+out["glibc_grew"] = allocator.allocated_bytes() - before
+
 go, done = threading.Event(), []
 
 
@@ -223,11 +230,6 @@ go.set()
 for t in threads:
     t.join()
 
-glibc = ctypes.CDLL("libc.so.6")  # its own malloc, beside jemalloc's: glibc's arena
-glibc.malloc.restype, glibc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
-before = allocator.allocated_bytes()
-ctypes.memset(glibc.malloc(1 << 20), 1, 1 << 20)
-out["glibc_grew"] = allocator.allocated_bytes() - before
 print(json.dumps(out))
 """
 
