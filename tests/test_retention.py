@@ -155,11 +155,6 @@ def test_the_plugins_own_references_are_left_out(app: types.ModuleType):
     assert len(result.details) == 3
 
 
-@pytest.mark.xfail(
-    sys.version_info[:2] == (3, 12), reason=(
-        "on Python 3.12.1 the frame of retention.search outlives its call and keeps the released instance alive through its locals: gc sees no referrer of that frame, and without Graph._scan_frames' walk of the live frames (f_back) it is freed; a minimal walk does not reproduce it (issue 15, not yet explained)"
-    ), strict=False
-)
 def test_an_instance_held_only_by_c_code_says_so(app: types.ModuleType):
     import ctypes
     import weakref

@@ -48,11 +48,6 @@ def test_a_cycle_is_collected_before_judging():
     assert watcher.survivors() == []
 
 
-@pytest.mark.xfail(
-    sys.version_info[:2] == (3, 12), reason=(
-        "on Python 3.12.1 the frame of retention.paths_for outlives its call and keeps the closed session alive through its locals: gc sees no referrer of that frame, and without Graph._scan_frames' walk of the live frames (f_back) it is freed; a minimal walk does not reproduce it (issue 15, not yet explained)"
-    ), strict=False
-)
 def test_a_survivor_is_reported_with_why_and_the_global_that_holds_it(registry: types.ModuleType):
     watcher = Watcher()
     kept = Session()

@@ -156,16 +156,16 @@ class _Graph:
             frame: types.FrameType | None = top
             while frame is not None:
                 code = frame.f_code
-                if frame.f_globals is not frame.f_locals:  # not a module's top level
+                # (the search's own frames are not read: on Python 3.12.1, reading f_locals of the
+                # frame that called the search kept that frame, and what its locals held, alive)
+                if code.co_filename not in _SEARCH_FILES and frame.f_globals is not frame.f_locals:  # not a module's top level
                     try:
                         local_vars = frame.f_locals
                     except Exception:
                         local_vars = {}
                     self.keep.append(local_vars)
                     self.own.add(id(local_vars))  # a snapshot dict: never a path of its own
-                    if code.co_filename in _SEARCH_FILES:
-                        pass
-                    elif code.co_filename.startswith(_OWN_DIR):
+                    if code.co_filename.startswith(_OWN_DIR):
                         self.plugin_held.update(id(v) for v in local_vars.values())
                     else:
                         where = f"{code.co_name} at {short_path(code.co_filename)}:{frame.f_lineno}"
@@ -173,6 +173,10 @@ class _Graph:
                             self.frame_locals.setdefault(id(value), (where, name))
                 frame = frame.f_back
         frames.clear()  # frame objects of this very search: let them go
+        # ... and this frame's own references to frames: on Python 3.12.1 a frame object that
+        # outlives its call is not always seen by gc, so a cycle through it (this frame's
+        # ``top`` is this frame) kept the caller's frame, and what its locals held, alive
+        top = frame = None
 
     def _scan_context(self) -> None:
         """The values of this thread's context variables, and the context's own map (which holds its
