@@ -156,8 +156,8 @@ class _Graph:
             frame: types.FrameType | None = top
             while frame is not None:
                 code = frame.f_code
-                # (the search's own frames are not read: on Python 3.12.1, reading f_locals of the
-                # frame that called the search kept that frame, and what its locals held, alive)
+                # (the search's own frames are not read: reading this frame's f_locals stores in it a
+                # dict that refers to it, a cycle Python 3.12.1's gc did not free, holding the callers)
                 if code.co_filename not in _SEARCH_FILES and frame.f_globals is not frame.f_locals:  # not a module's top level
                     try:
                         local_vars = frame.f_locals
@@ -176,7 +176,7 @@ class _Graph:
         # ... and this frame's own references to frames: on Python 3.12.1 a frame object that
         # outlives its call is not always seen by gc, so a cycle through it (this frame's
         # ``top`` is this frame) kept the caller's frame, and what its locals held, alive
-        top = frame = None
+        del top, frame
 
     def _scan_context(self) -> None:
         """The values of this thread's context variables, and the context's own map (which holds its
