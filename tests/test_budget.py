@@ -293,11 +293,14 @@ def test_rotation_arithmetic_and_what_else_the_cache_may_hold(pytester: pytest.P
 def test_a_test_found_leaking_is_checked_again_whatever_the_credit(pytester: pytest.Pytester) -> None:
     """A leak found once keeps failing its test in the next sessions, though the credit would not
     reach it there: otherwise the test would fail and pass by turns. Without the cache (the
-    control) the credit does not reach it: 200 tests have a floor of 0.03 s, spent long before
-    the 151st."""
+    control) the credit does not reach it: 200 tests have a floor of 0.03 s, and its check needs
+    two of its own runs, 0.1 s. (A quick test_leaks was reached in a loaded run: the quick tests
+    before it leave 0.001 s, which a check of a 0.5 ms test needs.)"""
     pytester.makepyfile(
         test_relapse=textwrap.dedent(
             """
+            import time
+
             import pytest
 
             KEPT = []
@@ -307,6 +310,8 @@ def test_a_test_found_leaking_is_checked_again_whatever_the_credit(pytester: pyt
                 pass
 
             def test_leaks():
+                if not KEPT:  # its own run, the first, takes 0.05 s; its repeated runs are quick
+                    time.sleep(0.05)
                 KEPT.append(object())
 
             @pytest.mark.parametrize("n", range(49))
