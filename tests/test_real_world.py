@@ -141,6 +141,24 @@ def test_slow_leak_every_other_run_is_caught(pytester: pytest.Pytester) -> None:
     expect_leak(pytester, "test_slow_kth", source)
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="open, found 2026-12-01: a test of 20 ms a run that keeps one object() a run reads clean after 18 runs, "
+    "'no growth of the test's own persisted while traced': its site grows 16 B a traced step, and once 208 B (the "
+    "list's resize), while the block count stays flat",
+)
+def test_slow_test_keeping_one_object_a_run_is_caught(pytester: pytest.Pytester) -> None:
+    """The same leak as a quick test's one object() a run (caught at its line), in a test of 20 ms."""
+    source = """
+        import time
+        KEPT = []
+        def test_leak():
+            KEPT.append(object())  # LEAK-LINE
+            time.sleep(0.02)
+    """
+    expect_leak(pytester, "test_slow_object", source, "--memleak-budget=none")
+
+
 def test_leak_every_kth_run_into_a_dict_is_caught(pytester: pytest.Pytester) -> None:
     """The same every 5th run, as a dict entry keyed on the counter, in a test marked for checking."""
     source = """
