@@ -395,8 +395,8 @@ def _drawn(trend: Trend, t: list[float], clock: list[float]) -> tuple[float, flo
     at the end."""
     if clock is t:  # (fitted over seconds: drawn as it is)
         return trend.intercept, trend.slope, trend.window_start, trend.window_end
-    start = next((a for a, c in zip(t, clock, strict=True) if c >= trend.window_start), t[-1] if t else 0.0)
-    if not t or t[-1] <= start:
+    start = next((a for a, c in zip(t, clock, strict=True) if c >= trend.window_start), None)
+    if start is None or t[-1] <= start:
         return trend.intercept, trend.slope, trend.window_start, trend.window_end
     end = t[-1]
     slope = (trend.at(trend.window_end) - trend.at(trend.window_start)) / (end - start)
