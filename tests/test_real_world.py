@@ -141,13 +141,6 @@ def test_slow_leak_every_other_run_is_caught(pytester: pytest.Pytester) -> None:
     expect_leak(pytester, "test_slow_kth", source)
 
 
-@pytest.mark.xfail(
-    sys.version_info >= (3, 11),  # (on 3.10 it is caught at its line)
-    strict=True,
-    reason="open, found 2026-12-01: a test of 20 ms a run that keeps one object() a run reads clean after 18 runs, "
-    "'no growth of the test's own persisted while traced': its site grows 16 B a traced step, and once 208 B (the "
-    "list's resize), while the block count stays flat",
-)
 def test_slow_test_keeping_one_object_a_run_is_caught(pytester: pytest.Pytester) -> None:
     """The same leak as a quick test's one object() a run (caught at its line), in a test of 20 ms."""
     source = """
