@@ -600,20 +600,19 @@ def test_growing_string():
 
 
 @needs_jemalloc
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 15, still open: jemalloc counts a 40 KiB string by its size class, 8 KiB apart, so 100 B a run shows "
-    "once in 80 runs, and the screen clears a quick test after 10 runs without growth (glibc counts it "
-    "to 16 B: a leak)",
-)
-def test_jemalloc_large_string_growing_below_its_size_class_is_never_clean(
+def test_jemalloc_large_string_growing_below_its_size_class_is_caught_at_its_line(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """jemalloc counts a 40 KiB string by its size class, 8 KiB apart: 100 B a run moves its
+    count once in 80 runs, and the screen of a quick test sees none of it. The clean screen is
+    checked once more with tracemalloc at one frame, which counts the bytes asked for."""
     pytester.makepyfile(test_growing=textwrap.dedent(GROWING_LARGE))
     monkeypatch.setenv("LD_PRELOAD", JEMALLOC)
     pytester.runpytest_subprocess(*ARGS, timeout=600)
     verdict = _verdicts(pytester)["test_growing_string"]
-    assert verdict["status"] in ("leak", "inconclusive"), verdict_lines(pytester)
+    assert verdict["status"] == "leak", verdict_lines(pytester)
+    line = _line("LEAK-LINE", GROWING_LARGE)
+    assert verdict["sites"][0]["site"] == f"test_growing.py:{line}", verdict_lines(pytester)
 
 
 @needs_jemalloc

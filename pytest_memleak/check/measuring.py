@@ -14,6 +14,7 @@ import re
 import sys
 import tempfile
 import time
+import tracemalloc
 from array import array
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -222,12 +223,14 @@ SCREEN_METRICS = ("blocks", "heap", "rss", "fds", "threads")
 class Counters:
     """Pre-allocated series of the screen's counters, and the runs made by each row."""
 
-    __slots__ = ("capacity", "columns", "n", "heap", "at", "extra", "errors")
+    __slots__ = ("capacity", "columns", "n", "heap", "at", "extra", "errors", "traced")
 
-    def __init__(self, capacity: int, extra: Sequence[Counter] = (), errors: dict[str, str] | None = None) -> None:
+    def __init__(self, capacity: int, extra: Sequence[Counter] = (), errors: dict[str, str] | None = None, traced: bool = False) -> None:
         """``extra``: a project's counters (``pytest_memleak_counters``), a column each; a
-        counter that fails to read is said in ``errors``."""
+        counter that fails to read is said in ``errors``. ``traced``: the heap column holds the
+        bytes tracemalloc traces (it runs), not the allocators' (which count by size classes)."""
         self.capacity = capacity
+        self.traced = traced
         self.heap = heap_meter()
         self.columns: dict[str, array[Any]] = {name: array("q", bytes(8 * capacity)) for name in SCREEN_METRICS}
         self.extra = tuple(extra)
@@ -257,7 +260,7 @@ class Counters:
         if self.heap.missing is not None:  # RSS stands in for malloc's bytes: freed memory is given back first
             allocator.trim()
         cols["rss"][n] = rss()
-        cols["heap"][n] = self.heap(walk)
+        cols["heap"][n] = tracemalloc.get_traced_memory()[0] if self.traced else self.heap(walk)
         cols["blocks"][n] = sys.getallocatedblocks()
         for counter in self.extra:
             cols[counter.name][n] = read_counter(counter, self.errors)

@@ -17,12 +17,13 @@ under one setup, each its call alone (:meth:`Runner.repeat`).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
 import tracemalloc
 from array import array
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +50,7 @@ from pytest_memleak.probe.contention import Contention
 from pytest_memleak.results import INCONCLUSIVE, LeakResult
 
 STEPS = 4  # checkpoints of a window (plus its start)
+FINE_STEPS = 2  # those of below_size_class(): about as many runs as a clean screen makes
 FIRST_STEP = 4  # runs per step of the first persistence window; doubled per window
 SLOW_RUN = 0.05  # seconds: a test slower than a quarter of this gets fewer runs per step
 PERSIST_RUNS = 256  # runs of persisting growth, untraced, before tracing is spent on a suspect (a bounded cache fills for a while)
@@ -233,6 +235,7 @@ class ClassHistory:
 
     steps: list[tuple[float, float]]
     noise: float = 0.0
+    traced: bool = False  # its windows read the heap from tracemalloc (1 frame): see below_size_class()
 
     @classmethod
     def of_screen(cls, counters: measuring.Counters, walked: bool) -> ClassHistory | None:
@@ -241,6 +244,39 @@ class ClassHistory:
             return None
         heap, at = counters.values("heap")[1:], counters.runs_at()[1:]
         return cls(list(zip(deciding.steps(at), deciding.steps(heap), strict=True)), deciding.WALK_NOISE if walked else 0.0)
+
+
+@contextlib.contextmanager
+def traced_heap(run: Runner, on: bool) -> Iterator[None]:
+    """tracemalloc at one frame for the windows inside (``on``; where it runs already, as it
+    is), after a run under it: what each run replaces is traced from then on, so the traced
+    bytes rise by what the runs keep."""
+    started = on and not tracemalloc.is_tracing()
+    if started:
+        tracemalloc.start(1)
+    try:
+        if on:
+            run.repeat(1)
+        yield
+    finally:
+        if started:
+            tracemalloc.stop()
+
+
+def below_size_class(run: Runner, settings: TestSettings, stretch: int) -> ClassHistory | None:
+    """Where the allocator counts by size classes (jemalloc), a test whose screen was clean gets
+    one more short window, its heap read from tracemalloc, exact to the byte: one object that
+    grows by less than its size class over the screen (a 40 KiB string 100 B a run: jemalloc's
+    classes there are 8 KiB apart) moved nothing the screen reads. Growth in every step makes it
+    a suspect, whose windows then read the traced heap too (None: no such growth)."""
+    if not allocator.size_classed():
+        return None
+    with traced_heap(run, True):
+        counters = _window(run, stretch, full=False, walk=False, traced=True, steps=FINE_STEPS)
+    heap = counters.values("heap")
+    if not deciding.persists(heap, noise=settings.retained * stretch):
+        return None
+    return ClassHistory([(float(stretch), d) for d in deciding.steps(heap)], traced=True)
 
 
 def _screen_allowances(settings: TestSettings, counters: Sequence[Counter] = ()) -> dict[str, float]:
@@ -287,10 +323,11 @@ def persistence(
     runs = earlier
     allowed = _screen_allowances(settings, run.counters)
     metrics = ("blocks", "heap", *counted)
+    traced = classed is not None and classed.traced
     what, deltas = "blocks", list[float]()  # (the last whole window's)
     while True:
         try:
-            counters = _window(run, per_step, full=False, walk=heap_only)  # a walk's swing is noise to the rest
+            counters = _window(run, per_step, full=False, walk=heap_only, traced=traced)  # a walk's swing is noise to the rest
         except OutOfTime:
             if runs == earlier:
                 raise
@@ -313,13 +350,15 @@ def persistence(
         per_step *= 2
 
 
-def _window(run: Runner, per_step: int, full: bool, walk: bool = True) -> measuring.Counters:
-    """STEPS steps of ``per_step`` runs, a checkpoint before and after each (``walk``: pymalloc's
-    bytes in the heap column; ``full``: after a collection of the frozen heap too)."""
-    counters = measuring.Counters(STEPS + 1, run.counters, run.counter_errors)
+def _window(run: Runner, per_step: int, full: bool, walk: bool = True, traced: bool = False, steps: int = STEPS) -> measuring.Counters:
+    """``steps`` steps of ``per_step`` runs, a checkpoint before and after each (``walk``: pymalloc's
+    bytes in the heap column; ``full``: after a collection of the frozen heap too; ``traced``: the
+    traced bytes in the heap column instead, with tracemalloc running)."""
+    counters = measuring.Counters(steps + 1, run.counters, run.counter_errors, traced=traced)
+    each = iter(range(steps))  # (made before the first row: a loop's iterator is alive through it)
     run.drain()
     counters.measure(full=full, walk=walk)
-    for _ in range(STEPS):
+    for _ in each:
         run.repeat(per_step)
         run.drain()
         counters.measure(full=full, walk=walk)
@@ -410,9 +449,10 @@ def judged(
         # nowhere else): its windows walk them too, whatever else the screen saw grow (under
         # load, a block that came and went made a growing string's windows judge blocks alone)
         walk = heap_only or thorough
-        growing, what, per_step, deltas = persistence(
-            run, settings, screen_runs, stretch, walk, began + bound * (1 - TRACED_SHARE), counted, classed
-        )
+        with traced_heap(run, classed is not None and classed.traced):
+            growing, what, per_step, deltas = persistence(
+                run, settings, screen_runs, stretch, walk, began + bound * (1 - TRACED_SHARE), counted, classed
+            )
     except OutOfTime:
         return deciding.unsettled(nodeid, f"the screen saw growth, and {limit} ran out before it settled", seen)
     runs = run.runs
@@ -536,14 +576,21 @@ def long_windows(
     run.deadline = began + seconds + run.credited
     if budgeted:
         run.wait_cap = run.credited  # (no more of the session's credit)
+    traced = classed is not None and classed.traced and what == "heap bytes"
+    try:
+        with traced_heap(run, traced):
+            return _outlasted(run, result, per_step, what, reference, classed, traced)
+    except OutOfTime:
+        deciding.not_outlasted(result, run.runs, budgeted, measuring.live_threads(), _cache())
+        return result
+
+
+def _outlasted(run: Runner, result: LeakResult, per_step: int, what: str, reference: float, classed: ClassHistory | None, traced: bool) -> LeakResult:
+    """long_windows()'s windows (``traced``: the heap read from tracemalloc, which runs)."""
     while run.runs < deciding.MIN_LEAK_RUNS:
         if result.retained_per_run * STEPS * per_step > MAX_WINDOW_GROWTH:
             break  # waiting longer for a plateau would itself cost too much memory
-        try:
-            counters = _window(run, per_step, full=True)
-        except OutOfTime:
-            deciding.not_outlasted(result, run.runs, budgeted, measuring.live_threads(), _cache())
-            return result
+        counters = _window(run, per_step, full=True, traced=traced)
         signal = counters.values({"heap bytes": "heap", "RSS": "rss"}.get(what, "blocks"))
         deltas = deciding.steps(signal)
         stopped = not deciding.still_grows(signal, per_step, earlier_rate=reference)
@@ -694,7 +741,9 @@ def _measure(
 
                 run.resources_before = resources.ResourceSnapshot.take()  # to name what is still alive at a stop
             measured = run.runs - first
-            if screened.state in ("clean", "settled"):
+            # (where the allocator counts by size classes, a clean screen is checked once more, traced)
+            classed = below_size_class(run, settings, screened.stretch) if screened.state in ("clean", "settled") else None
+            if screened.state in ("clean", "settled") and classed is None:
                 result = deciding.clean_screen(item.nodeid, measured, min(screened.stretch, measured), screened.state == "settled")
             elif (
                 screened.suspects == ["heap"]
@@ -712,7 +761,7 @@ def _measure(
                 heap_only = thorough and screened.suspects == ["heap"] and steady
                 followed = [*counted, *(["rss"] if missing is not None and "rss" in screened.suspects else [])]
                 unseen = missing if "heap" in screened.suspects else None
-                classed = ClassHistory.of_screen(counters, thorough)
+                classed = classed or ClassHistory.of_screen(counters, thorough)
                 try:
                     result = judged(
                         run, settings, classifier, tracing_owner, item.nodeid, measured, screened.stretch, heap_only, thorough, followed, unseen, classed
