@@ -592,8 +592,10 @@ def test_jemalloc_growing_string_is_caught(
 
 
 GROWING_LARGE = """
+import pytest
 S = ["x" * (40 * 1024)]
 
+@pytest.mark.memleak
 def test_growing_string():
     S[0] = S[0] + "x" * 100  # LEAK-LINE
 """
@@ -604,8 +606,8 @@ def test_jemalloc_large_string_growing_below_its_size_class_is_caught_at_its_lin
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """jemalloc counts a 40 KiB string by its size class, 8 KiB apart: 100 B a run moves its
-    count once in 80 runs, and the screen of a quick test sees none of it. The clean screen is
-    checked once more with tracemalloc at one frame, which counts the bytes asked for."""
+    count once in 80 runs, and the screen of a quick test sees none of it. A marked test's clean
+    screen is checked once more with tracemalloc at one frame, which counts the bytes asked for."""
     pytester.makepyfile(test_growing=textwrap.dedent(GROWING_LARGE))
     monkeypatch.setenv("LD_PRELOAD", JEMALLOC)
     pytester.runpytest_subprocess(*ARGS, timeout=600)
@@ -613,6 +615,22 @@ def test_jemalloc_large_string_growing_below_its_size_class_is_caught_at_its_lin
     assert verdict["status"] == "leak", verdict_lines(pytester)
     line = _line("LEAK-LINE", GROWING_LARGE)
     assert verdict["sites"][0]["site"] == f"test_growing.py:{line}", verdict_lines(pytester)
+
+
+@needs_jemalloc
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 15, still open: unmarked, a clean screen is not checked again traced under jemalloc (for every test, "
+    "that cut the tests a cost budget reaches by half or more), so a 40 KiB string growing 100 B a run reads clean",
+)
+def test_jemalloc_large_string_growing_below_its_size_class_unmarked_is_never_clean(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytester.makepyfile(test_growing=textwrap.dedent(GROWING_LARGE.replace("@pytest.mark.memleak\n", "")))
+    monkeypatch.setenv("LD_PRELOAD", JEMALLOC)
+    pytester.runpytest_subprocess(*ARGS, timeout=600)
+    verdict = _verdicts(pytester)["test_growing_string"]
+    assert verdict["status"] in ("leak", "inconclusive"), verdict_lines(pytester)
 
 
 @needs_jemalloc

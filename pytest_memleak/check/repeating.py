@@ -264,8 +264,8 @@ def traced_heap(run: Runner, on: bool) -> Iterator[None]:
 
 
 def below_size_class(run: Runner, settings: TestSettings, stretch: int) -> ClassHistory | None:
-    """Where the allocator counts by size classes (jemalloc), a test whose screen was clean gets
-    one more short window, its heap read from tracemalloc, exact to the byte: one object that
+    """Where the allocator counts by size classes (jemalloc), a test marked ``memleak`` whose
+    screen was clean gets one more short window, its heap read from tracemalloc, exact to the byte: one object that
     grows by less than its size class over the screen (a 40 KiB string 100 B a run: jemalloc's
     classes there are 8 KiB apart) moved nothing the screen reads. Growth in every step makes it
     a suspect, whose windows then read the traced heap too (None: no such growth)."""
@@ -741,8 +741,9 @@ def _measure(
 
                 run.resources_before = resources.ResourceSnapshot.take()  # to name what is still alive at a stop
             measured = run.runs - first
-            # (where the allocator counts by size classes, a clean screen is checked once more, traced)
-            classed = below_size_class(run, settings, screened.stretch) if screened.state in ("clean", "settled") else None
+            # (where the allocator counts by size classes, a marked test's clean screen is checked once
+            # more, traced: for every test, it cut the tests that a cost budget reaches by half or more)
+            classed = below_size_class(run, settings, screened.stretch) if thorough and screened.state in ("clean", "settled") else None
             if screened.state in ("clean", "settled") and classed is None:
                 result = deciding.clean_screen(item.nodeid, measured, min(screened.stretch, measured), screened.state == "settled")
             elif (
