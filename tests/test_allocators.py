@@ -620,7 +620,7 @@ def test_jemalloc_large_string_growing_below_its_size_class_is_caught_at_its_lin
 @needs_jemalloc
 @pytest.mark.xfail(
     strict=True,
-    reason="issue 15, still open: unmarked, a clean screen is not checked again traced under jemalloc (for every test, "
+    reason="known limit (README): unmarked, a clean screen is not checked again traced under jemalloc (for every test, "
     "that cut the tests a cost budget reaches by half or more), so a 40 KiB string growing 100 B a run reads clean",
 )
 def test_jemalloc_large_string_growing_below_its_size_class_unmarked_is_never_clean(
