@@ -125,7 +125,11 @@ def test_leak_every_kth_run_is_caught(pytester: pytest.Pytester, k: int, marked:
     expect_leak(pytester, "test_kth", source)
 
 
-@pytest.mark.xfail(strict=True, reason=OPEN + "a slow test's stretch is one run (each costs as much as its own run): its first repeated run grows, its second is quiet")
+@pytest.mark.xfail(
+    strict=False,  # (not strict: in 1 of 9 loaded legs of d0c364c, its windows stepped 9 runs and the leak was caught at
+    # its line: the stretch is set by timing, and a leak caught is no failure)
+    reason=OPEN + "a slow test's stretch is one run (each costs as much as its own run): its first repeated run grows, its second is quiet",
+)
 def test_slow_leak_every_other_run_is_caught(pytester: pytest.Pytester) -> None:
     """Growth every 2nd run in a test of 60 ms a run, unmarked."""
     source = """
