@@ -21,7 +21,7 @@ from pytest_memleak.soak.config import SoakConfig
 from pytest_memleak.soak.guard import Trip
 from pytest_memleak.soak.samples import Series, chart_indices
 from pytest_memleak.soak.table import rate, saw_label, state
-from pytest_memleak.soak.trend import EFFECT_FLOOR, Level, Trend, fit_level, judge
+from pytest_memleak.soak.trend import EFFECT_FLOOR, PERSIST_RATIO, Level, Trend, fit_level, judge
 
 MAX_STRETCH = 3.0  # a busy machine's soak runs on by the time it was contended, up to this times its duration
 # (beside two busy loops and a second xdist worker a soak waited 63% of its time: at 2x, 6.0 s of 8 s of work)
@@ -130,7 +130,7 @@ def judge_soak(m: Measured) -> SoakResult:
         varied = f"throughput ranged from {low:,.1f}/s to {high:,.1f}/s over the sixths of the fitted window"
         work = [n / window_rate for n in iterations]
         by_work = _judge_memory(m, work, rss, heap, blocks, clear_of_noise=SECOND_LOOK_CLEAR_OF_NOISE)
-    judged, per_iteration = _per_iteration(m, by_time, by_work, window_rate)
+    judged, per_iteration = _per_iteration(m, by_time, by_work, t, iterations, window_rate)
     rss_level, heap_level = judged.rss_level, judged.heap_level
     rss_trend, heap_trend = rss_level.trend, heap_level.trend
     rss_leak, rss_reason, heap_leak, heap_reason = judged.rss_leak, judged.rss_reason, judged.heap_leak, judged.heap_reason
@@ -300,6 +300,7 @@ class _Judged:
     heap_leak: bool
     heap_reason: str
     blocks_reason: str | None  # the heap's allocated blocks, where its bytes rose unsurely
+    blocks_trend: Trend | None  # ...and their trend
 
 
 def _judge_memory(
@@ -336,7 +337,7 @@ def _judge_memory(
         unit=m.heap_unit,
         clear_of_noise=clear_of_noise,
     )
-    blocks_reason = None
+    blocks_reason, blocks_trend = None, None
     if m.heap_unit == "B" and not heap_leak and not m.is_watched and heap_trend.slope * 3600.0 > heap_budget:
         # the heap's bytes rise, but too unevenly to show it surely (a few bytes an iteration, beside
         # pymalloc's pools and arenas coming and going): its allocated blocks are an exact count, in
@@ -351,12 +352,15 @@ def _judge_memory(
             unit="blocks",
             clear_of_noise=SECOND_LOOK_CLEAR_OF_NOISE,
         )
+        blocks_trend = blocks_level.trend
         if blocks_leak:
             heap_leak, heap_reason = True, f"grows {rate(heap_trend.slope * 3600.0, 'B')}; allocated blocks: {blocks_reason}"
-    return _Judged(clock, rss_level, rss_leak, rss_reason, heap_level, heap_leak, heap_reason, blocks_reason)
+    return _Judged(clock, rss_level, rss_leak, rss_reason, heap_level, heap_leak, heap_reason, blocks_reason, blocks_trend)
 
 
-def _per_iteration(m: Measured, by_time: _Judged, by_work: _Judged | None, window_rate: float) -> tuple[_Judged, str | None]:
+def _per_iteration(
+    m: Measured, by_time: _Judged, by_work: _Judged | None, t: list[float], iterations: list[float], window_rate: float
+) -> tuple[_Judged, str | None]:
     """The verdicts to give, and a line saying why where some are judged per iteration.
 
     A leak that is steady per iteration bends over seconds where throughput varies: a dip
@@ -364,18 +368,23 @@ def _per_iteration(m: Measured, by_time: _Judged, by_work: _Judged | None, windo
     zero (a sqlite connection an iteration under load: 46 MiB in 18 s read "no persistent
     growth", "never" reaching its limit). Where throughput varied (``by_work`` is the verdict per
     iteration, asking a rise of :data:`SECOND_LOOK_CLEAR_OF_NOISE` times the noise), a series that
-    did not leak per second, and did not slow in the last third per second (a plateau there is
-    left to :func:`_doubt`), leaks when it leaks per iteration."""
+    did not leak per second, and did not slow in the last third per second more than the work
+    done there did (:func:`_slowed`; a plateau is left to :func:`_doubt`), leaks when it leaks
+    per iteration."""
     if by_work is None:
         return by_time, None
     judged, names = by_time, []
-    if by_work.rss_leak and not by_time.rss_leak and not by_time.rss_level.trend.plateaued:
+    rss_slowed = _slowed(by_time.rss_level.trend, t, iterations)
+    heap_slowed = _slowed(by_time.heap_level.trend, t, iterations) and (
+        by_time.blocks_trend is None or _slowed(by_time.blocks_trend, t, iterations)
+    )
+    if by_work.rss_leak and not by_time.rss_leak and not rss_slowed:
         judged = replace(
             judged, rss_clock=by_work.rss_clock, rss_level=by_work.rss_level, rss_leak=True,
             rss_reason=f"{by_work.rss_reason} (judged per iteration)",
         )
         names.append("RSS")
-    if by_work.heap_leak and not by_time.heap_leak and not by_time.heap_level.trend.plateaued and not m.is_watched:
+    if by_work.heap_leak and not by_time.heap_leak and not heap_slowed and not m.is_watched:
         judged = replace(
             judged, heap_level=by_work.heap_level, heap_leak=True,
             heap_reason=f"{by_work.heap_reason} (judged per iteration)", blocks_reason=by_work.blocks_reason,
@@ -387,6 +396,27 @@ def _per_iteration(m: Measured, by_time: _Judged, by_work: _Judged | None, windo
         f"judged per iteration: {' and '.join(names)}, as throughput varied within the window; rates are per "
         f"hour at the window's {window_rate:,.1f} iterations/s"
     )
+
+
+def _slowed(trend: Trend, t: list[float], iterations: list[float]) -> bool:
+    """Whether a trend over seconds plateaued more than the work done late in its window explains.
+
+    A leak per iteration rises per second in the window's last third by the share of the
+    window's throughput done there, times its rate over the window: a soak on a machine
+    that grew busier read "plateaued" per second (its exact block count rose 24 blocks/s there
+    against 51 over the window, at 26 iterations/s against 44) while it kept one ``object()`` an
+    iteration. A plateau explained by the work is none: the last third still rises (its lower
+    bound above zero), at least :data:`PERSIST_RATIO` times the window's rate scaled by that
+    share. A fill that ended (by time, say, as the throughput fell) does not rise there.
+    """
+    tail = trend.tail
+    if not trend.plateaued:
+        return False
+    window = _window_throughput(t, iterations, trend)
+    if tail is None or tail.lower <= 0 or window <= 0:
+        return True
+    late_share = _throughput(t, iterations, tail.start, tail.end) / window
+    return tail.slope < PERSIST_RATIO * late_share * trend.slope
 
 
 def _drawn(trend: Trend, t: list[float], clock: list[float]) -> tuple[float, float, float, float]:
